@@ -1,0 +1,134 @@
+//! Types and names shared by the BPF program and userspace.
+//!
+//! Everything that crosses the ring buffer is `#[repr(C)]`, made of fixed-width
+//! integers and byte arrays, with explicit padding, so both sides agree on the
+//! layout byte for byte. Userspace never transmutes these from raw bytes: it
+//! checks the length and reads them with `read_unaligned`.
+#![no_std]
+
+/// Name of the BPF program attached to `sock:inet_sock_set_state`.
+pub const PROGRAM_SET_STATE: &str = "tcpstate_set_state";
+/// Tracepoint category and name the program attaches to.
+pub const TRACEPOINT_CATEGORY: &str = "sock";
+pub const TRACEPOINT_NAME: &str = "inet_sock_set_state";
+
+/// Ring buffer carrying [`Event`] records to userspace.
+pub const MAP_EVENTS: &str = "EVENTS";
+/// Per-CPU count of records that could not be reserved in [`MAP_EVENTS`].
+pub const MAP_LOST: &str = "LOST";
+
+/// Load-time globals (set by userspace before the program is loaded).
+pub const GLOBAL_FILTER_FAMILY: &str = "FILTER_FAMILY";
+pub const GLOBAL_FILTER_LPORT: &str = "FILTER_LPORT";
+pub const GLOBAL_FILTER_RPORT: &str = "FILTER_RPORT";
+pub const GLOBAL_FILTER_ANY_PORT: &str = "FILTER_ANY_PORT";
+pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+pub const GLOBAL_WAKEUP_INTERVAL_NS: &str = "WAKEUP_INTERVAL_NS";
+
+/// `struct trace_event_raw_inet_sock_set_state` offsets, as its `format` file
+/// gives them since Linux 4.16. Userspace checks the running kernel's format
+/// against these before loading.
+pub mod tp_offsets {
+    pub const SKADDR: usize = 8;
+    pub const OLDSTATE: usize = 16;
+    pub const NEWSTATE: usize = 20;
+    pub const SPORT: usize = 24;
+    pub const DPORT: usize = 26;
+    pub const FAMILY: usize = 28;
+    pub const PROTOCOL: usize = 30;
+    pub const SADDR_V6: usize = 40;
+    pub const DADDR_V6: usize = 56;
+
+    /// (field name, offset, size) as they must appear in the format file.
+    pub const EXPECTED: [(&str, usize, usize); 9] = [
+        ("skaddr", SKADDR, 8),
+        ("oldstate", OLDSTATE, 4),
+        ("newstate", NEWSTATE, 4),
+        ("sport", SPORT, 2),
+        ("dport", DPORT, 2),
+        ("family", FAMILY, 2),
+        ("protocol", PROTOCOL, 2),
+        ("saddr_v6", SADDR_V6, 16),
+        ("daddr_v6", DADDR_V6, 16),
+    ];
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+
+/// `Event::kind` values.
+pub mod kind {
+    /// A TCP state transition from `sock:inet_sock_set_state`.
+    pub const TRANSITION: u8 = 1;
+}
+
+/// One record in the ring buffer.
+///
+/// Addresses are in network byte order as the kernel stores them; for an
+/// `AF_INET` socket they are IPv4-mapped IPv6 (`::ffff:a.b.c.d`), which is
+/// what the tracepoint's `saddr_v6`/`daddr_v6` fields hold. Ports are in host
+/// byte order (the tracepoint converts them).
+///
+/// `tgid`, `pid`, `comm` and `cgroup_id` describe the task that was on the
+/// CPU when the event fired. For transitions driven by packets (softirq) this
+/// is unrelated to the socket's owner.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_boot_ns()`: nanoseconds since boot, including suspend.
+    pub ts_boot_ns: u64,
+    /// Kernel address of the `struct sock` (identity while the socket lives).
+    pub skaddr: u64,
+    pub cgroup_id: u64,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub comm: [u8; 16],
+    pub tgid: u32,
+    pub pid: u32,
+    pub cpu: u32,
+    /// Network namespace inode, 0 when unknown.
+    pub netns: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub kind: u8,
+    pub oldstate: u8,
+    pub newstate: u8,
+    pub _pad: [u8; 7],
+}
+
+pub const EVENT_SIZE: usize = 104;
+const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
+const _: () = assert!(core::mem::align_of::<Event>() == 8);
+
+impl Event {
+    pub const fn zeroed() -> Self {
+        Self {
+            ts_boot_ns: 0,
+            skaddr: 0,
+            cgroup_id: 0,
+            saddr: [0; 16],
+            daddr: [0; 16],
+            comm: [0; 16],
+            tgid: 0,
+            pid: 0,
+            cpu: 0,
+            netns: 0,
+            sport: 0,
+            dport: 0,
+            family: 0,
+            kind: 0,
+            oldstate: 0,
+            newstate: 0,
+            _pad: [0; 7],
+        }
+    }
+}
+
+/// Default ring buffer size: room for a burst of about 150,000 records
+/// (each takes `EVENT_SIZE` plus an 8-byte ring header).
+pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Event {}

@@ -1,0 +1,178 @@
+//! Kernel side of tcpstate: one record per TCP state transition.
+//!
+//! Reads the fields of `sock:inet_sock_set_state`, keeps TCP only, applies the
+//! optional load-time filters, reserves a record in the ring buffer, fills it
+//! and submits it. When a record cannot be reserved, a per-CPU counter says so.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+    },
+    macros::{map, tracepoint},
+    maps::{PerCpuArray, RingBuf},
+    programs::TracePointContext,
+    EbpfContext,
+};
+use aya_log_ebpf::warn;
+use tcpstate_common::{kind, tp_offsets as off, Event, DEFAULT_RING_BYTES, IPPROTO_TCP};
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+#[map(name = "LOST")]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+// Load-time settings; userspace overrides them before loading. Zero means
+// "no filter". Read with `read_volatile` so the compiler keeps the loads.
+#[no_mangle]
+static FILTER_FAMILY: u16 = 0;
+#[no_mangle]
+static FILTER_LPORT: u16 = 0;
+#[no_mangle]
+static FILTER_RPORT: u16 = 0;
+#[no_mangle]
+static FILTER_ANY_PORT: u16 = 0;
+/// Wake userspace once this many bytes are waiting (batching under load).
+#[no_mangle]
+static WAKEUP_BYTES: u64 = 64 * 112;
+/// ...or when nobody was woken for this long (an isolated event is prompt).
+#[no_mangle]
+static WAKEUP_INTERVAL_NS: u64 = 50_000_000;
+
+/// Time of the last forced wake-up, shared by all CPUs. Races only make a
+/// wake-up happen slightly earlier or later, never lose a record.
+#[no_mangle]
+static mut LAST_WAKEUP_NS: u64 = 0;
+
+#[tracepoint]
+pub fn tcpstate_set_state(ctx: TracePointContext) -> u32 {
+    try_set_state(&ctx);
+    0
+}
+
+#[inline(always)]
+fn setting<T: Copy>(global: &'static T) -> T {
+    unsafe { core::ptr::read_volatile(global) }
+}
+
+/// Reads a tracepoint field straight from the context. The offsets are
+/// naturally aligned, which is what the verifier requires for context reads;
+/// userspace has checked them against the running kernel's format file.
+#[inline(always)]
+fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset) as *const T) }
+}
+
+#[inline(always)]
+fn address(ctx: &TracePointContext, offset: usize) -> [u8; 16] {
+    let hi: u64 = field(ctx, offset);
+    let lo: u64 = field(ctx, offset + 8);
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&hi.to_ne_bytes());
+    out[8..].copy_from_slice(&lo.to_ne_bytes());
+    out
+}
+
+#[inline(always)]
+fn try_set_state(ctx: &TracePointContext) {
+    let protocol: u16 = field(ctx, off::PROTOCOL);
+    if protocol != IPPROTO_TCP {
+        return;
+    }
+    let family: u16 = field(ctx, off::FAMILY);
+    let sport: u16 = field(ctx, off::SPORT);
+    let dport: u16 = field(ctx, off::DPORT);
+    if !passes_filters(family, sport, dport) {
+        return;
+    }
+
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost(ctx);
+        return;
+    };
+    let ts = unsafe { bpf_ktime_get_boot_ns() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let oldstate: i32 = field(ctx, off::OLDSTATE);
+    let newstate: i32 = field(ctx, off::NEWSTATE);
+    entry.write(Event {
+        ts_boot_ns: ts,
+        skaddr: field(ctx, off::SKADDR),
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        saddr: address(ctx, off::SADDR_V6),
+        daddr: address(ctx, off::DADDR_V6),
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        netns: 0,
+        sport,
+        dport,
+        family,
+        kind: kind::TRANSITION,
+        oldstate: oldstate as u8,
+        newstate: newstate as u8,
+        _pad: [0; 7],
+    });
+    entry.submit(wakeup_flag(ts));
+}
+
+#[inline(always)]
+fn passes_filters(family: u16, sport: u16, dport: u16) -> bool {
+    let want_family = setting(&FILTER_FAMILY);
+    if want_family != 0 && want_family != family {
+        return false;
+    }
+    let lport = setting(&FILTER_LPORT);
+    if lport != 0 && lport != sport {
+        return false;
+    }
+    let rport = setting(&FILTER_RPORT);
+    if rport != 0 && rport != dport {
+        return false;
+    }
+    let any = setting(&FILTER_ANY_PORT);
+    any == 0 || any == sport || any == dport
+}
+
+/// Batches wake-ups: wake the reader when a batch has piled up, or when no
+/// wake-up happened for a while (so a lone event is not held back).
+#[inline(always)]
+fn wakeup_flag(now: u64) -> u64 {
+    let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let last = unsafe { core::ptr::read_volatile(&raw const LAST_WAKEUP_NS) };
+    if pending >= setting(&WAKEUP_BYTES) || now.wrapping_sub(last) >= setting(&WAKEUP_INTERVAL_NS) {
+        unsafe { core::ptr::write_volatile(&raw mut LAST_WAKEUP_NS, now) };
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+fn count_lost(ctx: &TracePointContext) {
+    if let Some(lost) = LOST.get_ptr_mut(0) {
+        // Per-CPU slot: no other CPU writes it, and this program does not
+        // nest on one CPU, so a plain increment is exact.
+        unsafe {
+            if *lost == 0 {
+                // Rare: once per CPU for the life of the program.
+                warn!(ctx, "ring buffer full on this CPU: counting lost events");
+            }
+            *lost += 1;
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

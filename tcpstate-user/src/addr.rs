@@ -1,0 +1,80 @@
+//! Socket addresses as the tracepoint reports them, and how we print them.
+use std::{
+    fmt,
+    net::{IpAddr, Ipv6Addr},
+};
+
+/// Converts the tracepoint's 16-byte address into an `IpAddr`. IPv4-mapped
+/// IPv6 addresses (`::ffff:a.b.c.d`, which the tracepoint uses for IPv4
+/// sockets and which dual-stack IPv6 sockets use for IPv4 peers) become IPv4.
+pub fn ip_from_wire(bytes: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(bytes);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// An address and port, printed `1.2.3.4:80` or `[::1]:80`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn new(ip: IpAddr, port: u16) -> Self {
+        Self { ip, port }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self.ip {
+            IpAddr::V4(ip) => format!("{ip}:{}", self.port),
+            IpAddr::V6(ip) => format!("[{ip}]:{}", self.port),
+        };
+        f.pad(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn mapped_ipv4_is_shown_as_ipv4() {
+        let mapped = Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped().octets();
+        assert_eq!(ip_from_wire(mapped), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let ep = Endpoint::new(ip_from_wire(mapped), 8080);
+        assert_eq!(ep.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn ipv6_is_bracketed_and_compressed() {
+        let ep = Endpoint::new(ip_from_wire(Ipv6Addr::LOCALHOST.octets()), 443);
+        assert_eq!(ep.to_string(), "[::1]:443");
+        let doc: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        assert_eq!(
+            Endpoint::new(ip_from_wire(doc.octets()), 1).to_string(),
+            "[2001:db8::1]:1"
+        );
+    }
+
+    #[test]
+    fn unspecified_and_ipv4_compatible_stay_ipv6() {
+        // `::` (an unbound socket) and the deprecated `::a.b.c.d` form are not
+        // mapped addresses and must not be rewritten.
+        assert_eq!(ip_from_wire([0; 16]).to_string(), "::");
+        let mut compat = [0u8; 16];
+        compat[12..].copy_from_slice(&[10, 0, 0, 1]);
+        assert!(ip_from_wire(compat).is_ipv6());
+    }
+
+    #[test]
+    fn endpoint_honours_width() {
+        let ep = Endpoint::new(IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4)), 5);
+        assert_eq!(format!("{ep:<12}|"), "1.2.3.4:5   |");
+    }
+}

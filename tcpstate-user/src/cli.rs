@@ -1,0 +1,176 @@
+//! Command-line interface.
+use crate::{
+    filter::{parse_family, AddrFilter, Filter},
+    tcp::{Family, TcpState},
+};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tcpstate",
+    version,
+    about = "Trace TCP state transitions from the kernel, as they happen"
+)]
+pub struct Cli {
+    /// Show diagnostics, including the BPF program's own (aya-log)
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream every TCP state transition (Ctrl-C to stop)
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// JSON Lines output (one object per line, stable field names)
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct FilterArgs {
+    /// Only sockets with this local or remote port (repeatable)
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Only this local address: IP, IP:PORT, [IPv6]:PORT or a network (repeatable)
+    #[arg(long = "laddr", value_name = "ADDR", value_parser = parse_addr)]
+    pub laddrs: Vec<AddrFilter>,
+    /// Only this remote address: IP, IP:PORT, [IPv6]:PORT or a network (repeatable)
+    #[arg(long = "raddr", value_name = "ADDR", value_parser = parse_addr)]
+    pub raddrs: Vec<AddrFilter>,
+    /// Only transitions into or out of this state, e.g. CLOSE_WAIT (repeatable, or comma-separated)
+    #[arg(long = "state", value_name = "STATE", value_delimiter = ',', value_parser = parse_state)]
+    pub states: Vec<TcpState>,
+    /// Only sockets of this family: ipv4 or ipv6 (an IPv6 socket talking to an IPv4-mapped peer is ipv6)
+    #[arg(long, value_name = "FAMILY", value_parser = parse_family_arg)]
+    pub family: Option<Family>,
+}
+
+impl FilterArgs {
+    pub fn to_filter(&self) -> Filter {
+        Filter {
+            ports: self.ports.clone(),
+            laddrs: self.laddrs.clone(),
+            raddrs: self.raddrs.clone(),
+            states: self.states.clone(),
+            family: self.family,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LiveArgs {
+    /// Ring buffer size: a power of two, e.g. 4M, 16M, 64M (the default holds a burst of ~150,000 transitions)
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    pub ring_size: u64,
+    /// Wake up after this many bytes are queued (default: 64 records)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, hide = true)]
+    pub wakeup_size: Option<u64>,
+}
+
+fn parse_addr(s: &str) -> Result<AddrFilter, String> {
+    s.parse()
+        .map_err(|e: crate::filter::FilterError| e.to_string())
+}
+
+fn parse_state(s: &str) -> Result<TcpState, String> {
+    s.parse()
+        .map_err(|e: crate::tcp::UnknownState| e.to_string())
+}
+
+fn parse_family_arg(s: &str) -> Result<Family, String> {
+    parse_family(s).map_err(|e| e.to_string())
+}
+
+/// `4096`, `64K`, `16M`, `1G` (binary multiples; a trailing `B`/`iB` is fine).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let text = s.trim().to_ascii_uppercase();
+    let text = text
+        .strip_suffix("IB")
+        .or_else(|| text.strip_suffix('B'))
+        .unwrap_or(&text);
+    let (digits, shift) = match text.chars().last() {
+        Some('K') => (&text[..text.len() - 1], 10),
+        Some('M') => (&text[..text.len() - 1], 20),
+        Some('G') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    let value: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad size `{s}`: expected bytes like 4096, 64K, 16M or 1G"))?;
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("size `{s}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("16m"), Ok(16 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2MB"), Ok(2 << 20));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("-1K").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn trace_flags_parse_into_a_filter() {
+        let cli = Cli::try_parse_from([
+            "tcpstate",
+            "trace",
+            "--port",
+            "80",
+            "--port",
+            "443",
+            "--state",
+            "time_wait,CLOSE_WAIT",
+            "--laddr",
+            "10.0.0.0/8",
+            "--raddr",
+            "[::1]:5432",
+            "--family",
+            "ipv6",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Trace(args) = cli.command;
+        assert!(args.json);
+        let filter = args.filters.to_filter();
+        assert_eq!(filter.ports, vec![80, 443]);
+        assert_eq!(filter.states, vec![TcpState::TimeWait, TcpState::CloseWait]);
+        assert_eq!(filter.laddrs.len(), 1);
+        assert_eq!(filter.raddrs[0].port, Some(5432));
+        assert_eq!(filter.family, Some(Family::Ipv6));
+        assert_eq!(args.live.ring_size, 16 << 20);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_reason() {
+        let err = Cli::try_parse_from(["tcpstate", "trace", "--state", "WAITING"]).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown TCP state `WAITING`"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["tcpstate", "trace", "--laddr", "host"]).unwrap_err();
+        assert!(err.to_string().contains("bad address `host`"), "{err}");
+        assert!(Cli::try_parse_from(["tcpstate", "trace", "--port", "70000"]).is_err());
+        assert!(Cli::try_parse_from(["tcpstate", "trace", "--family", "ipx"]).is_err());
+    }
+}

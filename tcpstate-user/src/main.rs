@@ -1,0 +1,32 @@
+use clap::Parser;
+use tcpstate::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let level = if cli.verbose { "info" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => fail(&anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Trace(args) => tcpstate::commands::trace::run(args, cli.verbose).await,
+        }
+    });
+    if let Err(e) = result {
+        fail(&e);
+    }
+}
+
+/// One line, the whole cause chain, no backtrace.
+fn fail(e: &anyhow::Error) -> ! {
+    eprintln!("tcpstate: error: {e:#}");
+    std::process::exit(1);
+}

@@ -1,0 +1,160 @@
+//! JSON Lines: one object per line, field names stable across versions.
+//!
+//! Every line has `"type"`: `"transition"` for a transition, `"lost"` when
+//! the kernel's count of undeliverable records grows.
+use super::TraceSink;
+use crate::{
+    clock::{rfc3339_utc, BootClock},
+    views::trace::TraceRow,
+};
+use serde::Serialize;
+use std::io::{self, Write};
+
+#[derive(Serialize)]
+struct TransitionLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: String,
+    ts_boot_ns: u64,
+    skaddr: String,
+    family: &'static str,
+    laddr: String,
+    lport: u16,
+    raddr: String,
+    rport: u16,
+    old: &'static str,
+    new: &'static str,
+    /// Milliseconds in `old` for this socket; null when not known.
+    old_state_ms: Option<f64>,
+    /// The task on the CPU when it happened: context, not the owner.
+    ctx_pid: u32,
+    ctx_tgid: u32,
+    ctx_comm: &'a str,
+    cpu: u32,
+}
+
+#[derive(Serialize)]
+struct LostLine {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: String,
+    ts_boot_ns: u64,
+    lost_total: u64,
+}
+
+pub struct JsonSink<W: Write> {
+    out: W,
+    clock: BootClock,
+}
+
+impl<W: Write> JsonSink<W> {
+    pub fn new(out: W, clock: BootClock) -> Self {
+        Self { out, clock }
+    }
+
+    fn line(&mut self, value: &impl Serialize) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, value)?;
+        self.out.write_all(b"\n")
+    }
+}
+
+impl<W: Write> TraceSink for JsonSink<W> {
+    fn transition(&mut self, row: &TraceRow) -> io::Result<()> {
+        let t = &row.transition;
+        let comm = t.task.comm.as_string();
+        self.line(&TransitionLine {
+            kind: "transition",
+            time: rfc3339_utc(self.clock.wall_ns(t.ts_boot_ns)),
+            ts_boot_ns: t.ts_boot_ns,
+            skaddr: format!("{:#x}", t.skaddr),
+            family: t.family.name(),
+            laddr: t.local.ip.to_string(),
+            lport: t.local.port,
+            raddr: t.remote.ip.to_string(),
+            rport: t.remote.port,
+            old: t.old.name(),
+            new: t.new.name(),
+            old_state_ms: row.in_old_state_ns.map(|ns| ns as f64 / 1e6),
+            ctx_pid: t.task.pid,
+            ctx_tgid: t.task.tgid,
+            ctx_comm: &comm,
+            cpu: t.cpu,
+        })
+    }
+
+    fn lost(&mut self, total: u64, ts_boot_ns: u64) -> io::Result<()> {
+        self.line(&LostLine {
+            kind: "lost",
+            time: rfc3339_utc(self.clock.wall_ns(ts_boot_ns)),
+            ts_boot_ns,
+            lost_total: total,
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        addr::Endpoint,
+        tcp::{Family, TcpState},
+        wire::{Comm, Task, Transition},
+    };
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn field_names_are_stable() {
+        let clock = BootClock {
+            boot_ns: 0,
+            wall_ns: 0,
+        };
+        let mut out = Vec::new();
+        let mut sink = JsonSink::new(&mut out, clock);
+        let row = TraceRow {
+            transition: Transition {
+                ts_boot_ns: 1_500_000_000,
+                skaddr: 0xff00,
+                family: Family::Ipv6,
+                local: Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 8080),
+                remote: Endpoint::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 5555),
+                old: TcpState::Established,
+                new: TcpState::CloseWait,
+                task: Task {
+                    tgid: 0,
+                    pid: 0,
+                    comm: Comm::from_str_lossy("swapper/\"0"),
+                },
+                cgroup_id: 0,
+                netns: 0,
+                cpu: 1,
+            },
+            in_old_state_ns: Some(2_500_000),
+        };
+        sink.transition(&row).unwrap();
+        sink.lost(3, 2_000_000_000).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines[0],
+            serde_json::json!({
+                "type": "transition", "time": "1970-01-01T00:00:01.500000000Z",
+                "ts_boot_ns": 1_500_000_000u64, "skaddr": "0xff00", "family": "ipv6",
+                "laddr": "::1", "lport": 8080, "raddr": "10.0.0.1", "rport": 5555,
+                "old": "ESTABLISHED", "new": "CLOSE_WAIT", "old_state_ms": 2.5,
+                "ctx_pid": 0, "ctx_tgid": 0, "ctx_comm": "swapper/\"0", "cpu": 1
+            })
+        );
+        assert_eq!(
+            lines[1],
+            serde_json::json!({"type": "lost", "time": "1970-01-01T00:00:02.000000000Z",
+                "ts_boot_ns": 2_000_000_000u64, "lost_total": 3})
+        );
+    }
+}

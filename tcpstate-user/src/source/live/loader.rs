@@ -1,0 +1,304 @@
+//! Loading and attaching the BPF program, and draining its ring buffer.
+use super::{preflight, tracefs, LiveError};
+use crate::{
+    source::{Item, SourceStats},
+    tcp::Family,
+    wire::{decode, Record},
+};
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use std::time::Duration;
+use tcpstate_common as common;
+use tokio::io::unix::AsyncFd;
+
+/// The BPF object built by `cargo xtask build`, embedded at compile time.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpstate.bpf.o"));
+
+/// Records drained per batch at most, so one busy ring buffer cannot starve
+/// the rest of the program (signals, output) and memory stays bounded.
+pub const MAX_BATCH: usize = 8192;
+
+/// Even without a wake-up from the kernel, look at the ring this often: the
+/// kernel batches wake-ups under load, and a record that arrives just after a
+/// batch would otherwise wait for the next one. Also the period at which the
+/// lost counter is read.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    pub ring_bytes: u64,
+    /// Wake userspace once this many bytes wait (default: 64 records, or a
+    /// quarter of a small ring).
+    pub wakeup_bytes: Option<u64>,
+    /// Kernel filters; `None` keeps everything.
+    pub family: Option<Family>,
+    pub any_port: Option<u16>,
+    pub local_port: Option<u16>,
+    pub remote_port: Option<u16>,
+    /// Forward the program's aya-log diagnostics to the `log` crate.
+    pub diagnostics: bool,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        Self {
+            ring_bytes: u64::from(common::DEFAULT_RING_BYTES),
+            wakeup_bytes: None,
+            family: None,
+            any_port: None,
+            local_port: None,
+            remote_port: None,
+            diagnostics: false,
+        }
+    }
+}
+
+pub struct LiveSource {
+    // Field order matters for drop: readers first, then the program (whose
+    // drop detaches it from the tracepoint).
+    ring: AsyncFd<RingBuf<MapData>>,
+    lost_map: PerCpuArray<MapData, u64>,
+    flush: tokio::time::Interval,
+    stats: SourceStats,
+    _logger: Option<tokio::task::JoinHandle<()>>,
+    _ebpf: Ebpf,
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
+fn check_ring_size(bytes: u64) -> Result<u32, LiveError> {
+    let reason = if !bytes.is_power_of_two() {
+        "it must be a power of two (e.g. 4M, 16M, 64M)".to_string()
+    } else if bytes < page_size() {
+        format!("it must be at least one page ({} bytes)", page_size())
+    } else if bytes > 1 << 30 {
+        "it must be at most 1G".to_string()
+    } else {
+        return Ok(bytes as u32);
+    };
+    Err(LiveError::RingSize { bytes, reason })
+}
+
+impl LiveSource {
+    /// Checks the system, loads the program with the given settings and
+    /// attaches it. Must be called inside a tokio runtime.
+    pub fn open(options: &LiveOptions) -> Result<Self, LiveError> {
+        if BPF_OBJECT.is_empty() {
+            return Err(LiveError::NoBpfObject);
+        }
+        let ring_bytes = check_ring_size(options.ring_bytes)?;
+        preflight::check()?;
+        let tracefs = tracefs::ensure_mounted()?;
+        tracefs::check_tracepoint(&tracefs)?;
+        preflight::raise_memlock_limit();
+
+        let record_bytes = (common::EVENT_SIZE + 8) as u64;
+        let wakeup_bytes = options
+            .wakeup_bytes
+            .unwrap_or((64 * record_bytes).min(u64::from(ring_bytes) / 4));
+        let family = options.family.map_or(0, Family::raw);
+        let any_port = options.any_port.unwrap_or(0);
+        let local_port = options.local_port.unwrap_or(0);
+        let remote_port = options.remote_port.unwrap_or(0);
+        let interval_ns = FLUSH_INTERVAL.as_nanos() as u64;
+
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(common::MAP_EVENTS, ring_bytes)
+            .override_global(common::GLOBAL_FILTER_FAMILY, &family, true)
+            .override_global(common::GLOBAL_FILTER_ANY_PORT, &any_port, true)
+            .override_global(common::GLOBAL_FILTER_LPORT, &local_port, true)
+            .override_global(common::GLOBAL_FILTER_RPORT, &remote_port, true)
+            .override_global(common::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
+            .override_global(common::GLOBAL_WAKEUP_INTERVAL_NS, &interval_ns, true)
+            .load(BPF_OBJECT)
+            .map_err(|e| load_error(&e))?;
+
+        let logger = if options.diagnostics {
+            Some(spawn_logger(&mut ebpf)?)
+        } else {
+            None
+        };
+
+        let program: &mut TracePoint = ebpf
+            .program_mut(common::PROGRAM_SET_STATE)
+            .ok_or_else(|| {
+                LiveError::Load(format!(
+                    "program {} not in the object",
+                    common::PROGRAM_SET_STATE
+                ))
+            })?
+            .try_into()
+            .map_err(|e| LiveError::Load(format!("{e}")))?;
+        program.load().map_err(|e| load_error(&e))?;
+        program
+            .attach(common::TRACEPOINT_CATEGORY, common::TRACEPOINT_NAME)
+            .map_err(|e| LiveError::Attach(chain(&e)))?;
+
+        let ring = RingBuf::try_from(take_map(&mut ebpf, common::MAP_EVENTS)?)
+            .map_err(|e| LiveError::Load(format!("{e}")))?;
+        let lost_map = PerCpuArray::try_from(take_map(&mut ebpf, common::MAP_LOST)?)
+            .map_err(|e| LiveError::Load(format!("{e}")))?;
+        let mut flush = tokio::time::interval(FLUSH_INTERVAL);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(Self {
+            ring: register_readable(ring)?,
+            lost_map,
+            flush,
+            stats: SourceStats::default(),
+            _logger: logger,
+            _ebpf: ebpf,
+        })
+    }
+
+    pub fn stats(&self) -> SourceStats {
+        self.stats
+    }
+
+    /// Sum of the kernel's per-CPU lost counters.
+    pub fn read_lost(&self) -> u64 {
+        self.lost_map
+            .get(&0, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// Waits until records are available (or the flush interval passes), then
+    /// appends at most [`MAX_BATCH`] items to `out`. Cancel-safe: nothing is
+    /// taken from the ring until the wait is over.
+    pub async fn next_batch(&mut self, out: &mut Vec<Item>) -> Result<(), LiveError> {
+        let woken = tokio::select! {
+            guard = self.ring.readable_mut() => Some(guard?),
+            _ = self.flush.tick() => None,
+        };
+        let drained_all = match woken {
+            Some(mut guard) => {
+                self.stats.wakeups += 1;
+                let drained_all = drain(guard.get_inner_mut(), out, &mut self.stats);
+                if drained_all {
+                    guard.clear_ready();
+                }
+                drained_all
+            }
+            None => drain(self.ring.get_mut(), out, &mut self.stats),
+        };
+        if drained_all {
+            // Cheap (one syscall) and only once the ring is empty, so the
+            // count is in order with the records before it.
+            self.push_lost(out);
+        }
+        Ok(())
+    }
+
+    /// Drains what is left and reports the final lost count.
+    pub fn finish(&mut self, out: &mut Vec<Item>) {
+        while !drain(self.ring.get_mut(), out, &mut self.stats) {}
+        self.push_lost(out);
+    }
+
+    fn push_lost(&mut self, out: &mut Vec<Item>) {
+        let total = self.read_lost();
+        if total != self.stats.lost {
+            self.stats.lost = total;
+            out.push(Item::Lost { total });
+        }
+    }
+}
+
+/// Copies up to [`MAX_BATCH`] records out of the ring; true when it is empty.
+/// Items are released as soon as they are decoded; nothing is held across an
+/// await.
+fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<Item>, stats: &mut SourceStats) -> bool {
+    for _ in 0..MAX_BATCH {
+        let Some(item) = ring.next() else {
+            return true;
+        };
+        match decode(&item) {
+            Ok(Record::Transition(t)) => {
+                stats.delivered += 1;
+                out.push(Item::Transition(t));
+            }
+            Err(e) => {
+                stats.malformed += 1;
+                log::warn!("skipping a malformed record from the kernel: {e}");
+            }
+        }
+    }
+    false
+}
+
+/// Registers a BPF map reader with the tokio reactor.
+fn register_readable<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>, LiveError> {
+    // SAFETY: `inner` (a ring buffer reader) owns its map's file descriptor
+    // for as long as it lives, and the AsyncFd owns `inner`, so the fd stays
+    // open and unchanged for the AsyncFd's whole lifetime.
+    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
+        .map_err(|e| LiveError::Read(e.into()))
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, LiveError> {
+    ebpf.take_map(name)
+        .ok_or_else(|| LiveError::Load(format!("map {name} not in the object")))
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+fn load_error(e: &dyn std::error::Error) -> LiveError {
+    let text = chain(e);
+    if text.contains("Operation not permitted") || text.contains("Permission denied") {
+        LiveError::NotPrivileged {
+            detail: format!(" (the kernel said: {text})"),
+        }
+    } else {
+        LiveError::Load(text)
+    }
+}
+
+fn spawn_logger(ebpf: &mut Ebpf) -> Result<tokio::task::JoinHandle<()>, LiveError> {
+    let logger = aya_log::EbpfLogger::init(ebpf).map_err(|e| LiveError::Load(chain(&e)))?;
+    let mut logger = register_readable(logger)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = logger.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_size_must_be_a_power_of_two_of_pages() {
+        assert_eq!(check_ring_size(16 << 20).unwrap(), 16 << 20);
+        assert!(check_ring_size(page_size()).is_ok());
+        assert!(check_ring_size(3 << 20).is_err());
+        assert!(check_ring_size(1024).is_err());
+        assert!(check_ring_size(2 << 30).is_err());
+        let err = check_ring_size(3000).unwrap_err().to_string();
+        assert!(
+            err.contains("--ring-size 3000") && err.contains("power of two"),
+            "{err}"
+        );
+    }
+}

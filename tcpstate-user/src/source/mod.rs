@@ -1,0 +1,30 @@
+//! Sources of transitions: the live kernel (ring buffer), later recordings.
+//!
+//! Everything after the source (model, views, sinks) sees only [`Item`]s, so
+//! live tracing and offline analysis share the rest of the pipeline.
+pub mod live;
+
+use crate::wire::Transition;
+
+/// One thing a source delivers, in the order it happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Item {
+    Transition(Transition),
+    /// The kernel's count of records it could not deliver grew to `total`.
+    Lost {
+        total: u64,
+    },
+}
+
+/// Counters every source keeps, shown in every output's summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    /// Records delivered and decoded.
+    pub delivered: u64,
+    /// Records that were delivered but could not be decoded.
+    pub malformed: u64,
+    /// Records the kernel could not deliver (ring buffer full).
+    pub lost: u64,
+    /// Times the reader was woken up to drain records.
+    pub wakeups: u64,
+}

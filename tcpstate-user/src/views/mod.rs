@@ -1,0 +1,2 @@
+//! Views: what each command computes from the stream of transitions.
+pub mod trace;

@@ -1,0 +1,187 @@
+//! The `trace` view: every transition, with the time the socket spent in the
+//! state it is leaving.
+use crate::wire::Transition;
+use std::collections::HashMap;
+
+use crate::tcp::TcpState;
+
+/// Remembers when each live socket entered its current state.
+///
+/// Bounded: a socket whose CLOSE was never seen (lost event, or a socket that
+/// predates the tracer and lives forever) must not grow the table without
+/// limit. When full, entries older than the newest half are dropped and
+/// counted; their next transition then shows an unknown duration.
+#[derive(Debug)]
+pub struct StateClock {
+    entered: HashMap<u64, u64>,
+    capacity: usize,
+    evicted: u64,
+}
+
+/// One transition and how long its socket was in the old state, when known
+/// (unknown for the first transition seen of a socket).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TraceRow {
+    pub transition: Transition,
+    pub in_old_state_ns: Option<u64>,
+}
+
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+impl Default for StateClock {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+}
+
+impl StateClock {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            entered: HashMap::new(),
+            capacity: capacity.max(2),
+            evicted: 0,
+        }
+    }
+
+    pub fn observe(&mut self, t: &Transition) -> TraceRow {
+        let since = self.entered.get(&t.skaddr).copied();
+        // Records from different CPUs can arrive slightly out of order; a
+        // negative duration is reported as unknown rather than as zero.
+        let in_old_state_ns = since.and_then(|entered| t.ts_boot_ns.checked_sub(entered));
+        if t.new == TcpState::Close {
+            // The address is free for reuse by an unrelated socket.
+            self.entered.remove(&t.skaddr);
+        } else {
+            if self.entered.len() >= self.capacity && !self.entered.contains_key(&t.skaddr) {
+                self.evict_oldest_half();
+            }
+            self.entered.insert(t.skaddr, t.ts_boot_ns);
+        }
+        TraceRow {
+            transition: *t,
+            in_old_state_ns,
+        }
+    }
+
+    fn evict_oldest_half(&mut self) {
+        let mut stamps: Vec<u64> = self.entered.values().copied().collect();
+        let middle = stamps.len() / 2;
+        let (_, cutoff, _) = stamps.select_nth_unstable(middle);
+        let cutoff = *cutoff;
+        let before = self.entered.len();
+        self.entered.retain(|_, &mut ts| ts >= cutoff);
+        self.evicted += (before - self.entered.len()) as u64;
+    }
+
+    /// Sockets whose entry time was dropped to stay within capacity.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    pub fn len(&self) -> usize {
+        self.entered.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entered.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        addr::Endpoint,
+        tcp::Family,
+        wire::{Comm, Task},
+    };
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn t(skaddr: u64, ts: u64, old: TcpState, new: TcpState) -> Transition {
+        let ep = Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
+        Transition {
+            ts_boot_ns: ts,
+            skaddr,
+            family: Family::Ipv4,
+            local: ep,
+            remote: ep,
+            old,
+            new,
+            task: Task {
+                tgid: 0,
+                pid: 0,
+                comm: Comm::default(),
+            },
+            cgroup_id: 0,
+            netns: 0,
+            cpu: 0,
+        }
+    }
+
+    #[test]
+    fn measures_time_in_the_old_state() {
+        use TcpState::*;
+        let mut clock = StateClock::default();
+        assert_eq!(
+            clock.observe(&t(1, 100, Close, SynSent)).in_old_state_ns,
+            None
+        );
+        assert_eq!(
+            clock
+                .observe(&t(1, 350, SynSent, Established))
+                .in_old_state_ns,
+            Some(250)
+        );
+        assert_eq!(
+            clock
+                .observe(&t(1, 1350, Established, Close))
+                .in_old_state_ns,
+            Some(1000)
+        );
+        assert!(clock.is_empty());
+    }
+
+    #[test]
+    fn reused_address_starts_fresh() {
+        use TcpState::*;
+        let mut clock = StateClock::default();
+        clock.observe(&t(7, 10, Close, Listen));
+        clock.observe(&t(7, 20, Listen, Close));
+        // A new socket at the same address: its first transition is unknown.
+        assert_eq!(
+            clock.observe(&t(7, 30, Close, SynSent)).in_old_state_ns,
+            None
+        );
+    }
+
+    #[test]
+    fn out_of_order_is_unknown_not_negative() {
+        use TcpState::*;
+        let mut clock = StateClock::default();
+        clock.observe(&t(1, 500, Close, SynSent));
+        assert_eq!(
+            clock
+                .observe(&t(1, 400, SynSent, Established))
+                .in_old_state_ns,
+            None
+        );
+    }
+
+    #[test]
+    fn stays_bounded_and_counts_evictions() {
+        use TcpState::*;
+        let mut clock = StateClock::with_capacity(100);
+        for i in 0..1_000u64 {
+            clock.observe(&t(i, i, Close, SynSent));
+            assert!(clock.len() <= 100);
+        }
+        assert!(clock.evicted() >= 900 - 50, "evicted {}", clock.evicted());
+        // The newest sockets are still known.
+        assert_eq!(
+            clock
+                .observe(&t(999, 1_999, SynSent, Established))
+                .in_old_state_ns,
+            Some(1_000)
+        );
+    }
+}

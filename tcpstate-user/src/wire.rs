@@ -1,0 +1,298 @@
+//! Decoding of ring-buffer records into [`Transition`]s.
+//!
+//! The bytes come from the kernel, or from a file that may be damaged, so they
+//! are treated as untrusted: the length is checked, the struct is copied out
+//! with `read_unaligned`, and every enumerated field is validated.
+use crate::{
+    addr::{ip_from_wire, Endpoint},
+    tcp::{Family, TcpState},
+};
+use tcpstate_common::{kind, Event, EVENT_SIZE};
+
+/// The task that was running when an event fired. For transitions driven by
+/// incoming packets this is whatever the CPU was doing, not the owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Task {
+    pub tgid: u32,
+    pub pid: u32,
+    pub comm: Comm,
+}
+
+/// A task's `comm`: up to 15 bytes, NUL-padded, not necessarily UTF-8.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm(pub [u8; 16]);
+
+impl Comm {
+    pub fn from_str_lossy(name: &str) -> Self {
+        let mut bytes = [0u8; 16];
+        let len = name.len().min(15);
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        Comm(bytes)
+    }
+
+    pub fn as_string(&self) -> String {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(self.0.len());
+        String::from_utf8_lossy(&self.0[..len]).into_owned()
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_string())
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(&self.as_string())
+    }
+}
+
+/// One TCP state transition of one socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// Nanoseconds since boot (CLOCK_BOOTTIME).
+    pub ts_boot_ns: u64,
+    /// Kernel address of the socket; reused after the socket is freed.
+    pub skaddr: u64,
+    pub family: Family,
+    pub local: Endpoint,
+    pub remote: Endpoint,
+    pub old: TcpState,
+    pub new: TcpState,
+    /// The task on the CPU when it happened (context, not owner).
+    pub task: Task,
+    pub cgroup_id: u64,
+    pub netns: u32,
+    pub cpu: u32,
+}
+
+/// What a ring-buffer record turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    Transition(Transition),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record is {got} bytes, expected {EVENT_SIZE}")]
+    Length { got: usize },
+    #[error("unknown record kind {0}")]
+    Kind(u8),
+    #[error("unknown TCP state {0}")]
+    State(u8),
+    #[error("unknown address family {0}")]
+    Family(u16),
+}
+
+/// Decodes one ring-buffer record. Records longer than [`EVENT_SIZE`] are
+/// rejected too: the ring buffer rounds sizes up to 8 bytes, and our record
+/// is already a multiple of 8, so any other length means a mismatch.
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    if bytes.len() != EVENT_SIZE {
+        return Err(DecodeError::Length { got: bytes.len() });
+    }
+    // SAFETY: the length was checked above; `Event` is plain old data made of
+    // integers and byte arrays, so every bit pattern is a valid value, and
+    // `read_unaligned` makes no alignment assumption about `bytes`.
+    let event: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) };
+    decode_event(&event)
+}
+
+pub fn decode_event(event: &Event) -> Result<Record, DecodeError> {
+    match event.kind {
+        kind::TRANSITION => Ok(Record::Transition(transition(event)?)),
+        other => Err(DecodeError::Kind(other)),
+    }
+}
+
+fn transition(event: &Event) -> Result<Transition, DecodeError> {
+    let state = |raw| TcpState::from_raw(raw).ok_or(DecodeError::State(raw));
+    Ok(Transition {
+        ts_boot_ns: event.ts_boot_ns,
+        skaddr: event.skaddr,
+        family: Family::from_raw(event.family).ok_or(DecodeError::Family(event.family))?,
+        local: Endpoint::new(ip_from_wire(event.saddr), event.sport),
+        remote: Endpoint::new(ip_from_wire(event.daddr), event.dport),
+        old: state(event.oldstate)?,
+        new: state(event.newstate)?,
+        task: Task {
+            tgid: event.tgid,
+            pid: event.pid,
+            comm: Comm(event.comm),
+        },
+        cgroup_id: event.cgroup_id,
+        netns: event.netns,
+        cpu: event.cpu,
+    })
+}
+
+/// Encodes a transition back into a wire record (recordings and tests).
+pub fn encode(t: &Transition) -> Event {
+    let mut event = Event::zeroed();
+    event.kind = kind::TRANSITION;
+    event.ts_boot_ns = t.ts_boot_ns;
+    event.skaddr = t.skaddr;
+    event.family = t.family.raw();
+    event.saddr = wire_ip(t.local.ip);
+    event.daddr = wire_ip(t.remote.ip);
+    event.sport = t.local.port;
+    event.dport = t.remote.port;
+    event.oldstate = t.old as u8;
+    event.newstate = t.new as u8;
+    event.tgid = t.task.tgid;
+    event.pid = t.task.pid;
+    event.comm = t.task.comm.0;
+    event.cgroup_id = t.cgroup_id;
+    event.netns = t.netns;
+    event.cpu = t.cpu;
+    event
+}
+
+fn wire_ip(ip: std::net::IpAddr) -> [u8; 16] {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The bytes of a wire record, as the kernel writes them.
+pub fn event_bytes(event: &Event) -> [u8; EVENT_SIZE] {
+    let mut out = [0u8; EVENT_SIZE];
+    // SAFETY: `Event` is `repr(C)` plain old data of exactly EVENT_SIZE bytes
+    // with explicit padding fields, so all of its bytes are initialised.
+    unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<Event>(), *event) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    fn sample() -> Transition {
+        Transition {
+            ts_boot_ns: 123_456_789,
+            skaddr: 0xffff_8880_1234_5678,
+            family: Family::Ipv4,
+            local: Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 41000),
+            remote: Endpoint::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 8080),
+            old: TcpState::SynSent,
+            new: TcpState::Established,
+            task: Task {
+                tgid: 42,
+                pid: 43,
+                comm: Comm::from_str_lossy("curl"),
+            },
+            cgroup_id: 7,
+            netns: 4026531840,
+            cpu: 1,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_bytes() {
+        let t = sample();
+        let bytes = event_bytes(&encode(&t));
+        assert_eq!(decode(&bytes), Ok(Record::Transition(t)));
+    }
+
+    #[test]
+    fn decodes_at_any_alignment() {
+        let t = sample();
+        let mut buf = vec![0u8; EVENT_SIZE + 3];
+        buf[3..].copy_from_slice(&event_bytes(&encode(&t)));
+        assert_eq!(decode(&buf[3..]), Ok(Record::Transition(t)));
+    }
+
+    #[test]
+    fn ipv6_round_trips() {
+        let mut t = sample();
+        t.family = Family::Ipv6;
+        t.local = Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 1);
+        t.remote = Endpoint::new(IpAddr::V6("2001:db8::2".parse().unwrap()), 2);
+        assert_eq!(decode(&event_bytes(&encode(&t))), Ok(Record::Transition(t)));
+    }
+
+    #[test]
+    fn rejects_short_long_and_empty_buffers() {
+        let bytes = event_bytes(&encode(&sample()));
+        assert_eq!(decode(&[]), Err(DecodeError::Length { got: 0 }));
+        assert_eq!(
+            decode(&bytes[..EVENT_SIZE - 1]),
+            Err(DecodeError::Length {
+                got: EVENT_SIZE - 1
+            })
+        );
+        let mut long = bytes.to_vec();
+        long.extend_from_slice(&[0; 8]);
+        assert_eq!(
+            decode(&long),
+            Err(DecodeError::Length {
+                got: EVENT_SIZE + 8
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_bad_kind_state_and_family() {
+        let mut event = encode(&sample());
+        event.kind = 0;
+        assert_eq!(decode(&event_bytes(&event)), Err(DecodeError::Kind(0)));
+
+        let mut event = encode(&sample());
+        event.newstate = 13;
+        assert_eq!(decode(&event_bytes(&event)), Err(DecodeError::State(13)));
+
+        let mut event = encode(&sample());
+        event.oldstate = 0;
+        assert_eq!(decode(&event_bytes(&event)), Err(DecodeError::State(0)));
+
+        let mut event = encode(&sample());
+        event.family = 1;
+        assert_eq!(decode(&event_bytes(&event)), Err(DecodeError::Family(1)));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // A cheap deterministic generator: every byte pattern must decode to a
+        // value or an error, never a panic.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut ok = 0;
+        for _ in 0..20_000 {
+            let mut buf = [0u8; EVENT_SIZE];
+            for b in buf.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = state as u8;
+            }
+            // Make some of them plausible so the valid path is exercised too.
+            if state % 4 == 0 {
+                use std::mem::offset_of;
+                buf[offset_of!(Event, kind)] = kind::TRANSITION;
+                buf[offset_of!(Event, oldstate)] = (state % 12 + 1) as u8;
+                buf[offset_of!(Event, newstate)] = (state % 11 + 1) as u8;
+                let family = offset_of!(Event, family);
+                buf[family..family + 2].copy_from_slice(&tcpstate_common::AF_INET6.to_ne_bytes());
+            }
+            if decode(&buf).is_ok() {
+                ok += 1;
+            }
+        }
+        assert!(ok > 0, "no plausible record decoded");
+    }
+
+    #[test]
+    fn comm_handles_full_width_and_invalid_utf8() {
+        let full = Comm(*b"0123456789abcdef");
+        assert_eq!(full.as_string(), "0123456789abcdef");
+        let mut raw = [0u8; 16];
+        raw[..3].copy_from_slice(&[0x66, 0xff, 0x67]);
+        assert_eq!(Comm(raw).as_string(), "f\u{fffd}g");
+        assert_eq!(
+            Comm::from_str_lossy("a-very-long-process-name").as_string(),
+            "a-very-long-pro"
+        );
+    }
+}

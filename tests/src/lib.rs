@@ -1,0 +1,1 @@
+//! Helpers for the kernel integration tests.
