@@ -200,7 +200,7 @@ mod tests {
     #[test]
     fn decodes_at_any_alignment() {
         let t = sample();
-        let mut buf = vec![0u8; EVENT_SIZE + 3];
+        let mut buf = [0u8; EVENT_SIZE + 3];
         buf[3..].copy_from_slice(&event_bytes(&encode(&t)));
         assert_eq!(decode(&buf[3..]), Ok(Record::Transition(t)));
     }
@@ -268,7 +268,7 @@ mod tests {
                 *b = state as u8;
             }
             // Make some of them plausible so the valid path is exercised too.
-            if state % 4 == 0 {
+            if state.is_multiple_of(4) {
                 use std::mem::offset_of;
                 buf[offset_of!(Event, kind)] = kind::TRANSITION;
                 buf[offset_of!(Event, oldstate)] = (state % 12 + 1) as u8;

@@ -1,0 +1,99 @@
+//! `cargo xtask`: builds the eBPF object and the userspace binary, runs it and
+//! runs the test suites. See `cargo xtask --help`.
+
+mod cmd;
+mod ebpf;
+mod prereqs;
+mod run;
+mod test;
+mod toolchain;
+mod userspace;
+mod workspace;
+
+use std::ffi::OsString;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::prereqs::Needs;
+use crate::workspace::Workspace;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, run and test tcpstate")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the eBPF object (always optimized) and the userspace binary.
+    Build {
+        /// Build the userspace binary with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run tcpstate (through `sudo -E` when not root).
+    Run {
+        /// Build the userspace binary with the release profile.
+        #[arg(long)]
+        release: bool,
+        /// Arguments for tcpstate, after `--`.
+        #[arg(last = true, value_name = "TCPSTATE_ARGS")]
+        args: Vec<OsString>,
+    },
+    /// fmt + clippy, unit tests, then (as root) the kernel integration tests.
+    Test {
+        /// Arguments for the integration test run (e.g. a test name filter), after `--`.
+        #[arg(last = true, value_name = "TEST_ARGS")]
+        args: Vec<OsString>,
+    },
+    /// Build only the eBPF object.
+    #[command(hide = true)]
+    BuildEbpf,
+    /// Check (and install if possible) the prerequisites only.
+    #[command(hide = true)]
+    Prereqs,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs one subcommand; returns the process exit code.
+fn dispatch(command: Command) -> Result<i32> {
+    let ws = Workspace::locate()?;
+    match command {
+        Command::Build { release } => {
+            let pre = prereqs::ensure(Needs::default())?;
+            let obj = ebpf::build(&ws, &pre)?;
+            let bin = userspace::build(&ws, &obj, release)?;
+            println!("{}", bin.display());
+            Ok(0)
+        }
+        Command::Run { release, args } => {
+            let pre = prereqs::ensure(Needs::default())?;
+            let obj = ebpf::build(&ws, &pre)?;
+            let bin = userspace::build(&ws, &obj, release)?;
+            run::run(&bin, &args)
+        }
+        Command::Test { args } => test::test(&ws, &args),
+        Command::BuildEbpf => {
+            let pre = prereqs::ensure(Needs::default())?;
+            let obj = ebpf::build(&ws, &pre)?;
+            println!("{}", obj.display());
+            Ok(0)
+        }
+        Command::Prereqs => {
+            prereqs::ensure(Needs { iproute2: true })?;
+            Ok(0)
+        }
+    }
+}

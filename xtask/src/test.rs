@@ -1,0 +1,89 @@
+//! `cargo xtask test`: fmt + clippy, unit tests, kernel integration tests.
+
+use std::ffi::OsString;
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::cmd::{self, phase};
+use crate::ebpf;
+use crate::prereqs::{self, Needs};
+use crate::userspace::{self, BPF_OBJECT_ENV};
+use crate::workspace::Workspace;
+
+/// Environment variable the integration tests read to find the binary.
+const BIN_ENV: &str = "TCPSTATE_BIN";
+
+/// Returns the exit code (0 also when the integration tests were skipped; the
+/// output says so).
+pub fn test(ws: &Workspace, test_args: &[OsString]) -> Result<i32> {
+    let root = cmd::is_root();
+    let pre = prereqs::ensure(Needs { iproute2: root })?;
+
+    phase("checking formatting (cargo fmt --all -- --check; rustfmt --check tcpstate-ebpf)");
+    cmd::run(ws_cargo(ws).args(["fmt", "--all", "--", "--check"]))?;
+    // The eBPF crate is outside the workspace; rustfmt follows its `mod`s.
+    cmd::run(
+        Command::new(rustfmt())
+            .args(["--check", "--edition", "2021"])
+            .arg(ws.ebpf_dir().join("src/main.rs")),
+    )?;
+
+    let obj = ebpf::build(ws, &pre)?;
+
+    phase("running clippy (cargo clippy --workspace --all-targets -- -D warnings)");
+    cmd::run(
+        ws_cargo(ws)
+            .args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .env(BPF_OBJECT_ENV, &obj),
+    )?;
+
+    let bin = userspace::build(ws, &obj, false)?;
+
+    phase("running unit tests (cargo test --workspace --exclude tcpstate-tests)");
+    cmd::run(
+        ws_cargo(ws)
+            .args(["test", "--workspace", "--exclude", "tcpstate-tests"])
+            .env(BPF_OBJECT_ENV, &obj),
+    )?;
+
+    phase("fmt, clippy and unit tests passed");
+    if !root {
+        phase(
+            "kernel integration tests: SKIPPED (not root: they load a BPF program; \
+             run: sudo -E cargo xtask test)",
+        );
+        return Ok(0);
+    }
+    phase("running kernel integration tests (cargo test -p tcpstate-tests)");
+    let mut integration = ws_cargo(ws);
+    integration
+        .args(["test", "-p", "tcpstate-tests"])
+        .env(BPF_OBJECT_ENV, &obj)
+        .env(BIN_ENV, &bin);
+    if !test_args.is_empty() {
+        integration.arg("--").args(test_args);
+    }
+    cmd::run(&mut integration)?;
+    phase("all tests passed (fmt, clippy, unit, kernel integration)");
+    Ok(0)
+}
+
+/// The outer cargo, run at the workspace root with our target directory.
+fn ws_cargo(ws: &Workspace) -> Command {
+    let mut c = cmd::cargo();
+    c.env("CARGO_TARGET_DIR", &ws.target_dir)
+        .current_dir(&ws.root);
+    c
+}
+
+fn rustfmt() -> OsString {
+    std::env::var_os("RUSTFMT").unwrap_or_else(|| "rustfmt".into())
+}
