@@ -1,1 +1,37 @@
-//! Helpers for the kernel integration tests.
+//! Helpers for the kernel integration tests: they load the real BPF program
+//! into the running kernel and drive real sockets. They need root.
+pub mod netns;
+pub mod scenario;
+pub mod tracer;
+pub mod workload;
+
+/// Panics (so the test fails, never passes) when not root. `cargo xtask test`
+/// skips these tests with a message before they get here.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "kernel integration tests need root (they load a BPF program): run `sudo -E cargo xtask test`"
+    );
+}
+
+/// Path of the `tcpstate` binary under test: `TCPSTATE_BIN` (set by xtask),
+/// else the binary next to this test executable's `deps` folder.
+pub fn tcpstate_bin() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("TCPSTATE_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = dir.join("tcpstate");
+    assert!(
+        bin.exists(),
+        "{} not found: build it with `cargo xtask build` or set TCPSTATE_BIN",
+        bin.display()
+    );
+    bin
+}

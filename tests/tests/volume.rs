@@ -1,0 +1,61 @@
+//! 1,000 loopback connections: every transition arrives, none is lost.
+use std::{collections::BTreeMap, time::Duration};
+use tcpstate::tcp::TcpState::{self, *};
+use tcpstate_tests::{
+    require_root,
+    tracer::Tracer,
+    workload::{self, LISTENER_TRANSITIONS, TRANSITIONS_PER_CONNECTION},
+};
+
+#[test]
+fn thousand_connections_all_delivered_none_lost() {
+    require_root();
+    const CONNECTIONS: usize = 1_000;
+    let expected_total = CONNECTIONS * TRANSITIONS_PER_CONNECTION + LISTENER_TRANSITIONS;
+    let (socket, addr) = workload::bound_listener();
+    // Default ring size: this is the product's out-of-the-box behaviour.
+    let tracer = Tracer::start(tcpstate::source::live::LiveOptions {
+        any_port: Some(addr.port()),
+        ..Default::default()
+    });
+    workload::client_closes_first(socket, CONNECTIONS);
+    let complete = tracer.wait_until(Duration::from_secs(20), |seen| seen.len() >= expected_total);
+    std::thread::sleep(Duration::from_millis(300));
+    let collected = tracer.stop();
+    assert!(
+        complete,
+        "only {} of {expected_total} arrived",
+        collected.transitions.len()
+    );
+    assert_eq!(collected.lost, 0, "lost events");
+    assert_eq!(collected.stats.malformed, 0);
+    assert_eq!(collected.transitions.len(), expected_total);
+
+    let mut by_pair: BTreeMap<(TcpState, TcpState), usize> = BTreeMap::new();
+    for t in &collected.transitions {
+        *by_pair.entry((t.old, t.new)).or_default() += 1;
+    }
+    let n = CONNECTIONS;
+    let want: BTreeMap<(TcpState, TcpState), usize> = [
+        ((Close, Listen), 1),
+        ((Listen, Close), 1),
+        ((Close, SynSent), n),
+        ((SynSent, Established), n),
+        ((Listen, SynRecv), n),
+        ((SynRecv, Established), n),
+        ((Established, FinWait1), n),
+        ((FinWait1, FinWait2), n),
+        ((FinWait2, Close), n),
+        ((Established, CloseWait), n),
+        ((CloseWait, LastAck), n),
+        ((LastAck, Close), n),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(by_pair, want);
+    // Batching: far fewer wake-ups than records (figures live in the bench).
+    eprintln!(
+        "{} transitions, {} wake-ups",
+        collected.stats.delivered, collected.stats.wakeups
+    );
+}
