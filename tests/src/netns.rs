@@ -55,7 +55,9 @@ fn remove_stale() {
 }
 
 impl NetnsPair {
-    pub fn new() -> NetnsPair {
+    /// Creates the pair (named after this process, so stale ones can be
+    /// told apart).
+    pub fn create() -> NetnsPair {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         remove_stale();
         let id = format!(

@@ -42,7 +42,7 @@ impl Net {
             _pair: None,
         };
         let veth = |server: IpAddr, client: IpAddr| {
-            let pair = NetnsPair::new();
+            let pair = NetnsPair::create();
             Net {
                 server_ip: server,
                 client_ip: client,
@@ -114,6 +114,9 @@ fn read_to_eof(socket: &mut Socket) {
         }
     }
 }
+
+/// (old, new) of one transition.
+type StatePair = (TcpState, TcpState);
 
 /// One expected transition: (old, new, local, remote).
 pub type Step = (TcpState, TcpState, SocketAddr, SocketAddr);
@@ -225,53 +228,52 @@ fn run(net: &Net, scenario: Scenario) -> (Tracer, Expected) {
         (Listen, SynRecv, server, me),
         (SynRecv, Established, server, me),
     ];
-    let (client_close, child_close): (Vec<(TcpState, TcpState)>, Vec<(TcpState, TcpState)>) =
-        match scenario {
-            Scenario::ClientClosesFirst => {
-                drop(client);
-                read_to_eof(&mut child);
-                drop(child);
-                (active_close(), passive_close())
-            }
-            Scenario::ServerClosesFirst => {
-                drop(child);
-                read_to_eof(&mut client);
-                drop(client);
-                (passive_close(), active_close())
-            }
-            Scenario::BothCloseAtOnce => {
-                both_close_at_once(&mut client, &mut child);
-                drop((client, child));
-                (
-                    vec![
-                        (Established, FinWait1),
-                        (FinWait1, FinWait2),
-                        (FinWait2, Close),
-                    ],
-                    vec![
-                        (Established, FinWait1),
-                        (FinWait1, Closing),
-                        (Closing, Close),
-                    ],
-                )
-            }
-            Scenario::ResetByLinger0 => {
-                client.set_linger(Some(Duration::ZERO)).expect("SO_LINGER");
-                drop(client);
-                // The RST closes the child; reading it reports the reset.
-                let mut buf = [0u8; 16];
-                let read = child.read(&mut buf);
-                assert!(
-                    matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
-                    "expected a reset, got {read:?}"
-                );
-                drop(child);
-                (vec![(Established, Close)], vec![(Established, Close)])
-            }
-            Scenario::Refused | Scenario::ListenThenClose => unreachable!(),
-        };
+    let (client_close, child_close): (Vec<StatePair>, Vec<StatePair>) = match scenario {
+        Scenario::ClientClosesFirst => {
+            drop(client);
+            read_to_eof(&mut child);
+            drop(child);
+            (active_close(), passive_close())
+        }
+        Scenario::ServerClosesFirst => {
+            drop(child);
+            read_to_eof(&mut client);
+            drop(client);
+            (passive_close(), active_close())
+        }
+        Scenario::BothCloseAtOnce => {
+            both_close_at_once(&mut client, &mut child);
+            drop((client, child));
+            (
+                vec![
+                    (Established, FinWait1),
+                    (FinWait1, FinWait2),
+                    (FinWait2, Close),
+                ],
+                vec![
+                    (Established, FinWait1),
+                    (FinWait1, Closing),
+                    (Closing, Close),
+                ],
+            )
+        }
+        Scenario::ResetByLinger0 => {
+            client.set_linger(Some(Duration::ZERO)).expect("SO_LINGER");
+            drop(client);
+            // The RST closes the child; reading it reports the reset.
+            let mut buf = [0u8; 16];
+            let read = child.read(&mut buf);
+            assert!(
+                matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+                "expected a reset, got {read:?}"
+            );
+            drop(child);
+            (vec![(Established, Close)], vec![(Established, Close)])
+        }
+        Scenario::Refused | Scenario::ListenThenClose => unreachable!(),
+    };
     drop(listener);
-    let with = |mut open: Vec<Step>, closing: Vec<(TcpState, TcpState)>, local, remote| {
+    let with = |mut open: Vec<Step>, closing: Vec<StatePair>, local, remote| {
         open.extend(closing.into_iter().map(|(o, n)| (o, n, local, remote)));
         open
     };
@@ -283,7 +285,7 @@ fn run(net: &Net, scenario: Scenario) -> (Tracer, Expected) {
     (tracer, Expected { port, sockets })
 }
 
-fn active_close() -> Vec<(TcpState, TcpState)> {
+fn active_close() -> Vec<StatePair> {
     vec![
         (Established, FinWait1),
         (FinWait1, FinWait2),
@@ -291,7 +293,7 @@ fn active_close() -> Vec<(TcpState, TcpState)> {
     ]
 }
 
-fn passive_close() -> Vec<(TcpState, TcpState)> {
+fn passive_close() -> Vec<StatePair> {
     vec![
         (Established, CloseWait),
         (CloseWait, LastAck),
