@@ -12,10 +12,24 @@ pub const PROGRAM_SET_STATE: &str = "tcpstate_set_state";
 pub const TRACEPOINT_CATEGORY: &str = "sock";
 pub const TRACEPOINT_NAME: &str = "inet_sock_set_state";
 
+/// Programs on `syscalls:sys_exit_accept4` / `sys_exit_accept`: they name
+/// the process that accepted a socket (passive opens run in softirq, so the
+/// set_state tracepoint cannot).
+pub const PROGRAM_ACCEPT4_EXIT: &str = "tcpstate_accept4_exit";
+pub const PROGRAM_ACCEPT_EXIT: &str = "tcpstate_accept_exit";
+pub const SYSCALLS_CATEGORY: &str = "syscalls";
+pub const ACCEPT4_EXIT: &str = "sys_exit_accept4";
+pub const ACCEPT_EXIT: &str = "sys_exit_accept";
+
 /// Ring buffer carrying [`Event`] records to userspace.
 pub const MAP_EVENTS: &str = "EVENTS";
-/// Per-CPU count of records that could not be reserved in [`MAP_EVENTS`].
+/// Per-CPU counts of records that could not be reserved in [`MAP_EVENTS`],
+/// one slot per kind of record.
 pub const MAP_LOST: &str = "LOST";
+/// [`MAP_LOST`] slot of lost transitions.
+pub const LOST_TRANSITIONS: u32 = 0;
+/// [`MAP_LOST`] slot of lost accept() owner records.
+pub const LOST_OWNERS: u32 = 1;
 
 /// Load-time globals (set by userspace before the program is loaded).
 pub const GLOBAL_FILTER_FAMILY: &str = "FILTER_FAMILY";
@@ -24,6 +38,7 @@ pub const GLOBAL_FILTER_RPORT: &str = "FILTER_RPORT";
 pub const GLOBAL_FILTER_ANY_PORT: &str = "FILTER_ANY_PORT";
 pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 pub const GLOBAL_WAKEUP_INTERVAL_NS: &str = "WAKEUP_INTERVAL_NS";
+pub const GLOBAL_OFFSETS: &str = "OFFSETS";
 
 /// `struct trace_event_raw_inet_sock_set_state` offsets, as its `format` file
 /// gives them since Linux 4.16. Userspace checks the running kernel's format
@@ -53,6 +68,49 @@ pub mod tp_offsets {
     ];
 }
 
+/// `syscalls:sys_exit_*` tracepoints: the return value.
+pub mod syscall_exit_offsets {
+    pub const RET: usize = 16;
+    pub const EXPECTED: [(&str, usize, usize); 1] = [("ret", RET, 8)];
+}
+
+/// Byte offsets of kernel struct members, read from the running kernel's BTF
+/// at load time, so the program can go from (task, fd) to the `struct sock`
+/// and from a `struct sock` to its network namespace. Zero means unknown:
+/// the features that need them are then off.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StructOffsets {
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub sock_common_net: u32,
+    pub net_ns_inum: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<StructOffsets>() == 32);
+
+impl StructOffsets {
+    pub const fn zeroed() -> Self {
+        Self {
+            task_files: 0,
+            files_fdt: 0,
+            fdtable_fd: 0,
+            fdtable_max_fds: 0,
+            file_private_data: 0,
+            socket_sk: 0,
+            sock_common_net: 0,
+            net_ns_inum: 0,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for StructOffsets {}
+
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;
@@ -61,6 +119,9 @@ pub const IPPROTO_TCP: u16 = 6;
 pub mod kind {
     /// A TCP state transition from `sock:inet_sock_set_state`.
     pub const TRANSITION: u8 = 1;
+    /// A process got this socket from accept(); only `skaddr`, the task
+    /// fields, `cgroup_id` and `ts_boot_ns` are meaningful.
+    pub const OWNER_ACCEPT: u8 = 2;
 }
 
 /// One record in the ring buffer.

@@ -10,7 +10,8 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+        bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+        bpf_probe_read_kernel,
     },
     macros::{map, tracepoint},
     maps::{PerCpuArray, RingBuf},
@@ -18,13 +19,16 @@ use aya_ebpf::{
     EbpfContext,
 };
 use aya_log_ebpf::warn;
-use tcpstate_common::{kind, tp_offsets as off, Event, DEFAULT_RING_BYTES, IPPROTO_TCP};
+use tcpstate_common::{
+    kind, syscall_exit_offsets, tp_offsets as off, Event, StructOffsets, DEFAULT_RING_BYTES,
+    IPPROTO_TCP, LOST_OWNERS, LOST_TRANSITIONS,
+};
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
 #[map(name = "LOST")]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
 // Load-time settings; userspace overrides them before loading. Zero means
 // "no filter". Read with `read_volatile` so the compiler keeps the loads.
@@ -42,6 +46,10 @@ static WAKEUP_BYTES: u64 = 64 * 112;
 /// ...or when nobody was woken for this long (an isolated event is prompt).
 #[no_mangle]
 static WAKEUP_INTERVAL_NS: u64 = 50_000_000;
+
+/// Kernel struct offsets from BTF; all zero when userspace could not read them.
+#[no_mangle]
+static OFFSETS: StructOffsets = StructOffsets::zeroed();
 
 /// Time of the last forced wake-up, shared by all CPUs. Races only make a
 /// wake-up happen slightly earlier or later, never lose a record.
@@ -91,7 +99,7 @@ fn try_set_state(ctx: &TracePointContext) {
     }
 
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        count_lost(ctx);
+        count_lost(ctx, LOST_TRANSITIONS);
         return;
     };
     let ts = unsafe { bpf_ktime_get_boot_ns() };
@@ -108,7 +116,7 @@ fn try_set_state(ctx: &TracePointContext) {
         tgid: (pid_tgid >> 32) as u32,
         pid: pid_tgid as u32,
         cpu: unsafe { bpf_get_smp_processor_id() },
-        netns: 0,
+        netns: netns_of(field(ctx, off::SKADDR)),
         sport,
         dport,
         family,
@@ -117,6 +125,96 @@ fn try_set_state(ctx: &TracePointContext) {
         newstate: newstate as u8,
         _pad: [0; 7],
     });
+    entry.submit(wakeup_flag(ts));
+}
+
+/// Network namespace inode of a socket (`sk->__sk_common.skc_net->ns.inum`),
+/// 0 when the offsets are unknown or a read fails.
+#[inline(always)]
+fn netns_of(sk: u64) -> u32 {
+    let offsets = setting(&OFFSETS);
+    if offsets.net_ns_inum == 0 {
+        return 0;
+    }
+    let Some(net) = read_kernel::<u64>(sk, offsets.sock_common_net) else {
+        return 0;
+    };
+    read_kernel::<u32>(net, offsets.net_ns_inum).unwrap_or(0)
+}
+
+#[inline(always)]
+fn read_kernel<T: Copy>(base: u64, offset: u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
+}
+
+/// The `struct sock` behind file descriptor `fd` of the current task:
+/// task->files->fdt->fd[fd]->private_data (a `struct socket`)->sk.
+#[inline(always)]
+fn sock_of_fd(fd: u64, offsets: &StructOffsets) -> Option<u64> {
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read_kernel(task, offsets.task_files)?;
+    let fdt: u64 = read_kernel(files, offsets.files_fdt)?;
+    let max_fds: u32 = read_kernel(fdt, offsets.fdtable_max_fds)?;
+    if fd >= u64::from(max_fds) {
+        return None;
+    }
+    let fd_array: u64 = read_kernel(fdt, offsets.fdtable_fd)?;
+    let file: u64 = read_kernel(fd_array + fd * 8, 0)?;
+    let socket: u64 = read_kernel(file, offsets.file_private_data)?;
+    let sk: u64 = read_kernel(socket, offsets.socket_sk)?;
+    (sk != 0).then_some(sk)
+}
+
+#[tracepoint]
+pub fn tcpstate_accept4_exit(ctx: TracePointContext) -> u32 {
+    try_accept_exit(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn tcpstate_accept_exit(ctx: TracePointContext) -> u32 {
+    try_accept_exit(&ctx);
+    0
+}
+
+/// accept() returned a new socket: its owner is the calling process.
+#[inline(always)]
+fn try_accept_exit(ctx: &TracePointContext) {
+    let ret: i64 = field(ctx, syscall_exit_offsets::RET);
+    if ret < 0 {
+        return;
+    }
+    let offsets = setting(&OFFSETS);
+    if offsets.task_files == 0 {
+        return;
+    }
+    let Some(sk) = sock_of_fd(ret as u64, &offsets) else {
+        warn!(
+            ctx,
+            "accept() returned fd {} but its socket could not be read", ret
+        );
+        return;
+    };
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost(ctx, LOST_OWNERS);
+        return;
+    };
+    let ts = unsafe { bpf_ktime_get_boot_ns() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let mut event = Event::zeroed();
+    event.ts_boot_ns = ts;
+    event.skaddr = sk;
+    event.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    event.tgid = (pid_tgid >> 32) as u32;
+    event.pid = pid_tgid as u32;
+    event.cpu = unsafe { bpf_get_smp_processor_id() };
+    event.netns = netns_of(sk);
+    event.kind = kind::OWNER_ACCEPT;
+    entry.write(event);
     entry.submit(wakeup_flag(ts));
 }
 
@@ -153,8 +251,8 @@ fn wakeup_flag(now: u64) -> u64 {
 }
 
 #[inline(always)]
-fn count_lost(ctx: &TracePointContext) {
-    if let Some(lost) = LOST.get_ptr_mut(0) {
+fn count_lost(ctx: &TracePointContext, slot: u32) {
+    if let Some(lost) = LOST.get_ptr_mut(slot) {
         // Per-CPU slot: no other CPU writes it, and this program does not
         // nest on one CPU, so a plain increment is exact.
         unsafe {

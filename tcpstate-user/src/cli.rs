@@ -23,6 +23,57 @@ pub struct Cli {
 pub enum Command {
     /// Stream every TCP state transition (Ctrl-C to stop)
     Trace(TraceArgs),
+    /// One line per finished connection: real owner, open kind, time in each state, who closed first
+    Life(LifeArgs),
+    /// Sockets per state now, per process, local port and remote address; TIME_WAIT by who closed first
+    Stat(StatArgs),
+    /// CLOSE_WAIT leak suspects per process, and never-accepted ones per listener
+    Leaks(LeaksArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LifeArgs {
+    /// JSON Lines output
+    #[arg(long)]
+    pub json: bool,
+    /// Also show listening sockets when they close
+    #[arg(long)]
+    pub listeners: bool,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// One JSON object per refresh
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh at most this often when something changed (e.g. 1s, 500ms)
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub every: std::time::Duration,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaksArgs {
+    /// One JSON object per refresh
+    #[arg(long)]
+    pub json: bool,
+    /// A socket in CLOSE_WAIT longer than this is a suspected leak (e.g. 30s, 2m)
+    #[arg(long = "threshold", default_value = "30s", value_parser = parse_secs)]
+    pub threshold_secs: u64,
+    /// Refresh at most this often when something changed
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub every: std::time::Duration,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    #[command(flatten)]
+    pub live: LiveArgs,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +142,29 @@ fn parse_family_arg(s: &str) -> Result<Family, String> {
     parse_family(s).map_err(|e| e.to_string())
 }
 
+/// `30s`, `500ms`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let text = s.trim();
+    let bad = || format!("bad duration `{s}`: expected e.g. 500ms, 30s, 2m, 1h");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let value: u64 = digits.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "ms" => Some(value),
+        "" | "s" => value.checked_mul(1_000),
+        "m" => value.checked_mul(60_000),
+        "h" => value.checked_mul(3_600_000),
+        _ => return Err(bad()),
+    };
+    ms.map(std::time::Duration::from_millis).ok_or_else(bad)
+}
+
+fn parse_secs(s: &str) -> Result<u64, String> {
+    parse_duration(s).map(|d| d.as_secs())
+}
+
 /// `4096`, `64K`, `16M`, `1G` (binary multiples; a trailing `B`/`iB` is fine).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let text = s.trim().to_ascii_uppercase();
@@ -116,6 +190,18 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5 days").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+    }
 
     #[test]
     fn sizes() {
@@ -150,7 +236,9 @@ mod tests {
             "--json",
         ])
         .unwrap();
-        let Command::Trace(args) = cli.command;
+        let Command::Trace(args) = cli.command else {
+            panic!("not trace");
+        };
         assert!(args.json);
         let filter = args.filters.to_filter();
         assert_eq!(filter.ports, vec![80, 443]);

@@ -148,6 +148,26 @@ impl Filter {
             && self.family.is_none_or(|f| f == t.family)
     }
 
+    /// The address and port filters alone, for views of connections.
+    pub fn matches_endpoints(
+        &self,
+        local: &crate::addr::Endpoint,
+        remote: &crate::addr::Endpoint,
+    ) -> bool {
+        (self.ports.is_empty()
+            || self
+                .ports
+                .iter()
+                .any(|&p| p == local.port || p == remote.port))
+            && (self.laddrs.is_empty()
+                || self.laddrs.iter().any(|f| f.matches(local.ip, local.port)))
+            && (self.raddrs.is_empty()
+                || self
+                    .raddrs
+                    .iter()
+                    .any(|f| f.matches(remote.ip, remote.port)))
+    }
+
     /// The single port the kernel can filter on, when exactly one is given.
     pub fn kernel_port(&self) -> Option<u16> {
         match self.ports.as_slice() {

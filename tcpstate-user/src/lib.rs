@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod filter;
+pub mod model;
 pub mod sinks;
 pub mod source;
 pub mod tcp;

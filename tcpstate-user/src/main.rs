@@ -18,6 +18,9 @@ fn main() {
     let result = runtime.block_on(async {
         match &cli.command {
             Command::Trace(args) => tcpstate::commands::trace::run(args, cli.verbose).await,
+            Command::Life(args) => tcpstate::commands::life::run(args, cli.verbose).await,
+            Command::Stat(args) => tcpstate::commands::stat::run(args, cli.verbose).await,
+            Command::Leaks(args) => tcpstate::commands::leaks::run(args, cli.verbose).await,
         }
     });
     if let Err(e) = result {

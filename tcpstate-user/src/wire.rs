@@ -67,10 +67,22 @@ pub struct Transition {
     pub cpu: u32,
 }
 
+/// A process seen holding a socket, in its own context (accept()).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerSeen {
+    pub ts_boot_ns: u64,
+    pub skaddr: u64,
+    pub task: Task,
+    pub cgroup_id: u64,
+    pub netns: u32,
+}
+
 /// What a ring-buffer record turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record {
     Transition(Transition),
+    /// accept() returned this socket to `task`.
+    Accepted(OwnerSeen),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -102,6 +114,17 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 pub fn decode_event(event: &Event) -> Result<Record, DecodeError> {
     match event.kind {
         kind::TRANSITION => Ok(Record::Transition(transition(event)?)),
+        kind::OWNER_ACCEPT => Ok(Record::Accepted(OwnerSeen {
+            ts_boot_ns: event.ts_boot_ns,
+            skaddr: event.skaddr,
+            task: Task {
+                tgid: event.tgid,
+                pid: event.pid,
+                comm: Comm(event.comm),
+            },
+            cgroup_id: event.cgroup_id,
+            netns: event.netns,
+        })),
         other => Err(DecodeError::Kind(other)),
     }
 }
@@ -203,6 +226,28 @@ mod tests {
         let mut buf = [0u8; EVENT_SIZE + 3];
         buf[3..].copy_from_slice(&event_bytes(&encode(&t)));
         assert_eq!(decode(&buf[3..]), Ok(Record::Transition(t)));
+    }
+
+    #[test]
+    fn decodes_accept_records() {
+        let mut event = Event::zeroed();
+        event.kind = kind::OWNER_ACCEPT;
+        event.skaddr = 0xffff_0000_dead_beef;
+        event.tgid = 10;
+        event.pid = 11;
+        event.comm = Comm::from_str_lossy("nginx").0;
+        event.ts_boot_ns = 5;
+        // Fields that do not apply (states, family) are ignored, even garbage.
+        event.oldstate = 200;
+        event.family = 99;
+        let Ok(Record::Accepted(seen)) = decode(&event_bytes(&event)) else {
+            panic!("not an accept record");
+        };
+        assert_eq!(
+            (seen.skaddr, seen.task.tgid, seen.task.pid),
+            (0xffff_0000_dead_beef, 10, 11)
+        );
+        assert_eq!(seen.task.comm.as_string(), "nginx");
     }
 
     #[test]

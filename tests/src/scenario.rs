@@ -148,7 +148,7 @@ pub enum Scenario {
 pub fn run_and_check(network: Network, scenario: Scenario) {
     crate::require_root();
     let net = Net::new(network);
-    let (tracer, expected) = run(&net, scenario);
+    let (tracer, expected) = drive(&net, scenario, Tracer::on_port);
     let complete = tracer.wait_until(Duration::from_secs(10), |seen| {
         seen.len() >= expected.total()
     });
@@ -172,10 +172,12 @@ pub fn run_and_check(network: Network, scenario: Scenario) {
 
 use TcpState::*;
 
-fn run(net: &Net, scenario: Scenario) -> (Tracer, Expected) {
+/// Drives `scenario` on `net`. `watch` is called with the server port once
+/// it is known and before anything happens on it (to start a tracer).
+pub fn drive<W>(net: &Net, scenario: Scenario, watch: impl FnOnce(u16) -> W) -> (W, Expected) {
     let (listener, server) = net.bound_server_socket();
     let port = server.port();
-    let tracer = Tracer::on_port(port);
+    let tracer = watch(port);
     let any = net.unspecified();
     let listen_steps = vec![(Close, Listen, server, any), (Listen, Close, server, any)];
 

@@ -156,6 +156,7 @@ fn absorb(shared: &Mutex<Shared>, batch: &mut Vec<Item>) {
         match item {
             Item::Transition(t) => shared.transitions.push(t),
             Item::Lost { total } => shared.lost = total,
+            Item::Accepted(_) => {}
         }
     }
 }

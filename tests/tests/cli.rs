@@ -1,73 +1,17 @@
 //! The `tcpstate` binary as users run it: output formats, prompt delivery of
 //! a lone event, a clean exit on Ctrl-C, and one-line errors.
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    process::Command,
     time::{Duration, Instant},
 };
-use tcpstate_tests::{require_root, tcpstate_bin, workload};
-
-/// A running `tcpstate` whose stdout and stderr lines arrive on channels.
-struct Running {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-}
-
-fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn start(args: &[&str]) -> Running {
-    let mut child = Command::new(tcpstate_bin())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tcpstate");
-    let stdout = lines(child.stdout.take().unwrap());
-    let stderr = lines(child.stderr.take().unwrap());
-    let ready = stderr
-        .recv_timeout(Duration::from_secs(20))
-        .expect("tcpstate did not start");
-    assert!(ready.contains("tracing"), "unexpected first line: {ready}");
-    Running {
-        child,
-        stdout,
-        stderr,
-    }
-}
-
-impl Running {
-    /// Ctrl-C, then everything printed after it and the exit status.
-    fn interrupt(mut self) -> (Vec<String>, Vec<String>, std::process::ExitStatus) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let status = self.child.wait().expect("wait");
-        std::thread::sleep(Duration::from_millis(50));
-        (
-            self.stdout.try_iter().collect(),
-            self.stderr.try_iter().collect(),
-            status,
-        )
-    }
-}
+use tcpstate_tests::{require_root, running::Running, tcpstate_bin, workload};
 
 #[test]
 fn table_shows_every_transition_and_exits_cleanly_on_ctrl_c() {
     require_root();
     let (socket, addr) = workload::bound_listener();
     let port = addr.port().to_string();
-    let running = start(&["trace", "--port", &port]);
+    let running = Running::start(&["trace", "--port", &port]);
     workload::client_closes_first(socket, 1);
     std::thread::sleep(Duration::from_millis(300));
     let (stdout, stderr, status) = running.interrupt();
@@ -105,7 +49,7 @@ fn lone_event_arrives_promptly_as_json() {
     require_root();
     let (socket, addr) = workload::bound_listener();
     let port = addr.port().to_string();
-    let running = start(&["trace", "--json", "--port", &port]);
+    let running = Running::start(&["trace", "--json", "--port", &port]);
     // Let the program settle so this is an isolated event, not part of a
     // burst.
     std::thread::sleep(Duration::from_millis(300));
@@ -135,7 +79,7 @@ fn state_filter_in_userspace() {
     require_root();
     let (socket, addr) = workload::bound_listener();
     let port = addr.port().to_string();
-    let running = start(&["trace", "--json", "--port", &port, "--state", "CLOSE_WAIT"]);
+    let running = Running::start(&["trace", "--json", "--port", &port, "--state", "CLOSE_WAIT"]);
     workload::client_closes_first(socket, 3);
     std::thread::sleep(Duration::from_millis(300));
     let (stdout, stderr, status) = running.interrupt();

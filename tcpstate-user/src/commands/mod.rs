@@ -1,4 +1,8 @@
 //! One module per subcommand: each wires a source to a view and a sink.
+pub mod leaks;
+pub mod life;
+pub mod lifetimes;
+pub mod stat;
 pub mod trace;
 
 use crate::{
@@ -17,5 +21,6 @@ pub fn live_options(live: &LiveArgs, filters: &FilterArgs, verbose: bool) -> Liv
         local_port: None,
         remote_port: None,
         diagnostics: verbose,
+        track_owners: false,
     }
 }

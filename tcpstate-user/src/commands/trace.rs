@@ -101,6 +101,8 @@ fn emit(
                     sink.transition(&row)?;
                 }
             }
+            // Owners are for the lifetime views; trace shows the context.
+            Item::Accepted(_) => {}
             Item::Lost { total } => {
                 eprintln!(
                     "tcpstate: warning: {total} transitions lost in the kernel so far (ring buffer full: raise --ring-size or narrow the filters)"

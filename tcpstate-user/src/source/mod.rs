@@ -3,13 +3,16 @@
 //! Everything after the source (model, views, sinks) sees only [`Item`]s, so
 //! live tracing and offline analysis share the rest of the pipeline.
 pub mod live;
+pub mod sysctl;
 
-use crate::wire::Transition;
+use crate::wire::{OwnerSeen, Transition};
 
 /// One thing a source delivers, in the order it happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Item {
     Transition(Transition),
+    /// A process got a socket from accept().
+    Accepted(OwnerSeen),
     /// The kernel's count of records it could not deliver grew to `total`.
     Lost {
         total: u64,
@@ -23,8 +26,12 @@ pub struct SourceStats {
     pub delivered: u64,
     /// Records that were delivered but could not be decoded.
     pub malformed: u64,
-    /// Records the kernel could not deliver (ring buffer full).
+    /// Transitions the kernel could not deliver (ring buffer full).
     pub lost: u64,
+    /// accept() owner records the kernel could not deliver.
+    pub lost_owners: u64,
+    /// accept() owner records delivered.
+    pub owners: u64,
     /// Times the reader was woken up to drain records.
     pub wakeups: u64,
 }

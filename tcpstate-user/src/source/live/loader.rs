@@ -41,6 +41,9 @@ pub struct LiveOptions {
     pub remote_port: Option<u16>,
     /// Forward the program's aya-log diagnostics to the `log` crate.
     pub diagnostics: bool,
+    /// Name the process that accept()s each socket (for owners of passive
+    /// opens); not needed by `trace`.
+    pub track_owners: bool,
 }
 
 impl Default for LiveOptions {
@@ -53,6 +56,7 @@ impl Default for LiveOptions {
             local_port: None,
             remote_port: None,
             diagnostics: false,
+            track_owners: false,
         }
     }
 }
@@ -64,6 +68,7 @@ pub struct LiveSource {
     lost_map: PerCpuArray<MapData, u64>,
     flush: tokio::time::Interval,
     stats: SourceStats,
+    owner_tracking: OwnerTracking,
     _logger: Option<tokio::task::JoinHandle<()>>,
     _ebpf: Ebpf,
 }
@@ -109,6 +114,17 @@ impl LiveSource {
         let local_port = options.local_port.unwrap_or(0);
         let remote_port = options.remote_port.unwrap_or(0);
         let interval_ns = FLUSH_INTERVAL.as_nanos() as u64;
+        // Without BTF offsets the program still traces transitions; only the
+        // owner of accepted sockets and the namespace are then unknown.
+        let offsets = match kernel_offsets() {
+            Ok(offsets) => offsets,
+            Err(e) => {
+                log::warn!(
+                    "{e}: owners of accepted sockets and network namespaces will be unknown"
+                );
+                common::StructOffsets::zeroed()
+            }
+        };
 
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(common::MAP_EVENTS, ring_bytes)
@@ -118,6 +134,7 @@ impl LiveSource {
             .override_global(common::GLOBAL_FILTER_RPORT, &remote_port, true)
             .override_global(common::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(common::GLOBAL_WAKEUP_INTERVAL_NS, &interval_ns, true)
+            .override_global(common::GLOBAL_OFFSETS, &offsets, true)
             .load(BPF_OBJECT)
             .map_err(|e| load_error(&e))?;
 
@@ -142,6 +159,14 @@ impl LiveSource {
             .attach(common::TRACEPOINT_CATEGORY, common::TRACEPOINT_NAME)
             .map_err(|e| LiveError::Attach(chain(&e)))?;
 
+        let owner_tracking = if !options.track_owners {
+            OwnerTracking::Off
+        } else if offsets.task_files == 0 {
+            OwnerTracking::Unavailable("kernel BTF offsets unknown".into())
+        } else {
+            attach_accept(&mut ebpf, &tracefs)
+        };
+
         let ring = RingBuf::try_from(take_map(&mut ebpf, common::MAP_EVENTS)?)
             .map_err(|e| LiveError::Load(format!("{e}")))?;
         let lost_map = PerCpuArray::try_from(take_map(&mut ebpf, common::MAP_LOST)?)
@@ -153,6 +178,7 @@ impl LiveSource {
             lost_map,
             flush,
             stats: SourceStats::default(),
+            owner_tracking,
             _logger: logger,
             _ebpf: ebpf,
         })
@@ -162,10 +188,15 @@ impl LiveSource {
         self.stats
     }
 
-    /// Sum of the kernel's per-CPU lost counters.
-    pub fn read_lost(&self) -> u64 {
+    /// Whether accept() owners are being reported, and if not, why.
+    pub fn owner_tracking(&self) -> &OwnerTracking {
+        &self.owner_tracking
+    }
+
+    /// Sum of the kernel's per-CPU lost counters of one kind of record.
+    fn read_lost(&self, slot: u32) -> u64 {
         self.lost_map
-            .get(&0, 0)
+            .get(&slot, 0)
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
     }
@@ -204,7 +235,8 @@ impl LiveSource {
     }
 
     fn push_lost(&mut self, out: &mut Vec<Item>) {
-        let total = self.read_lost();
+        self.stats.lost_owners = self.read_lost(common::LOST_OWNERS);
+        let total = self.read_lost(common::LOST_TRANSITIONS);
         if total != self.stats.lost {
             self.stats.lost = total;
             out.push(Item::Lost { total });
@@ -225,6 +257,10 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<Item>, stats: &mut SourceSta
                 stats.delivered += 1;
                 out.push(Item::Transition(t));
             }
+            Ok(Record::Accepted(seen)) => {
+                stats.owners += 1;
+                out.push(Item::Accepted(seen));
+            }
             Err(e) => {
                 stats.malformed += 1;
                 log::warn!("skipping a malformed record from the kernel: {e}");
@@ -241,6 +277,79 @@ fn register_readable<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>, Li
     // open and unchanged for the AsyncFd's whole lifetime.
     unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
         .map_err(|e| LiveError::Read(e.into()))
+}
+
+/// How owners of accepted sockets are found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnerTracking {
+    /// Not asked for.
+    Off,
+    /// `syscalls:sys_exit_accept{,4}` report each accepted socket's process.
+    Accept,
+    /// Not available here (the reason); accepted sockets get no owner unless
+    /// the start-up snapshot names one.
+    Unavailable(String),
+}
+
+fn kernel_offsets() -> Result<common::StructOffsets, super::btf::BtfError> {
+    let btf = super::btf::Btf::from_file(std::path::Path::new(super::btf::VMLINUX_BTF))?;
+    let k = super::btf::KernelOffsets::from_btf(&btf)?;
+    Ok(common::StructOffsets {
+        task_files: k.task_files,
+        files_fdt: k.files_fdt,
+        fdtable_fd: k.fdtable_fd,
+        fdtable_max_fds: k.fdtable_max_fds,
+        file_private_data: k.file_private_data,
+        socket_sk: k.socket_sk,
+        sock_common_net: k.sock_common_net,
+        net_ns_inum: k.net_ns_inum,
+    })
+}
+
+/// Loads and attaches the accept() exit programs. Failure is not fatal:
+/// transitions are still traced, and the reason is reported.
+fn attach_accept(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> OwnerTracking {
+    let mut attached = 0;
+    let mut problems = Vec::new();
+    for (program, tracepoint) in [
+        (common::PROGRAM_ACCEPT4_EXIT, common::ACCEPT4_EXIT),
+        (common::PROGRAM_ACCEPT_EXIT, common::ACCEPT_EXIT),
+    ] {
+        let format = tracefs
+            .join("events")
+            .join(common::SYSCALLS_CATEGORY)
+            .join(tracepoint)
+            .join("format");
+        let checked = std::fs::read_to_string(&format)
+            .map_err(|e| format!("{}: {e}", format.display()))
+            .and_then(|text| {
+                tracefs::check_fields(&text, &common::syscall_exit_offsets::EXPECTED)
+                    .map_err(|e| format!("{tracepoint}: {e}"))
+            });
+        let result = checked.and_then(|()| {
+            let program: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| format!("program {program} not in the object"))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            program.load().map_err(|e| chain(&e))?;
+            program
+                .attach(common::SYSCALLS_CATEGORY, tracepoint)
+                .map_err(|e| chain(&e))?;
+            Ok(())
+        });
+        match result {
+            Ok(()) => attached += 1,
+            Err(e) => problems.push(e),
+        }
+    }
+    if attached == 0 {
+        let reason = problems.join("; ");
+        log::warn!("owners of accepted sockets unavailable: {reason}");
+        OwnerTracking::Unavailable(reason)
+    } else {
+        OwnerTracking::Accept
+    }
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, LiveError> {

@@ -1,10 +1,11 @@
 //! The live source: the BPF program on `sock:inet_sock_set_state` and its
 //! ring buffer.
+mod btf;
 mod loader;
 mod preflight;
 mod tracefs;
 
-pub use loader::{LiveOptions, LiveSource, FLUSH_INTERVAL, MAX_BATCH};
+pub use loader::{LiveOptions, LiveSource, OwnerTracking, FLUSH_INTERVAL, MAX_BATCH};
 /// A good initial capacity for batch vectors.
 pub const MAX_BATCH_HINT: usize = MAX_BATCH;
 pub use preflight::check_kernel_release;

@@ -62,9 +62,15 @@ pub fn check_tracepoint(root: &Path) -> Result<(), LiveError> {
     })
 }
 
-/// Checks a tracepoint `format` text; on mismatch says which field differs.
+/// Checks the `sock:inet_sock_set_state` format text; on mismatch says which
+/// field differs.
 pub fn check_format(text: &str) -> Result<(), String> {
-    for (name, offset, size) in tp_offsets::EXPECTED {
+    check_fields(text, &tp_offsets::EXPECTED)
+}
+
+/// Checks that each (name, offset, size) appears in a tracepoint format text.
+pub fn check_fields(text: &str, expected: &[(&str, usize, usize)]) -> Result<(), String> {
+    for &(name, offset, size) in expected {
         let Some(line) = text.lines().find(|l| field_name(l) == Some(name)) else {
             return Err(format!("field `{name}` is missing"));
         };

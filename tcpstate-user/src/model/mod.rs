@@ -1,0 +1,51 @@
+//! The connection model: what the stream of transitions means.
+//!
+//! A [`Model`] turns transitions (and owner observations) into
+//! [`Connection`]s, one per socket lifetime, and infers what the tracepoint
+//! cannot show:
+//!
+//! - TIME_WAIT: the full socket goes FIN_WAIT2→CLOSE or CLOSING→CLOSE and a
+//!   mini socket, invisible to the tracepoint, holds TIME_WAIT. The
+//!   [`TimeWaitTable`] keeps one entry per such hand-over, with a predicted
+//!   expiry and the `max_tw_buckets` limit the kernel applies.
+//! - owners: most transitions run in softirq, so the task on the CPU is not
+//!   the owner. Owners come only from CLOSE→SYN_SENT (connect()),
+//!   CLOSE→LISTEN (listen()), [`OwnerObservation`]s (accept(), socket I/O),
+//!   and the snapshot of [`ExistingSocket`]s.
+//! - leaks: sockets left in CLOSE_WAIT ([`LeakReport`]).
+//!
+//! Everything here is pure: no I/O, no clock. Time comes from event
+//! timestamps and explicit `now_ns` arguments, all CLOCK_BOOTTIME.
+//!
+//! Feed it with [`Model::apply_batch`] (a source's batch as [`Input`]s,
+//! sorted by timestamp first) or one input at a time; call
+//! [`Model::expire`] now and then; query [`Model::stat`],
+//! [`Model::time_wait`], [`Model::leaks`]. Finished connections are
+//! returned once and forgotten.
+mod config;
+mod connection;
+mod leaks;
+mod live;
+mod owner;
+mod recent;
+mod snapshot;
+mod stats;
+mod time_wait;
+mod tracker;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::ModelConfig;
+pub use connection::{
+    ClosedFirst, Connection, EndKind, FlowKey, ListenerRef, OpenKind, StateVisit, TimeWaitFate,
+};
+pub use leaks::{BacklogLeak, LeakReport, OwnerLeak};
+pub use owner::{ObservedHow, Owner, OwnerHow, OwnerObservation};
+pub use snapshot::{ExistingSocket, ExistingSocketError};
+pub use stats::{ModelStats, ProcessStates, StateCounts, StateTally};
+pub use time_wait::{
+    DestinationPorts, ExpiryBasis, ProcessCount, TimeWaitCounters, TimeWaitEntry, TimeWaitRemoval,
+    TimeWaitTable,
+};
+pub use tracker::{Input, Model};

@@ -1,0 +1,126 @@
+//! Counts: sockets per state now (`ss -s` style), and the model's own
+//! bookkeeping counters.
+use super::{
+    connection::{ClosedFirst, Connection},
+    time_wait::{TimeWaitCounters, TimeWaitTable},
+};
+use crate::{tcp::TcpState, wire::Comm};
+use std::{collections::BTreeMap, net::IpAddr};
+
+/// Sockets per state.
+pub type StateTally = BTreeMap<TcpState, usize>;
+
+/// The sockets of one process, per state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessStates {
+    /// None: owner not known (for instance not yet accepted).
+    pub tgid: Option<u32>,
+    pub comm: Option<Comm>,
+    pub states: StateTally,
+}
+
+/// Sockets now, per state and grouped several ways. TIME_WAIT comes from the
+/// TIME_WAIT table (attributed to the owner of the connection that left it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    pub by_state: StateTally,
+    /// In tgid order, unknown owner first.
+    pub by_process: Vec<ProcessStates>,
+    pub by_local_port: BTreeMap<u16, StateTally>,
+    /// Listeners are left out: they have no remote address.
+    pub by_remote_ip: BTreeMap<IpAddr, StateTally>,
+    /// TIME_WAIT entries by who closed first (Local or Both).
+    pub time_wait_by_closed_first: BTreeMap<ClosedFirst, usize>,
+}
+
+impl StateCounts {
+    pub fn total(&self) -> usize {
+        self.by_state.values().sum()
+    }
+
+    pub fn count(&self, state: TcpState) -> usize {
+        self.by_state.get(&state).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn collect<'a>(
+        conns: impl Iterator<Item = &'a Connection>,
+        time_wait: &TimeWaitTable,
+    ) -> StateCounts {
+        let mut counts = StateCounts::default();
+        let mut processes: BTreeMap<Option<u32>, ProcessStates> = BTreeMap::new();
+        let mut conns: Vec<&Connection> = conns.collect();
+        // Ordered by id so that the comm kept per process is deterministic.
+        conns.sort_by_key(|c| c.id);
+        let live = conns.iter().map(|c| {
+            let remote = (c.state != TcpState::Listen).then_some(c.remote.ip);
+            (c.state, c.owner, c.local.port, remote)
+        });
+        let waiting = time_wait.iter().map(|e| {
+            *counts
+                .time_wait_by_closed_first
+                .entry(e.closed_first)
+                .or_insert(0) += 1;
+            (
+                TcpState::TimeWait,
+                e.owner,
+                e.flow.local.port,
+                Some(e.flow.remote.ip),
+            )
+        });
+        let all: Vec<_> = live.chain(waiting).collect();
+        for (state, owner, local_port, remote_ip) in all {
+            bump(&mut counts.by_state, state);
+            let tgid = owner.map(|o| o.tgid);
+            let process = processes.entry(tgid).or_insert_with(|| ProcessStates {
+                tgid,
+                comm: owner.map(|o| o.comm),
+                states: StateTally::new(),
+            });
+            bump(&mut process.states, state);
+            bump(counts.by_local_port.entry(local_port).or_default(), state);
+            if let Some(ip) = remote_ip.filter(|ip| !ip.is_unspecified()) {
+                bump(counts.by_remote_ip.entry(ip).or_default(), state);
+            }
+        }
+        counts.by_process = processes.into_values().collect();
+        counts
+    }
+}
+
+fn bump(tally: &mut StateTally, state: TcpState) {
+    *tally.entry(state).or_insert(0) += 1;
+}
+
+/// What the model did with its input, and what it had to give up on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModelStats {
+    pub transitions: u64,
+    pub owner_observations: u64,
+    pub connections_started: u64,
+    pub connections_finished: u64,
+    /// Live connections dropped to stay within `max_connections`.
+    pub evicted: u64,
+    /// Transitions whose old state was not the state the model believed.
+    pub inconsistent: u64,
+    /// Transitions older than what was already applied for their socket
+    /// (ignored, or merged when they were a missed birth).
+    pub out_of_order: u64,
+    /// Connections ended without their CLOSE being seen: a new socket was
+    /// born at their address.
+    pub missed_close: u64,
+    /// Transitions with nothing to apply to (out of TIME_WAIT for a socket
+    /// already finished, CLOSE→CLOSE).
+    pub ignored: u64,
+    /// Kernel records lost, as last reported.
+    pub lost_events: u64,
+    /// Connections marked uncertain because events were lost.
+    pub uncertain_marked: u64,
+    /// Owner observations that matched no socket (stale, or dropped while
+    /// waiting for their socket).
+    pub owner_unmatched: u64,
+    /// Owner observations from task 0 (interrupt context), ignored.
+    pub owner_ignored: u64,
+    /// Snapshot sockets later matched to their transitions.
+    pub snapshot_adopted: u64,
+    pub time_wait: TimeWaitCounters,
+}

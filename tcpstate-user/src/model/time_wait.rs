@@ -1,0 +1,406 @@
+//! The local TIME_WAIT sockets, inferred.
+//!
+//! TIME_WAIT never appears on the tracepoint: the full socket goes to CLOSE
+//! and a mini socket takes over. The table records one entry per such
+//! hand-over and predicts when the kernel will free it.
+use super::{
+    connection::{ClosedFirst, FlowKey},
+    owner::Owner,
+};
+use crate::{addr::Endpoint, tcp::Family, wire::Comm};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+/// What the predicted expiry is based on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExpiryBasis {
+    /// The socket entered TIME_WAIT proper at its start (CLOSING→CLOSE):
+    /// start + `time_wait_secs`. Exact.
+    TimeWaitLen,
+    /// Entered in the FIN_WAIT2 substate and the peer's FIN was seen on a
+    /// locally traced peer (its CLOSE_WAIT→LAST_ACK): that time +
+    /// `time_wait_secs`. Exact to within the loopback latency.
+    PeerFin,
+    /// Entered after FIN_WAIT2 with the peer's FIN unseen: start +
+    /// max(`time_wait_secs`, `fin_timeout_secs`). An estimate: a peer FIN
+    /// arriving late restarts the 60 s.
+    FinTimeoutEstimate,
+    /// From the snapshot, start unknown: snapshot time + `time_wait_secs`,
+    /// the longest it can still live.
+    Snapshot,
+}
+
+/// Why an entry left the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimeWaitRemoval {
+    /// Its predicted expiry passed.
+    Expired,
+    /// A new connection took the same 4-tuple (tcp_tw_reuse, or a SYN
+    /// accepted in TIME_WAIT).
+    Reused,
+    /// Killed by a reset (RFC 1337 assassination); reported by the caller,
+    /// the tracepoint cannot show it.
+    Reset,
+}
+
+/// One inferred time-wait socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeWaitEntry {
+    pub flow: FlowKey,
+    pub family: Family,
+    /// The owner of the connection that left it (time-wait sockets belong to
+    /// no process; this is who caused it).
+    pub owner: Option<Owner>,
+    /// Local, or Both for a simultaneous close. Snapshot entries say Local:
+    /// the two cannot be told apart afterwards.
+    pub closed_first: ClosedFirst,
+    /// None for snapshot entries.
+    pub started_ns: Option<u64>,
+    pub expires_ns: u64,
+    pub basis: ExpiryBasis,
+    /// The connection that left it; None for snapshot entries.
+    pub connection_id: Option<u64>,
+}
+
+/// Entries of the table, by what happened to them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeWaitCounters {
+    pub inserted: u64,
+    /// Not created: the namespace held `max_tw_buckets` already (mirrors the
+    /// kernel's TCPTimeWaitOverflow).
+    pub skipped_overflow: u64,
+    /// Not created: the table's own memory bound was reached.
+    pub skipped_memory: u64,
+    pub expired: u64,
+    pub reused: u64,
+    pub reset: u64,
+}
+
+/// The outcome of an insertion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    Yes,
+    Overflow,
+    OverMemory,
+}
+
+/// Entries for one remote endpoint: how many local ports they hold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DestinationPorts {
+    pub remote: Endpoint,
+    /// Distinct local ports in TIME_WAIT towards `remote`.
+    pub local_ports: usize,
+    /// Of those, the ones inside the given range.
+    pub in_range: usize,
+    /// `in_range` over the size of the range: 1.0 means connect() to
+    /// `remote` from one local address has no port left.
+    pub share: f64,
+}
+
+/// A count per process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessCount {
+    /// None: owner unknown.
+    pub tgid: Option<u32>,
+    /// The comm of the first entry seen for the process (threads differ).
+    pub comm: Option<Comm>,
+    pub count: usize,
+}
+
+/// The inferred TIME_WAIT sockets, bounded per namespace by the kernel's
+/// `max_tw_buckets` and overall by a memory bound.
+#[derive(Debug)]
+pub struct TimeWaitTable {
+    entries: HashMap<FlowKey, (TimeWaitEntry, u64)>,
+    /// (expires_ns, sequence) → flow: expiry in order, ties by insertion.
+    by_expiry: BTreeMap<(u64, u64), FlowKey>,
+    per_netns: HashMap<u32, usize>,
+    max_per_netns: usize,
+    max_total: usize,
+    next_seq: u64,
+    counters: TimeWaitCounters,
+}
+
+impl TimeWaitTable {
+    pub fn new(max_per_netns: usize, max_total: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            by_expiry: BTreeMap::new(),
+            per_netns: HashMap::new(),
+            max_per_netns,
+            max_total,
+            next_seq: 0,
+            counters: TimeWaitCounters::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn len_in_netns(&self, netns: u32) -> usize {
+        self.per_netns.get(&netns).copied().unwrap_or(0)
+    }
+
+    pub fn get(&self, flow: &FlowKey) -> Option<&TimeWaitEntry> {
+        self.entries.get(flow).map(|(entry, _)| entry)
+    }
+
+    /// Entries in the order they expire.
+    pub fn iter(&self) -> impl Iterator<Item = &TimeWaitEntry> {
+        self.by_expiry.values().filter_map(|flow| self.get(flow))
+    }
+
+    pub fn counters(&self) -> TimeWaitCounters {
+        self.counters
+    }
+
+    /// Adds an entry. An entry already there for the same 4-tuple was
+    /// evidently reused and is replaced, so a 4-tuple is never counted
+    /// twice.
+    pub(crate) fn insert(&mut self, entry: TimeWaitEntry) -> Inserted {
+        self.remove(&entry.flow, TimeWaitRemoval::Reused);
+        if self.len_in_netns(entry.flow.netns) >= self.max_per_netns {
+            self.counters.skipped_overflow += 1;
+            return Inserted::Overflow;
+        }
+        if self.entries.len() >= self.max_total {
+            self.counters.skipped_memory += 1;
+            return Inserted::OverMemory;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_expiry.insert((entry.expires_ns, seq), entry.flow);
+        *self.per_netns.entry(entry.flow.netns).or_insert(0) += 1;
+        self.entries.insert(entry.flow, (entry, seq));
+        self.counters.inserted += 1;
+        Inserted::Yes
+    }
+
+    pub(crate) fn remove(&mut self, flow: &FlowKey, why: TimeWaitRemoval) -> Option<TimeWaitEntry> {
+        let (entry, seq) = self.entries.remove(flow)?;
+        self.by_expiry.remove(&(entry.expires_ns, seq));
+        if let Some(count) = self.per_netns.get_mut(&flow.netns) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_netns.remove(&flow.netns);
+            }
+        }
+        match why {
+            TimeWaitRemoval::Expired => self.counters.expired += 1,
+            TimeWaitRemoval::Reused => self.counters.reused += 1,
+            TimeWaitRemoval::Reset => self.counters.reset += 1,
+        }
+        Some(entry)
+    }
+
+    /// Removes and returns the entries whose expiry is at or before
+    /// `now_ns`, soonest first.
+    pub(crate) fn expire(&mut self, now_ns: u64) -> Vec<TimeWaitEntry> {
+        let mut gone = Vec::new();
+        while let Some((&(expires_ns, _), &flow)) = self.by_expiry.first_key_value() {
+            if expires_ns > now_ns {
+                break;
+            }
+            match self.remove(&flow, TimeWaitRemoval::Expired) {
+                Some(entry) => gone.push(entry),
+                // Unreachable while the two maps agree; never loop forever.
+                None => {
+                    self.by_expiry.pop_first();
+                }
+            }
+        }
+        gone
+    }
+
+    /// The peer's FIN reached a socket that entered time-wait in the
+    /// FIN_WAIT2 substate at `fin_ns`: from then on it lives `time_wait_ns`.
+    /// Ignored if the entry is not waiting for it, or had expired by then.
+    pub(crate) fn peer_fin(&mut self, flow: &FlowKey, fin_ns: u64, time_wait_ns: u64) {
+        let Some((entry, seq)) = self.entries.get_mut(flow) else {
+            return;
+        };
+        if entry.basis != ExpiryBasis::FinTimeoutEstimate || fin_ns > entry.expires_ns {
+            return;
+        }
+        self.by_expiry.remove(&(entry.expires_ns, *seq));
+        entry.expires_ns = fin_ns.saturating_add(time_wait_ns);
+        entry.basis = ExpiryBasis::PeerFin;
+        self.by_expiry.insert((entry.expires_ns, *seq), *flow);
+    }
+
+    /// Entries per owning process, most first.
+    pub fn by_process(&self) -> Vec<ProcessCount> {
+        let mut groups: BTreeMap<Option<u32>, ProcessCount> = BTreeMap::new();
+        for entry in self.iter() {
+            let tgid = entry.owner.map(|o| o.tgid);
+            groups
+                .entry(tgid)
+                .or_insert(ProcessCount {
+                    tgid,
+                    comm: entry.owner.map(|o| o.comm),
+                    count: 0,
+                })
+                .count += 1;
+        }
+        let mut out: Vec<ProcessCount> = groups.into_values().collect();
+        out.sort_by(|a, b| b.count.cmp(&a.count).then(a.tgid.cmp(&b.tgid)));
+        out
+    }
+
+    /// Entries per remote endpoint, most first.
+    pub fn by_remote(&self) -> Vec<(Endpoint, usize)> {
+        most_first(self.count_by(|e| e.flow.remote))
+    }
+
+    /// Entries per remote address, most first.
+    pub fn by_remote_ip(&self) -> Vec<(IpAddr, usize)> {
+        most_first(self.count_by(|e| e.flow.remote.ip))
+    }
+
+    /// For each destination, the local ports its TIME_WAIT entries hold and
+    /// their share of the ephemeral range `(low, high)` (inclusive, as in
+    /// `net.ipv4.ip_local_port_range`); most pressed first.
+    pub fn destinations(&self, range: (u16, u16)) -> Vec<DestinationPorts> {
+        let (low, high) = (range.0.min(range.1), range.0.max(range.1));
+        let size = f64::from(high - low) + 1.0;
+        let mut ports: BTreeMap<Endpoint, BTreeSet<u16>> = BTreeMap::new();
+        for (entry, _) in self.entries.values() {
+            ports
+                .entry(entry.flow.remote)
+                .or_default()
+                .insert(entry.flow.local.port);
+        }
+        let mut out: Vec<DestinationPorts> = ports
+            .into_iter()
+            .map(|(remote, ports)| {
+                let in_range = ports.range(low..=high).count();
+                DestinationPorts {
+                    remote,
+                    local_ports: ports.len(),
+                    in_range,
+                    share: in_range as f64 / size,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.in_range.cmp(&a.in_range).then(a.remote.cmp(&b.remote)));
+        out
+    }
+
+    fn count_by<K: Ord>(&self, key: impl Fn(&TimeWaitEntry) -> K) -> BTreeMap<K, usize> {
+        let mut counts = BTreeMap::new();
+        for (entry, _) in self.entries.values() {
+            *counts.entry(key(entry)).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        assert_eq!(self.entries.len(), self.by_expiry.len());
+        assert_eq!(self.per_netns.values().sum::<usize>(), self.entries.len());
+        for (flow, (entry, seq)) in &self.entries {
+            assert_eq!(self.by_expiry.get(&(entry.expires_ns, *seq)), Some(flow));
+            assert!(self.len_in_netns(flow.netns) <= self.max_per_netns);
+        }
+        assert!(self.entries.len() <= self.max_total);
+    }
+}
+
+fn most_first<K: Ord>(counts: BTreeMap<K, usize>) -> Vec<(K, usize)> {
+    let mut out: Vec<(K, usize)> = counts.into_iter().collect();
+    // Stable: equal counts stay in key order.
+    out.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn entry(netns: u32, local_port: u16, remote_port: u16, expires_ns: u64) -> TimeWaitEntry {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        TimeWaitEntry {
+            flow: FlowKey {
+                netns,
+                local: Endpoint::new(ip, local_port),
+                remote: Endpoint::new(ip, remote_port),
+            },
+            family: Family::Ipv4,
+            owner: None,
+            closed_first: ClosedFirst::Local,
+            started_ns: Some(0),
+            expires_ns,
+            basis: ExpiryBasis::FinTimeoutEstimate,
+            connection_id: None,
+        }
+    }
+
+    #[test]
+    fn overflow_is_per_namespace_and_never_over_counts() {
+        let mut table = TimeWaitTable::new(2, 100);
+        assert_eq!(table.insert(entry(1, 1000, 80, 10)), Inserted::Yes);
+        assert_eq!(table.insert(entry(1, 1001, 80, 10)), Inserted::Yes);
+        assert_eq!(table.insert(entry(1, 1002, 80, 10)), Inserted::Overflow);
+        // The same 4-tuple again replaces, it does not add.
+        assert_eq!(table.insert(entry(1, 1001, 80, 20)), Inserted::Yes);
+        assert_eq!(table.insert(entry(2, 1002, 80, 10)), Inserted::Yes);
+        assert_eq!(table.len(), 3);
+        assert_eq!(table.len_in_netns(1), 2);
+        assert_eq!(table.counters().skipped_overflow, 1);
+        assert_eq!(table.counters().reused, 1);
+        table.check_invariants();
+    }
+
+    #[test]
+    fn memory_bound_is_separate_from_overflow() {
+        let mut table = TimeWaitTable::new(10, 1);
+        assert_eq!(table.insert(entry(1, 1000, 80, 10)), Inserted::Yes);
+        assert_eq!(table.insert(entry(2, 1000, 80, 10)), Inserted::OverMemory);
+        assert_eq!(table.counters().skipped_memory, 1);
+        assert_eq!(table.counters().skipped_overflow, 0);
+    }
+
+    #[test]
+    fn expires_in_order_and_peer_fin_moves_expiry() {
+        let mut table = TimeWaitTable::new(10, 10);
+        table.insert(entry(1, 1, 80, 30));
+        table.insert(entry(1, 2, 80, 10));
+        table.insert(entry(1, 3, 80, 20));
+        table.peer_fin(&entry(1, 3, 80, 0).flow, 15, 100);
+        assert_eq!(table.get(&entry(1, 3, 80, 0).flow).unwrap().expires_ns, 115);
+        let gone: Vec<u16> = table.expire(30).iter().map(|e| e.flow.local.port).collect();
+        assert_eq!(gone, vec![2, 1]);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.counters().expired, 2);
+        table.check_invariants();
+    }
+
+    #[test]
+    fn destinations_measure_the_port_range() {
+        let mut table = TimeWaitTable::new(100, 100);
+        for port in 30_000..30_010 {
+            table.insert(entry(1, port, 80, 1));
+        }
+        table.insert(entry(1, 5, 80, 1));
+        table.insert(entry(1, 30_000, 443, 1));
+        let dests = table.destinations((30_000, 30_099));
+        assert_eq!(dests[0].remote.port, 80);
+        assert_eq!(dests[0].local_ports, 11);
+        assert_eq!(dests[0].in_range, 10);
+        assert!((dests[0].share - 0.1).abs() < 1e-9);
+        assert_eq!(dests[1].in_range, 1);
+        assert_eq!(table.by_remote()[0].1, 11);
+        assert_eq!(
+            table.by_remote_ip(),
+            vec![(IpAddr::V4(Ipv4Addr::LOCALHOST), 12)]
+        );
+    }
+}

@@ -1,0 +1,691 @@
+//! [`Model`]: transitions and owner observations in; live connections,
+//! finished connections, TIME_WAIT sockets, leaks and counts out.
+use super::{
+    config::ModelConfig,
+    connection::{
+        is_birth, leaves_time_wait, tuple_is_complete, ClosedFirst, Connection, EndKind, FlowKey,
+        ListenerRef, OpenKind, TimeWaitFate,
+    },
+    leaks::{close_wait_leaks, LeakReport},
+    live::{LiveTable, SocketKey},
+    owner::{Owner, OwnerHow, OwnerObservation, PendingOwners},
+    recent::RecentlyClosed,
+    snapshot::{ExistingSocket, ExistingSocketError},
+    stats::{ModelStats, StateCounts},
+    time_wait::{ExpiryBasis, Inserted, TimeWaitEntry, TimeWaitRemoval, TimeWaitTable},
+};
+use crate::{tcp::TcpState, wire::Transition};
+
+/// Finished sockets remembered for recognising late transitions.
+const RECENTLY_CLOSED: usize = 1 << 14;
+
+/// One input to the model, as a source delivers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    Transition(Transition),
+    Owner(OwnerObservation),
+    /// The kernel's count of records it could not deliver grew to `total`.
+    Lost {
+        total: u64,
+    },
+}
+
+impl Input {
+    pub fn ts_boot_ns(&self) -> Option<u64> {
+        match self {
+            Input::Transition(t) => Some(t.ts_boot_ns),
+            Input::Owner(o) => Some(o.ts_boot_ns),
+            Input::Lost { .. } => None,
+        }
+    }
+}
+
+/// The state of every traced socket, reconstructed from transitions.
+///
+/// Pure and deterministic: no I/O and no clock; time comes only from event
+/// timestamps and the `now_ns` arguments (CLOCK_BOOTTIME nanoseconds, like
+/// the events). Never panics on any input: transitions that contradict what
+/// the model believes are counted, and the kernel's word is taken.
+#[derive(Debug)]
+pub struct Model {
+    config: ModelConfig,
+    live: LiveTable,
+    time_wait: TimeWaitTable,
+    pending: PendingOwners,
+    recently_closed: RecentlyClosed,
+    stats: ModelStats,
+    next_id: u64,
+    next_snapshot_key: u64,
+    lost_seen: Option<u64>,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Self::new(ModelConfig::default())
+    }
+}
+
+impl Model {
+    pub fn new(config: ModelConfig) -> Self {
+        let config = ModelConfig {
+            max_connections: config.max_connections.max(1),
+            ..config
+        };
+        Self {
+            live: LiveTable::default(),
+            time_wait: TimeWaitTable::new(config.max_tw_buckets, config.max_connections),
+            pending: PendingOwners::new(config.max_pending_owners),
+            recently_closed: RecentlyClosed::new(RECENTLY_CLOSED),
+            stats: ModelStats::default(),
+            next_id: 1,
+            next_snapshot_key: 0,
+            lost_seen: None,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Applies a batch in timestamp order. Records from different CPUs can
+    /// reach the ring buffer a few microseconds out of order (the order of
+    /// reservation, not of the events); a stable sort by timestamp puts the
+    /// transitions of one socket back in order, as long as they are in the
+    /// same batch. A `Lost` input keeps its place after the input before it.
+    /// Returns the connections that finished, in order.
+    pub fn apply_batch(&mut self, batch: &[Input]) -> Vec<Connection> {
+        let mut order: Vec<(u64, usize)> = Vec::with_capacity(batch.len());
+        let mut previous_ts = 0;
+        for (i, input) in batch.iter().enumerate() {
+            previous_ts = input.ts_boot_ns().unwrap_or(previous_ts);
+            order.push((previous_ts, i));
+        }
+        order.sort_by_key(|&(ts, _)| ts);
+        let mut finished = Vec::new();
+        for (_, i) in order {
+            finished.extend(self.apply(&batch[i]));
+        }
+        finished
+    }
+
+    /// Applies one input; returns the connections it finished.
+    pub fn apply(&mut self, input: &Input) -> Vec<Connection> {
+        match input {
+            Input::Transition(t) => return self.apply_transition(t),
+            Input::Owner(o) => self.apply_owner(o),
+            Input::Lost { total } => self.on_lost(*total),
+        }
+        Vec::new()
+    }
+
+    /// Applies one transition. Returns the connections it finished: usually
+    /// none, or the one it closed; also, first, a connection whose CLOSE was
+    /// missed when this transition is the birth of a new socket at its
+    /// address. Finished connections are forgotten.
+    pub fn apply_transition(&mut self, t: &Transition) -> Vec<Connection> {
+        self.stats.transitions += 1;
+        let mut finished = Vec::new();
+        let key = SocketKey::Addr(t.skaddr);
+        if self.live.get(key).is_none() && !is_birth(t) {
+            self.adopt_snapshot(t, key);
+        }
+        let ts = t.ts_boot_ns;
+        let Some(conn) = self.live.get(key) else {
+            if self.predates_a_close(t) {
+                self.stats.out_of_order += 1;
+            } else if t.old == TcpState::TimeWait
+                || (t.old == TcpState::Close && t.new == TcpState::Close)
+            {
+                // The tail of a socket already finished (a time-wait socket
+                // leaving TIME_WAIT), or no change at all.
+                self.stats.ignored += 1;
+            } else {
+                self.start(t, &mut finished);
+            }
+            return finished;
+        };
+        if ts < conn.started_ns || ts < conn.last_ns {
+            // Older than what was applied: it arrived late (another batch).
+            self.stats.out_of_order += 1;
+            if is_birth(t) && ts < conn.started_ns {
+                self.merge_late_birth(key, t);
+            }
+            return finished;
+        }
+        if is_birth(t) {
+            self.supersede(key, &mut finished);
+            self.start(t, &mut finished);
+        } else {
+            self.advance(key, t, &mut finished);
+        }
+        finished
+    }
+
+    /// Records who holds a socket. Observations from task 0 (interrupt
+    /// context) are ignored; an observation for a socket not seen yet waits
+    /// (bounded) for the socket's first transition.
+    pub fn apply_owner(&mut self, obs: &OwnerObservation) {
+        self.stats.owner_observations += 1;
+        if obs.tgid == 0 {
+            self.stats.owner_ignored += 1;
+            return;
+        }
+        let key = SocketKey::Addr(obs.skaddr);
+        match self.live.get_mut(key) {
+            Some(conn) => {
+                if conn.birth_seen && obs.ts_boot_ns < conn.started_ns {
+                    // About an earlier socket at the same address.
+                    self.stats.owner_unmatched += 1;
+                    return;
+                }
+                conn.offer_owner(obs.owner());
+                self.live.update(key);
+            }
+            None if self
+                .recently_closed
+                .predates_close(obs.skaddr, obs.ts_boot_ns) =>
+            {
+                self.stats.owner_unmatched += 1;
+            }
+            None => {
+                let dropped = self.pending.dropped();
+                self.pending.insert(obs.skaddr, obs.owner(), obs.ts_boot_ns);
+                self.stats.owner_unmatched += self.pending.dropped() - dropped;
+            }
+        }
+    }
+
+    /// The kernel's lost-record counter is now `total`. If it grew, every
+    /// live connection may have missed a transition and is marked uncertain.
+    /// A counter that went down was restarted and counts from zero.
+    pub fn on_lost(&mut self, total: u64) {
+        let previous = self.lost_seen.filter(|&p| p <= total).unwrap_or(0);
+        self.lost_seen = Some(total);
+        if total <= previous {
+            return;
+        }
+        self.stats.lost_events += total - previous;
+        for conn in self.live.values_mut() {
+            if !conn.uncertain {
+                conn.uncertain = true;
+                self.stats.uncertain_marked += 1;
+            }
+        }
+    }
+
+    /// Adds a socket that existed before tracing started, seen at `now_ns`.
+    /// TIME_WAIT sockets go to the TIME_WAIT table, with the longest expiry
+    /// they can have. A socket already known from a transition keeps what
+    /// the transitions said and only gains the owner if it had none.
+    ///
+    /// Take `now_ns` just before reading the snapshot, with the tracer
+    /// already running: transitions older than `now_ns` are taken as already
+    /// reflected in the snapshot and ignored, newer ones are applied (one
+    /// that the snapshot had already caught then counts as inconsistent,
+    /// and the state still ends right).
+    pub fn insert_existing(
+        &mut self,
+        sock: ExistingSocket,
+        now_ns: u64,
+    ) -> Result<(), ExistingSocketError> {
+        let owner = sock.owner.map(|o| Owner {
+            how: OwnerHow::Snapshot,
+            ..o
+        });
+        let flow = FlowKey {
+            netns: sock.netns,
+            local: sock.local,
+            remote: sock.remote,
+        };
+        match sock.state {
+            TcpState::Close | TcpState::NewSynRecv => {
+                return Err(ExistingSocketError::UnsupportedState(sock.state))
+            }
+            TcpState::TimeWait => {
+                return self.insert_existing_time_wait(&sock, flow, owner, now_ns)
+            }
+            _ => {}
+        }
+        let known = match sock.skaddr_or_cookie {
+            Some(addr) => Some(SocketKey::Addr(addr)).filter(|k| self.live.get(*k).is_some()),
+            None if sock.state == TcpState::Listen => self
+                .live
+                .listeners(sock.netns, sock.local.port)
+                .find(|(_, c)| c.local == sock.local && c.family == sock.family)
+                .map(|(key, _)| key),
+            None => self.live.by_flow(&flow),
+        };
+        if let Some(key) = known {
+            if let (Some(owner), Some(conn)) = (owner, self.live.get_mut(key)) {
+                conn.offer_owner(owner);
+            }
+            return Ok(());
+        }
+        let key = match sock.skaddr_or_cookie {
+            Some(addr) => SocketKey::Addr(addr),
+            None => {
+                self.next_snapshot_key += 1;
+                SocketKey::Snapshot(self.next_snapshot_key)
+            }
+        };
+        let mut conn = Connection::preexisting(
+            self.take_id(),
+            sock.skaddr_or_cookie,
+            sock.netns,
+            sock.family,
+            sock.state,
+            sock.local,
+            sock.remote,
+            owner,
+            now_ns,
+        );
+        if let Some(pending) = sock.skaddr_or_cookie.and_then(|a| self.pending.take(a)) {
+            conn.offer_owner(pending.owner);
+        }
+        self.stats.connections_started += 1;
+        if let Some(flow) = self.live.insert(key, conn) {
+            self.tuple_taken(flow, now_ns);
+        }
+        self.evict();
+        Ok(())
+    }
+
+    /// Removes the TIME_WAIT entries whose predicted expiry is at or before
+    /// `now_ns`, and returns them, soonest first.
+    pub fn expire(&mut self, now_ns: u64) -> Vec<TimeWaitEntry> {
+        self.time_wait.expire(now_ns)
+    }
+
+    /// A time-wait socket was killed by a reset (learnt elsewhere: the
+    /// tracepoint does not show it).
+    pub fn time_wait_reset(&mut self, flow: &FlowKey) -> Option<TimeWaitEntry> {
+        self.time_wait.remove(flow, TimeWaitRemoval::Reset)
+    }
+
+    pub fn time_wait(&self) -> &TimeWaitTable {
+        &self.time_wait
+    }
+
+    /// CLOSE_WAIT sockets older than `close_wait_leak_secs` at `now_ns`.
+    pub fn leaks(&self, now_ns: u64) -> LeakReport {
+        close_wait_leaks(self.live.values(), now_ns, self.config.close_wait_leak_ns())
+    }
+
+    /// Sockets per state now, TIME_WAIT included.
+    pub fn stat(&self) -> StateCounts {
+        StateCounts::collect(self.live.values(), &self.time_wait)
+    }
+
+    /// Live connections, oldest first.
+    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
+        let mut conns: Vec<&Connection> = self.live.values().collect();
+        conns.sort_by_key(|c| c.id);
+        conns.into_iter()
+    }
+
+    /// The live connection at a kernel address.
+    pub fn connection(&self, skaddr: u64) -> Option<&Connection> {
+        self.live.get(SocketKey::Addr(skaddr))
+    }
+
+    /// Live connections.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.len() == 0
+    }
+
+    /// Owner observations waiting for their socket's first transition.
+    pub fn pending_owners(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn stats(&self) -> ModelStats {
+        ModelStats {
+            time_wait: self.time_wait.counters(),
+            ..self.stats
+        }
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// A connection begins with `t`, its first transition seen.
+    fn start(&mut self, t: &Transition, finished: &mut Vec<Connection>) {
+        let mut conn = Connection::from_first(self.take_id(), t, &self.config);
+        self.stats.connections_started += 1;
+        if let Some(pending) = self.pending.take(t.skaddr) {
+            // Only an observation made after a birth can be about this
+            // socket; before one, it was about its predecessor.
+            if !conn.birth_seen || pending.ts_boot_ns >= t.ts_boot_ns {
+                conn.offer_owner(pending.owner);
+            } else {
+                self.stats.owner_unmatched += 1;
+            }
+        }
+        if conn.open == OpenKind::Passive {
+            conn.listener = self.find_listener(&conn);
+        }
+        if conn.end.is_some() {
+            if let Some(flow) = conn.complete_flow() {
+                self.tuple_taken(flow, t.ts_boot_ns);
+            }
+            self.finish(conn, t, finished);
+            return;
+        }
+        if let Some(flow) = self.live.insert(SocketKey::Addr(t.skaddr), conn) {
+            self.tuple_taken(flow, t.ts_boot_ns);
+        }
+        self.evict();
+    }
+
+    /// Applies `t` to the live connection at `key`.
+    fn advance(&mut self, key: SocketKey, t: &Transition, finished: &mut Vec<Connection>) {
+        let Some(conn) = self.live.get_mut(key) else {
+            return;
+        };
+        if conn.state != t.old {
+            self.stats.inconsistent += 1;
+            conn.uncertain = true;
+        }
+        let ended = conn.enter(t, &self.config);
+        let needs_listener = conn.open == OpenKind::Passive && conn.listener.is_none();
+        let flow = conn.flow();
+        if let Some(flow) = self.live.update(key) {
+            self.tuple_taken(flow, t.ts_boot_ns);
+        }
+        if ended {
+            if let Some(conn) = self.live.remove(key) {
+                self.finish(conn, t, finished);
+            }
+            return;
+        }
+        if needs_listener {
+            // A child's first transition may carry the listener's
+            // addresses; the real ones are known now.
+            let listener = self.live.get(key).and_then(|c| self.find_listener(c));
+            if let Some(conn) = self.live.get_mut(key) {
+                conn.listener = listener;
+            }
+        }
+        if t.new == TcpState::LastAck {
+            // The peer of a loopback connection sent its FIN: our side's
+            // time-wait socket now has its final 60 s.
+            self.time_wait
+                .peer_fin(&flow.mirrored(), t.ts_boot_ns, self.config.time_wait_ns());
+        }
+    }
+
+    /// The connection at `key` was replaced by a new socket without its
+    /// CLOSE being seen.
+    fn supersede(&mut self, key: SocketKey, finished: &mut Vec<Connection>) {
+        if let Some(mut conn) = self.live.remove(key) {
+            conn.uncertain = true;
+            conn.end = Some(EndKind::Unknown);
+            self.stats.missed_close += 1;
+            self.stats.connections_finished += 1;
+            finished.push(conn);
+        }
+    }
+
+    /// A birth that arrives after later transitions of its socket: fills in
+    /// what only the birth tells (owner, start).
+    fn merge_late_birth(&mut self, key: SocketKey, t: &Transition) {
+        let Some(conn) = self.live.get_mut(key) else {
+            return;
+        };
+        let fits = !conn.birth_seen
+            && conn
+                .states
+                .first()
+                .is_some_and(|v| v.state == t.new && v.entered_ns.is_none());
+        if !fits {
+            return;
+        }
+        conn.states[0].entered_ns = Some(t.ts_boot_ns);
+        conn.started_ns = t.ts_boot_ns;
+        conn.birth_seen = true;
+        if conn.open != OpenKind::Preexisting {
+            conn.open = OpenKind::of_first(t);
+        }
+        if let Some(owner) = Owner::from_transition(t) {
+            conn.offer_owner(owner);
+        }
+    }
+
+    /// A transition for an unknown address may be the first one of a
+    /// snapshot socket whose address was not known: match it by 4-tuple (or
+    /// a listener by local endpoint) and move it to its address.
+    fn adopt_snapshot(&mut self, t: &Transition, key: SocketKey) {
+        let is_snapshot = |k: &SocketKey| matches!(k, SocketKey::Snapshot(_));
+        let candidate = if t.old == TcpState::Listen {
+            self.live
+                .listeners(t.netns, t.local.port)
+                .find(|(k, c)| is_snapshot(k) && c.local == t.local && c.family == t.family)
+                .map(|(k, _)| k)
+        } else if tuple_is_complete(&t.local, &t.remote) {
+            self.live
+                .by_flow(&FlowKey {
+                    netns: t.netns,
+                    local: t.local,
+                    remote: t.remote,
+                })
+                .filter(is_snapshot)
+        } else {
+            None
+        };
+        let Some(from) = candidate else {
+            return;
+        };
+        if let Some(conn) = self.live.get_mut(from) {
+            conn.skaddr = Some(t.skaddr);
+            if let Some(pending) = self.pending.take(t.skaddr) {
+                conn.offer_owner(pending.owner);
+            }
+        }
+        self.live.rekey(from, key);
+        self.stats.snapshot_adopted += 1;
+    }
+
+    /// The live listener a passive connection came from: same namespace,
+    /// family and port, and the same address or a wildcard one (an exact
+    /// address wins; among equals, the newest).
+    fn find_listener(&self, child: &Connection) -> Option<ListenerRef> {
+        let mut best: Vec<(u8, &Connection)> = Vec::new();
+        for (_, listener) in self.live.listeners(child.netns, child.local.port) {
+            if listener.family != child.family || listener.id == child.id {
+                continue;
+            }
+            let score = if !child.local.ip.is_unspecified() && listener.local.ip == child.local.ip {
+                2
+            } else if listener.local.ip.is_unspecified() {
+                1
+            } else {
+                continue;
+            };
+            match best.first() {
+                Some((top, _)) if *top > score => continue,
+                Some((top, _)) if *top < score => best.clear(),
+                _ => {}
+            }
+            best.push((score, listener));
+        }
+        let (_, chosen) = best.iter().max_by_key(|(_, l)| l.id)?;
+        let tgid = chosen.owner.map(|o| o.tgid);
+        Some(ListenerRef {
+            skaddr: chosen.skaddr,
+            connection_id: chosen.id,
+            local: chosen.local,
+            owner: chosen.owner,
+            ambiguous: best.iter().any(|(_, l)| l.owner.map(|o| o.tgid) != tgid),
+        })
+    }
+
+    /// A live connection now uses `flow`: a time-wait socket with the same
+    /// 4-tuple is gone (reused, or expired if its time had come).
+    fn tuple_taken(&mut self, flow: FlowKey, ts: u64) {
+        let Some(entry) = self.time_wait.get(&flow) else {
+            return;
+        };
+        let why = if entry.expires_ns <= ts {
+            TimeWaitRemoval::Expired
+        } else {
+            TimeWaitRemoval::Reused
+        };
+        self.time_wait.remove(&flow, why);
+    }
+
+    /// A transition for an unknown address that is older than what ended
+    /// there: the late tail of a finished socket. Seen either as the CLOSE at
+    /// the same address, or as the time-wait socket its 4-tuple went to (a
+    /// 4-tuple has one socket at a time).
+    fn predates_a_close(&self, t: &Transition) -> bool {
+        if self.recently_closed.predates_close(t.skaddr, t.ts_boot_ns) {
+            return true;
+        }
+        let flow = FlowKey {
+            netns: t.netns,
+            local: t.local,
+            remote: t.remote,
+        };
+        !is_birth(t)
+            && self
+                .time_wait
+                .get(&flow)
+                .and_then(|e| e.started_ns)
+                .is_some_and(|started| t.ts_boot_ns < started)
+    }
+
+    fn finish(&mut self, mut conn: Connection, t: &Transition, finished: &mut Vec<Connection>) {
+        self.recently_closed.insert(t.skaddr, t.ts_boot_ns);
+        if leaves_time_wait(t.old, t.new) {
+            conn.time_wait = self.enter_time_wait(&conn, t);
+        }
+        if (t.old, t.new) == (TcpState::CloseWait, TcpState::Close) {
+            self.peer_reset(&conn, t.ts_boot_ns);
+        }
+        self.stats.connections_finished += 1;
+        finished.push(conn);
+    }
+
+    /// Records the time-wait socket that `conn`'s last transition `t` left.
+    fn enter_time_wait(&mut self, conn: &Connection, t: &Transition) -> TimeWaitFate {
+        let Some(flow) = conn.complete_flow() else {
+            return TimeWaitFate::Untracked;
+        };
+        let ts = t.ts_boot_ns;
+        // What the kernel has freed by now does not count against the limit.
+        self.time_wait.expire(ts);
+        let time_wait_ns = self.config.time_wait_ns();
+        let (expires_ns, basis) = if (t.old, t.new) == (TcpState::FinWait2, TcpState::Close) {
+            match self.peer_fin_ns(&flow) {
+                // If the FIN came before our close, TIME_WAIT starts now.
+                Some(fin) => (
+                    fin.max(ts).saturating_add(time_wait_ns),
+                    ExpiryBasis::PeerFin,
+                ),
+                None => (
+                    ts.saturating_add(time_wait_ns.max(self.config.fin_timeout_ns())),
+                    ExpiryBasis::FinTimeoutEstimate,
+                ),
+            }
+        } else {
+            (ts.saturating_add(time_wait_ns), ExpiryBasis::TimeWaitLen)
+        };
+        let closed_first = match conn.closed_first {
+            ClosedFirst::Local | ClosedFirst::Both => conn.closed_first,
+            _ if t.old == TcpState::Closing => ClosedFirst::Both,
+            _ => ClosedFirst::Local,
+        };
+        let entry = TimeWaitEntry {
+            flow,
+            family: conn.family,
+            owner: conn.attributed_owner(),
+            closed_first,
+            started_ns: Some(ts),
+            expires_ns,
+            basis,
+            connection_id: Some(conn.id),
+        };
+        match self.time_wait.insert(entry) {
+            Inserted::Yes => TimeWaitFate::Entered,
+            Inserted::Overflow => TimeWaitFate::Overflow,
+            Inserted::OverMemory => TimeWaitFate::Untracked,
+        }
+    }
+
+    /// `conn` went CLOSE_WAIT→CLOSE: it reset instead of sending its FIN
+    /// (closed with unread data), or was reset for sending data. If its peer
+    /// is local and in time-wait still waiting for that FIN, the RST (or the
+    /// data) kills the time-wait socket.
+    fn peer_reset(&mut self, conn: &Connection, ts: u64) {
+        let Some(flow) = conn.complete_flow().map(|f| f.mirrored()) else {
+            return;
+        };
+        let waiting = self.time_wait.get(&flow).is_some_and(|e| {
+            e.basis == ExpiryBasis::FinTimeoutEstimate && e.started_ns.is_some_and(|s| s <= ts)
+        });
+        if waiting {
+            self.time_wait.remove(&flow, TimeWaitRemoval::Reset);
+        }
+    }
+
+    /// When the peer of a locally traced connection sent its FIN (it entered
+    /// LAST_ACK), if it did.
+    fn peer_fin_ns(&self, flow: &FlowKey) -> Option<u64> {
+        let peer = self.live.get(self.live.by_flow(&flow.mirrored())?)?;
+        (peer.state == TcpState::LastAck)
+            .then(|| peer.state_entered_ns())
+            .flatten()
+    }
+
+    fn insert_existing_time_wait(
+        &mut self,
+        sock: &ExistingSocket,
+        flow: FlowKey,
+        owner: Option<Owner>,
+        now_ns: u64,
+    ) -> Result<(), ExistingSocketError> {
+        if !tuple_is_complete(&flow.local, &flow.remote) {
+            return Err(ExistingSocketError::IncompleteTuple);
+        }
+        self.time_wait.expire(now_ns);
+        if self.time_wait.get(&flow).is_some() {
+            // Seen entering TIME_WAIT while tracing: that entry knows more.
+            return Ok(());
+        }
+        self.time_wait.insert(TimeWaitEntry {
+            flow,
+            family: sock.family,
+            owner,
+            closed_first: ClosedFirst::Local,
+            started_ns: None,
+            expires_ns: now_ns.saturating_add(self.config.time_wait_ns()),
+            basis: ExpiryBasis::Snapshot,
+            connection_id: None,
+        });
+        Ok(())
+    }
+
+    fn evict(&mut self) {
+        self.stats.evicted += self.live.evict_over(self.config.max_connections) as u64;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        self.live.check_invariants();
+        self.time_wait.check_invariants();
+        assert!(self.live.len() <= self.config.max_connections);
+        for conn in self.live.values() {
+            assert!(conn.is_live());
+            assert!(!conn.states.is_empty());
+            assert_eq!(conn.states.last().map(|v| v.state), Some(conn.state));
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The `stat` view: sockets per state now, and per process, local port,
+//! remote address; TIME_WAIT by who closed first and per destination.
+use crate::model::{ClosedFirst, Model};
+use crate::tcp::TcpState;
+use serde::Serialize;
+use std::{collections::BTreeMap, fmt::Write as _};
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ProcessRow {
+    pub tgid: Option<u32>,
+    pub comm: Option<String>,
+    pub states: BTreeMap<&'static str, usize>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DestinationRow {
+    pub remote: String,
+    pub time_wait: usize,
+    /// Share of the local port range (ip_local_port_range) these hold.
+    pub port_range_share: f64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StatView {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub by_state: BTreeMap<&'static str, usize>,
+    pub time_wait_by_closed_first: BTreeMap<&'static str, usize>,
+    /// Closes that got no TIME_WAIT because tcp_max_tw_buckets was reached.
+    pub time_wait_overflow: u64,
+    pub by_process: Vec<ProcessRow>,
+    pub by_local_port: BTreeMap<u16, BTreeMap<&'static str, usize>>,
+    pub by_remote_ip: BTreeMap<String, BTreeMap<&'static str, usize>>,
+    pub time_wait_destinations: Vec<DestinationRow>,
+    pub lost_events: u64,
+    pub uncertain_connections: usize,
+}
+
+fn names(tally: &BTreeMap<TcpState, usize>) -> BTreeMap<&'static str, usize> {
+    tally.iter().map(|(s, n)| (s.name(), *n)).collect()
+}
+
+impl StatView {
+    pub fn new(model: &Model, port_range: (u16, u16), lost_events: u64) -> Self {
+        let counts = model.stat();
+        StatView {
+            kind: "stat",
+            by_state: names(&counts.by_state),
+            time_wait_by_closed_first: counts
+                .time_wait_by_closed_first
+                .iter()
+                .map(|(c, n)| (c.name(), *n))
+                .collect(),
+            time_wait_overflow: model.time_wait().counters().skipped_overflow,
+            by_process: counts
+                .by_process
+                .iter()
+                .map(|p| ProcessRow {
+                    tgid: p.tgid,
+                    comm: p.comm.map(|c| c.as_string()),
+                    states: names(&p.states),
+                })
+                .collect(),
+            by_local_port: counts
+                .by_local_port
+                .iter()
+                .map(|(p, t)| (*p, names(t)))
+                .collect(),
+            by_remote_ip: counts
+                .by_remote_ip
+                .iter()
+                .map(|(ip, t)| (ip.to_string(), names(t)))
+                .collect(),
+            time_wait_destinations: model
+                .time_wait()
+                .destinations(port_range)
+                .into_iter()
+                .map(|d| DestinationRow {
+                    remote: d.remote.to_string(),
+                    time_wait: d.local_ports,
+                    port_range_share: d.share,
+                })
+                .collect(),
+            lost_events,
+            uncertain_connections: model.connections().filter(|c| c.uncertain).count(),
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let total: usize = self.by_state.values().sum();
+        let _ = writeln!(
+            out,
+            "{total} TCP sockets ({} lost events, {} connections uncertain)",
+            self.lost_events, self.uncertain_connections
+        );
+        for (state, n) in &self.by_state {
+            let _ = write!(out, "  {state:<12} {n:>8}");
+            if *state == "TIME_WAIT" {
+                let local = self
+                    .time_wait_by_closed_first
+                    .get(ClosedFirst::Local.name())
+                    .unwrap_or(&0);
+                let both = self
+                    .time_wait_by_closed_first
+                    .get(ClosedFirst::Both.name())
+                    .unwrap_or(&0);
+                let _ = write!(out, "   (we closed first: {local}, simultaneous: {both})");
+            }
+            out.push('\n');
+        }
+        if self.time_wait_overflow > 0 {
+            let _ = writeln!(
+                out,
+                "  {} closes skipped TIME_WAIT: tcp_max_tw_buckets reached",
+                self.time_wait_overflow
+            );
+        }
+        let _ = writeln!(out, "\nper process:");
+        for p in &self.by_process {
+            let states: Vec<String> = p.states.iter().map(|(s, n)| format!("{s}={n}")).collect();
+            let _ = writeln!(
+                out,
+                "  {:>8} {:<16} {}",
+                p.tgid.map_or("?".into(), |t| t.to_string()),
+                p.comm.as_deref().unwrap_or("(not accepted / unknown)"),
+                states.join(" ")
+            );
+        }
+        if !self.time_wait_destinations.is_empty() {
+            let _ = writeln!(out, "\nTIME_WAIT per destination:");
+            for d in self.time_wait_destinations.iter().take(10) {
+                let _ = writeln!(
+                    out,
+                    "  {:<28} {:>8}  {:.1}% of the local port range",
+                    d.remote,
+                    d.time_wait,
+                    d.port_range_share * 100.0
+                );
+            }
+        }
+        out
+    }
+}

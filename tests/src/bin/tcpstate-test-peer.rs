@@ -1,0 +1,86 @@
+//! A separate process for the owner tests: its sockets belong to it, not to
+//! the test, so attribution to the right process can be checked.
+//!
+//! tcpstate-test-peer serve MODE COUNT     listen on 127.0.0.1:0, accept COUNT
+//!     connections; MODE: leak (never close), close-on-eof (read to EOF,
+//!     close), close-first (close at once after accept)
+//! tcpstate-test-peer prefork WORKERS COUNT   the parent listens, forks
+//!     WORKERS workers that accept (COUNT in all), read to EOF and close
+//!
+//! Prints `ready PORT PID [WORKER_PIDS...]` once listening, then `done`
+//! when every connection was handled; then waits to be killed (so that
+//! leaked sockets stay open).
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+};
+
+fn read_to_eof(mut stream: TcpStream) {
+    let mut buf = [0u8; 1024];
+    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: tcpstate-test-peer serve leak|close-on-eof|close-first COUNT | prefork WORKERS COUNT";
+    let number = |i: usize| -> usize { args.get(i).and_then(|s| s.parse().ok()).expect(usage) };
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local_addr").port();
+    let mut out = std::io::stdout();
+    match args.first().map(String::as_str) {
+        Some("serve") => {
+            let mode = args.get(1).expect(usage).clone();
+            let count = number(2);
+            writeln!(out, "ready {port} {}", std::process::id()).unwrap();
+            out.flush().unwrap();
+            let mut held = Vec::new();
+            for _ in 0..count {
+                let (stream, _) = listener.accept().expect("accept");
+                match mode.as_str() {
+                    "leak" => held.push(stream),
+                    "close-on-eof" => read_to_eof(stream),
+                    "close-first" => drop(stream),
+                    _ => panic!("{usage}"),
+                }
+            }
+            writeln!(out, "done").unwrap();
+            out.flush().unwrap();
+            std::thread::park();
+            drop(held);
+        }
+        Some("prefork") => {
+            let workers = number(1);
+            let count = number(2);
+            assert!(count % workers == 0, "COUNT must be a multiple of WORKERS");
+            let mut pids = Vec::new();
+            for _ in 0..workers {
+                // SAFETY: single-threaded at this point; the child only uses
+                // the inherited listener and exits.
+                let pid = unsafe { libc::fork() };
+                assert!(pid >= 0, "fork failed");
+                if pid == 0 {
+                    // Die with the parent: the test kills only the parent.
+                    // SAFETY: plain prctl call.
+                    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+                    for _ in 0..count / workers {
+                        let (stream, _) = listener.accept().expect("accept");
+                        read_to_eof(stream);
+                    }
+                    std::thread::park();
+                    std::process::exit(0);
+                }
+                pids.push(pid.to_string());
+            }
+            writeln!(
+                out,
+                "ready {port} {} {}",
+                std::process::id(),
+                pids.join(" ")
+            )
+            .unwrap();
+            out.flush().unwrap();
+            std::thread::park();
+        }
+        _ => panic!("{usage}"),
+    }
+}

@@ -1,0 +1,209 @@
+//! Connection lifetimes from the real kernel: owners of both ends, TIME_WAIT
+//! attributed to the side that closed first, CLOSE_WAIT leaks per process.
+use serde_json::Value;
+use std::{net::TcpStream, time::Duration};
+use tcpstate_tests::{
+    require_root,
+    running::{Peer, Running},
+    scenario::{drive, Net, Network, Scenario},
+};
+
+const PEER: &str = env!("CARGO_BIN_EXE_tcpstate-test-peer");
+
+fn json_lines(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Finished connections whose local or remote port is `port`.
+fn connections_on(records: &[Value], port: u16) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|r| r["type"] == "connection")
+        .filter(|r| r["lport"] == port || r["rport"] == port)
+        .collect()
+}
+
+fn connect_and_close(port: u16, count: usize) {
+    let streams: Vec<TcpStream> = (0..count)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    drop(streams);
+}
+
+fn connect_read_eof_close(port: u16, count: usize) {
+    use std::io::Read;
+    for _ in 0..count {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(s.read(&mut buf).expect("read EOF"), 0);
+    }
+}
+
+#[test]
+fn time_wait_goes_to_the_side_that_closed_first_and_its_process() {
+    require_root();
+    let life = Running::start(&["life", "--json"]);
+    // The peer reads to EOF: our side (the test process) closes first.
+    let server_waits = Peer::start(PEER, &["serve", "close-on-eof", "3"]);
+    connect_and_close(server_waits.port, 3);
+    server_waits.wait_done();
+    // The peer closes at once: its side closes first.
+    let server_closes = Peer::start(PEER, &["serve", "close-first", "3"]);
+    connect_read_eof_close(server_closes.port, 3);
+    server_closes.wait_done();
+    std::thread::sleep(Duration::from_millis(500));
+    let (stdout, stderr, status) = life.interrupt();
+    assert!(status.success(), "{stderr:?}");
+    let records = json_lines(&stdout);
+    let me = u64::from(std::process::id());
+
+    for (peer, we_closed_first) in [(&server_waits, true), (&server_closes, false)] {
+        let conns = connections_on(&records, peer.port);
+        let ours: Vec<_> = conns.iter().filter(|c| c["open"] == "active").collect();
+        let theirs: Vec<_> = conns.iter().filter(|c| c["open"] == "passive").collect();
+        assert_eq!((ours.len(), theirs.len()), (3, 3), "{conns:#?}");
+        let (closer, other, closer_tgid, other_tgid) = if we_closed_first {
+            (&ours, &theirs, me, u64::from(peer.pid))
+        } else {
+            (&theirs, &ours, u64::from(peer.pid), me)
+        };
+        for c in closer.iter() {
+            assert_eq!(c["closed_first"], "local", "{c}");
+            assert_eq!(c["time_wait"], "entered", "{c}");
+            assert_eq!(c["owner"]["tgid"], closer_tgid, "{c}");
+            assert_eq!(c["uncertain"], false, "{c}");
+        }
+        for c in other.iter() {
+            assert_eq!(c["closed_first"], "remote", "{c}");
+            assert_eq!(c["time_wait"], "none", "{c}");
+            assert_eq!(c["owner"]["tgid"], other_tgid, "{c}");
+        }
+        for c in &ours {
+            assert_eq!(c["owner"]["how"], "connect", "{c}");
+        }
+        for c in &theirs {
+            // Passive sockets: accept() names the peer process, never the
+            // task that happened to run the softirq.
+            assert_eq!(c["owner"]["how"], "accept", "{c}");
+            assert_eq!(c["owner"]["comm"], "tcpstate-test-p", "{c}");
+        }
+    }
+}
+
+#[test]
+fn simultaneous_close_gives_time_wait_on_both_and_reset_on_neither() {
+    require_root();
+    let net = Net::new(Network::LoopbackV4);
+    // Both FINs cross: the side whose FIN_WAIT1 received the peer's FIN goes
+    // through CLOSING ("both"); the other saw its own FIN acknowledged first
+    // and reads as an ordinary active close. Both hold TIME_WAIT.
+    for (scenario, closed_first, time_wait) in [
+        (Scenario::BothCloseAtOnce, ["both", "local"], "entered"),
+        (Scenario::ResetByLinger0, ["reset", "reset"], "none"),
+    ] {
+        let (life, expected) = drive(&net, scenario, |_| Running::start(&["life", "--json"]));
+        std::thread::sleep(Duration::from_millis(500));
+        let (stdout, _, status) = life.interrupt();
+        assert!(status.success());
+        let records = json_lines(&stdout);
+        let conns = connections_on(&records, expected.port);
+        assert_eq!(conns.len(), 2, "{scenario:?}: {conns:#?}");
+        let passive = conns
+            .iter()
+            .find(|c| c["open"] == "passive")
+            .expect("server side");
+        let active = conns
+            .iter()
+            .find(|c| c["open"] == "active")
+            .expect("client side");
+        assert_eq!(
+            passive["closed_first"], closed_first[0],
+            "{scenario:?}: {passive}"
+        );
+        assert_eq!(
+            active["closed_first"], closed_first[1],
+            "{scenario:?}: {active}"
+        );
+        for c in conns {
+            assert_eq!(c["time_wait"], time_wait, "{scenario:?}: {c}");
+        }
+    }
+}
+
+#[test]
+fn prefork_workers_own_the_sockets_they_accept() {
+    require_root();
+    let life = Running::start(&["life", "--json", "--listeners"]);
+    let server = Peer::start(PEER, &["prefork", "3", "6"]);
+    connect_and_close(server.port, 6);
+    std::thread::sleep(Duration::from_millis(500));
+    let (stdout, _, status) = life.interrupt();
+    assert!(status.success());
+    let records = json_lines(&stdout);
+    let conns = connections_on(&records, server.port);
+    let passive: Vec<_> = conns.iter().filter(|c| c["open"] == "passive").collect();
+    assert_eq!(passive.len(), 6, "{conns:#?}");
+    let workers: Vec<u64> = server.workers.iter().map(|&w| u64::from(w)).collect();
+    for c in passive {
+        let owner = c["owner"]["tgid"].as_u64().expect("an owner");
+        assert!(
+            workers.contains(&owner),
+            "owner {owner} is not a worker {workers:?}: {c}"
+        );
+        assert_ne!(owner, u64::from(server.pid), "the parent only listens: {c}");
+        assert_eq!(c["owner"]["how"], "accept");
+    }
+}
+
+#[test]
+fn leaks_reports_exactly_the_sockets_a_process_never_closed() {
+    require_root();
+    const LEAKED: usize = 37;
+    let leaks = Running::start(&["leaks", "--json", "--threshold", "1s", "--every", "100ms"]);
+    let leaky = Peer::start(PEER, &["serve", "leak", &LEAKED.to_string()]);
+    let tidy = Peer::start(PEER, &["serve", "close-on-eof", "5"]);
+    connect_and_close(leaky.port, LEAKED);
+    connect_and_close(tidy.port, 5);
+    leaky.wait_done();
+    tidy.wait_done();
+
+    // Wait for a report in which the leaky process has crossed the 1 s
+    // threshold with all its sockets.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let report = loop {
+        let line = leaks
+            .stdout
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("no report showing the leak");
+        let report: Value = serde_json::from_str(&line).expect("JSON");
+        let found = report["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["tgid"] == leaky.pid && p["count"] == LEAKED);
+        if found {
+            break report;
+        }
+    };
+    let processes = report["processes"].as_array().unwrap();
+    let leak = processes.iter().find(|p| p["tgid"] == leaky.pid).unwrap();
+    assert_eq!(leak["count"], LEAKED);
+    assert_eq!(leak["local_ports"], serde_json::json!([leaky.port]));
+    assert_eq!(leak["remote_peers"].as_array().unwrap().len(), LEAKED);
+    assert_eq!(leak["comm"], "tcpstate-test-p");
+    assert!(
+        leak["cmdline"].as_str().unwrap().contains("serve leak 37"),
+        "{leak}"
+    );
+    assert!(leak["oldest_age_s"].as_f64().unwrap() >= 1.0);
+    assert!(
+        !processes.iter().any(|p| p["tgid"] == tidy.pid),
+        "a process that closes its sockets leaks nothing: {report}"
+    );
+    let (_, _, status) = leaks.interrupt();
+    assert!(status.success());
+}
