@@ -17,6 +17,12 @@ pub const TRACEPOINT_NAME: &str = "inet_sock_set_state";
 /// set_state tracepoint cannot).
 pub const PROGRAM_ACCEPT4_EXIT: &str = "tcpstate_accept4_exit";
 pub const PROGRAM_ACCEPT_EXIT: &str = "tcpstate_accept_exit";
+/// Program on `tcp:tcp_send_reset`: RSTs the host sends in answer to a
+/// segment (they can destroy a time-wait socket, which no state tracepoint
+/// shows).
+pub const PROGRAM_SEND_RESET: &str = "tcpstate_send_reset";
+pub const TCP_CATEGORY: &str = "tcp";
+pub const SEND_RESET: &str = "tcp_send_reset";
 pub const SYSCALLS_CATEGORY: &str = "syscalls";
 pub const ACCEPT4_EXIT: &str = "sys_exit_accept4";
 pub const ACCEPT_EXIT: &str = "sys_exit_accept";
@@ -30,6 +36,8 @@ pub const MAP_LOST: &str = "LOST";
 pub const LOST_TRANSITIONS: u32 = 0;
 /// [`MAP_LOST`] slot of lost accept() owner records.
 pub const LOST_OWNERS: u32 = 1;
+/// [`MAP_LOST`] slot of lost RST records.
+pub const LOST_RESETS: u32 = 2;
 
 /// Load-time globals (set by userspace before the program is loaded).
 pub const GLOBAL_FILTER_FAMILY: &str = "FILTER_FAMILY";
@@ -68,6 +76,18 @@ pub mod tp_offsets {
     ];
 }
 
+/// `tcp:tcp_send_reset` (Linux 6.10+ layout, with `skbaddr`).
+pub mod reset_offsets {
+    pub const SKBADDR: usize = 8;
+    pub const SKADDR: usize = 16;
+    pub const STATE: usize = 24;
+    pub const EXPECTED: [(&str, usize, usize); 3] = [
+        ("skbaddr", SKBADDR, 8),
+        ("skaddr", SKADDR, 8),
+        ("state", STATE, 4),
+    ];
+}
+
 /// `syscalls:sys_exit_*` tracepoints: the return value.
 pub mod syscall_exit_offsets {
     pub const RET: usize = 16;
@@ -89,9 +109,13 @@ pub struct StructOffsets {
     pub socket_sk: u32,
     pub sock_common_net: u32,
     pub net_ns_inum: u32,
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<StructOffsets>() == 32);
+const _: () = assert!(core::mem::size_of::<StructOffsets>() == 48);
 
 impl StructOffsets {
     pub const fn zeroed() -> Self {
@@ -104,6 +128,10 @@ impl StructOffsets {
             socket_sk: 0,
             sock_common_net: 0,
             net_ns_inum: 0,
+            skb_head: 0,
+            skb_network_header: 0,
+            skb_transport_header: 0,
+            _pad: 0,
         }
     }
 }
@@ -122,6 +150,10 @@ pub mod kind {
     /// A process got this socket from accept(); only `skaddr`, the task
     /// fields, `cgroup_id` and `ts_boot_ns` are meaningful.
     pub const OWNER_ACCEPT: u8 = 2;
+    /// The host sent a RST in answer to a segment from (`saddr`, `sport`)
+    /// to (`daddr`, `dport`); `oldstate` is the sending socket's state (0:
+    /// no socket), `skaddr` that socket.
+    pub const RESET_SENT: u8 = 3;
 }
 
 /// One record in the ring buffer.

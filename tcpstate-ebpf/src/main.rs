@@ -20,15 +20,15 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tcpstate_common::{
-    kind, syscall_exit_offsets, tp_offsets as off, Event, StructOffsets, DEFAULT_RING_BYTES,
-    IPPROTO_TCP, LOST_OWNERS, LOST_TRANSITIONS,
+    kind, reset_offsets, syscall_exit_offsets, tp_offsets as off, Event, StructOffsets,
+    DEFAULT_RING_BYTES, IPPROTO_TCP, LOST_OWNERS, LOST_RESETS, LOST_TRANSITIONS,
 };
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
 #[map(name = "LOST")]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
 
 // Load-time settings; userspace overrides them before loading. Zero means
 // "no filter". Read with `read_volatile` so the compiler keeps the loads.
@@ -216,6 +216,82 @@ fn try_accept_exit(ctx: &TracePointContext) {
     event.kind = kind::OWNER_ACCEPT;
     entry.write(event);
     entry.submit(wakeup_flag(ts));
+}
+
+#[tracepoint]
+pub fn tcpstate_send_reset(ctx: TracePointContext) -> u32 {
+    try_send_reset(&ctx);
+    0
+}
+
+/// A RST answering a segment: report that segment's addresses, read from
+/// the skb's IP and TCP headers. A RST without a segment (an active reset
+/// by a full socket) shows in that socket's own state transition.
+#[inline(always)]
+fn try_send_reset(ctx: &TracePointContext) {
+    let skb: u64 = field(ctx, reset_offsets::SKBADDR);
+    let offsets = setting(&OFFSETS);
+    if skb == 0 || offsets.skb_head == 0 {
+        return;
+    }
+    let Some((family, saddr, daddr, ports)) = segment_of(skb, &offsets) else {
+        warn!(ctx, "a RST's segment headers could not be read");
+        return;
+    };
+    let sender: u64 = field(ctx, reset_offsets::SKADDR);
+    let state: i32 = field(ctx, reset_offsets::STATE);
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost(ctx, LOST_RESETS);
+        return;
+    };
+    let ts = unsafe { bpf_ktime_get_boot_ns() };
+    let mut event = Event::zeroed();
+    event.ts_boot_ns = ts;
+    event.skaddr = sender;
+    event.saddr = saddr;
+    event.daddr = daddr;
+    event.sport = u16::from_be(ports as u16);
+    event.dport = u16::from_be((ports >> 16) as u16);
+    event.family = family;
+    event.oldstate = if sender == 0 { 0 } else { state as u8 };
+    event.cpu = unsafe { bpf_get_smp_processor_id() };
+    event.netns = if sender == 0 { 0 } else { netns_of(sender) };
+    event.kind = kind::RESET_SENT;
+    entry.write(event);
+    entry.submit(wakeup_flag(ts));
+}
+
+/// (family, source, destination, ports word) of the segment in `skb`;
+/// addresses as IPv4-mapped IPv6 for IPv4, ports still in network order
+/// (source in the low half on little-endian).
+#[inline(always)]
+fn segment_of(skb: u64, offsets: &StructOffsets) -> Option<(u16, [u8; 16], [u8; 16], u32)> {
+    let head: u64 = read_kernel(skb, offsets.skb_head)?;
+    let network: u16 = read_kernel(skb, offsets.skb_network_header)?;
+    let transport: u16 = read_kernel(skb, offsets.skb_transport_header)?;
+    let ip = head + u64::from(network);
+    let version: u8 = read_kernel::<u8>(ip, 0)? >> 4;
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    let family = if version == 4 {
+        let s: [u8; 4] = read_kernel(ip, 12)?;
+        let d: [u8; 4] = read_kernel(ip, 16)?;
+        saddr[10] = 0xff;
+        saddr[11] = 0xff;
+        daddr[10] = 0xff;
+        daddr[11] = 0xff;
+        saddr[12..].copy_from_slice(&s);
+        daddr[12..].copy_from_slice(&d);
+        tcpstate_common::AF_INET
+    } else if version == 6 {
+        saddr = read_kernel(ip, 8)?;
+        daddr = read_kernel(ip, 24)?;
+        tcpstate_common::AF_INET6
+    } else {
+        return None;
+    };
+    let ports: u32 = read_kernel(head + u64::from(transport), 0)?;
+    Some((family, saddr, daddr, ports))
 }
 
 #[inline(always)]

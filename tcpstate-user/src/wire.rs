@@ -77,12 +77,27 @@ pub struct OwnerSeen {
     pub netns: u32,
 }
 
+/// A RST the host sent in answer to a segment from `segment_src` to
+/// `segment_dst`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResetSent {
+    pub ts_boot_ns: u64,
+    /// The socket that sent it (0: none), its state, and its namespace
+    /// (0: unknown).
+    pub sender: u64,
+    pub sender_state: Option<TcpState>,
+    pub netns: u32,
+    pub segment_src: Endpoint,
+    pub segment_dst: Endpoint,
+}
+
 /// What a ring-buffer record turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record {
     Transition(Transition),
     /// accept() returned this socket to `task`.
     Accepted(OwnerSeen),
+    ResetSent(ResetSent),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -124,6 +139,17 @@ pub fn decode_event(event: &Event) -> Result<Record, DecodeError> {
             },
             cgroup_id: event.cgroup_id,
             netns: event.netns,
+        })),
+        kind::RESET_SENT => Ok(Record::ResetSent(ResetSent {
+            ts_boot_ns: event.ts_boot_ns,
+            sender: event.skaddr,
+            sender_state: match event.oldstate {
+                0 => None,
+                raw => Some(TcpState::from_raw(raw).ok_or(DecodeError::State(raw))?),
+            },
+            netns: event.netns,
+            segment_src: Endpoint::new(ip_from_wire(event.saddr), event.sport),
+            segment_dst: Endpoint::new(ip_from_wire(event.daddr), event.dport),
         })),
         other => Err(DecodeError::Kind(other)),
     }
@@ -248,6 +274,34 @@ mod tests {
             (0xffff_0000_dead_beef, 10, 11)
         );
         assert_eq!(seen.task.comm.as_string(), "nginx");
+    }
+
+    #[test]
+    fn decodes_reset_records() {
+        let mut event = Event::zeroed();
+        event.kind = kind::RESET_SENT;
+        event.saddr = std::net::Ipv4Addr::new(127, 0, 0, 1)
+            .to_ipv6_mapped()
+            .octets();
+        event.daddr = std::net::Ipv4Addr::new(127, 0, 0, 2)
+            .to_ipv6_mapped()
+            .octets();
+        event.sport = 40000;
+        event.dport = 80;
+        event.oldstate = TcpState::Listen as u8;
+        let Ok(Record::ResetSent(reset)) = decode(&event_bytes(&event)) else {
+            panic!("not a reset record");
+        };
+        assert_eq!(reset.segment_src.to_string(), "127.0.0.1:40000");
+        assert_eq!(reset.segment_dst.to_string(), "127.0.0.2:80");
+        assert_eq!(reset.sender_state, Some(TcpState::Listen));
+        event.oldstate = 0;
+        let Ok(Record::ResetSent(reset)) = decode(&event_bytes(&event)) else {
+            panic!("not a reset record");
+        };
+        assert_eq!(reset.sender_state, None);
+        event.oldstate = 99;
+        assert_eq!(decode(&event_bytes(&event)), Err(DecodeError::State(99)));
     }
 
     #[test]

@@ -12,12 +12,14 @@ use tcpstate::{
         live::{LiveOptions, LiveSource},
         Item, SourceStats,
     },
-    wire::Transition,
+    wire::{OwnerSeen, ResetSent, Transition},
 };
 
 #[derive(Default)]
 struct Shared {
     transitions: Vec<Transition>,
+    accepted: Vec<OwnerSeen>,
+    resets: Vec<ResetSent>,
     lost: u64,
 }
 
@@ -32,6 +34,8 @@ pub struct Tracer {
 #[derive(Debug)]
 pub struct Collected {
     pub transitions: Vec<Transition>,
+    pub accepted: Vec<OwnerSeen>,
+    pub resets: Vec<ResetSent>,
     pub lost: u64,
     pub stats: SourceStats,
 }
@@ -106,6 +110,8 @@ impl Tracer {
         let mut shared = self.shared.lock().unwrap();
         Collected {
             transitions: std::mem::take(&mut shared.transitions),
+            accepted: std::mem::take(&mut shared.accepted),
+            resets: std::mem::take(&mut shared.resets),
             lost: shared.lost,
             stats,
         }
@@ -156,7 +162,8 @@ fn absorb(shared: &Mutex<Shared>, batch: &mut Vec<Item>) {
         match item {
             Item::Transition(t) => shared.transitions.push(t),
             Item::Lost { total } => shared.lost = total,
-            Item::Accepted(_) => {}
+            Item::Accepted(seen) => shared.accepted.push(seen),
+            Item::ResetSent(reset) => shared.resets.push(reset),
         }
     }
 }

@@ -207,3 +207,87 @@ fn leaks_reports_exactly_the_sockets_a_process_never_closed() {
     let (_, _, status) = leaks.interrupt();
     assert!(status.success());
 }
+
+#[test]
+fn accept_owners_and_sent_resets_are_reported_by_the_kernel() {
+    require_root();
+    use tcpstate::{source::live::LiveOptions, tcp::TcpState};
+    use tcpstate_tests::{tracer::Tracer, workload};
+    let (listener, addr) = workload::bound_listener();
+    let (unused, refused_addr) = workload::bound_listener();
+    let tracer = Tracer::start(LiveOptions {
+        lifetime_hooks: true,
+        ..LiveOptions::default()
+    });
+    workload::client_closes_first(listener, 2);
+    // Bound but not listening: the SYN is answered with a RST.
+    let client = TcpStream::connect(refused_addr).expect_err("refused");
+    drop((client, unused));
+    let seen = tracer.wait_until(Duration::from_secs(5), |t| {
+        t.iter()
+            .any(|t| t.remote.port == refused_addr.port() && t.new == TcpState::Close)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let collected = tracer.stop();
+    assert!(seen);
+    // The two server sockets of `addr`, accepted by this process.
+    let children: Vec<u64> = collected
+        .transitions
+        .iter()
+        .filter(|t| t.local.port == addr.port() && t.new == TcpState::SynRecv)
+        .map(|t| t.skaddr)
+        .collect();
+    assert_eq!(children.len(), 2);
+    for child in &children {
+        let owner = collected
+            .accepted
+            .iter()
+            .find(|a| a.skaddr == *child)
+            .unwrap_or_else(|| panic!("no accept() record for {child:#x}"));
+        assert_eq!(owner.task.tgid, std::process::id());
+        assert_ne!(owner.netns, 0, "network namespace read through BTF offsets");
+    }
+    let reset = collected
+        .resets
+        .iter()
+        .find(|r| r.segment_dst.port == refused_addr.port())
+        .expect("the RST answering the SYN");
+    assert_eq!(reset.segment_dst.ip, refused_addr.ip());
+    assert_eq!(reset.segment_src.ip.to_string(), "127.0.0.1");
+    assert_eq!(reset.sender_state, None, "no socket sent it: {reset:?}");
+    assert!(collected.transitions.iter().all(|t| t.netns != 0));
+}
+
+#[test]
+fn leaks_that_predate_the_tracer_are_found_from_the_start_up_snapshot() {
+    require_root();
+    const LEAKED: usize = 7;
+    let leaky = Peer::start(PEER, &["serve", "leak", &LEAKED.to_string()]);
+    connect_and_close(leaky.port, LEAKED);
+    leaky.wait_done();
+    std::thread::sleep(Duration::from_millis(200));
+    // Started after the leak: only the snapshot can know these sockets.
+    let leaks = Running::start(&["leaks", "--json", "--threshold", "0s", "--every", "100ms"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let leak = loop {
+        let line = leaks
+            .stdout
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("no report showing the old leak");
+        let report: Value = serde_json::from_str(&line).expect("JSON");
+        if let Some(p) = report["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["tgid"] == leaky.pid)
+        {
+            break p.clone();
+        }
+    };
+    assert_eq!(leak["count"], LEAKED, "{leak}");
+    assert_eq!(leak["local_ports"], serde_json::json!([leaky.port]));
+    // Their age is only known to be at least the time since the start.
+    assert_eq!(leak["age_is_lower_bound"], true, "{leak}");
+    let (_, _, status) = leaks.interrupt();
+    assert!(status.success());
+}

@@ -3,7 +3,7 @@
 use crate::{
     cli::{FilterArgs, LiveArgs},
     clock::boot_now_ns,
-    model::{Connection, Input, Model, ModelConfig, ObservedHow, OwnerObservation},
+    model::{Connection, Input, Model, ModelConfig, ObservedHow, OwnerObservation, ResetSeen},
     source::{
         live::{LiveSource, OwnerTracking},
         sysctl::TcpSysctls,
@@ -24,6 +24,7 @@ pub fn model_config(sysctls: &TcpSysctls, close_wait_leak_secs: u64) -> ModelCon
     ModelConfig {
         fin_timeout_secs: sysctls.fin_timeout_secs,
         max_tw_buckets: sysctls.max_tw_buckets,
+        rfc1337: sysctls.rfc1337,
         close_wait_leak_secs,
         ..ModelConfig::default()
     }
@@ -37,7 +38,7 @@ impl LiveModel {
         close_wait_leak_secs: u64,
     ) -> anyhow::Result<LiveModel> {
         let mut options = super::live_options(live, filters, verbose);
-        options.track_owners = true;
+        options.lifetime_hooks = true;
         let source = LiveSource::open(&options)?;
         if let OwnerTracking::Unavailable(reason) = source.owner_tracking() {
             eprintln!(
@@ -45,9 +46,13 @@ impl LiveModel {
             );
         }
         let sysctls = TcpSysctls::read();
+        let mut model = Model::new(model_config(&sysctls, close_wait_leak_secs));
+        // Taken once, after the program is attached, so that no socket falls
+        // between the two: what changes meanwhile is in the ring buffer.
+        load_snapshot(&mut model);
         Ok(LiveModel {
             source,
-            model: Model::new(model_config(&sysctls, close_wait_leak_secs)),
+            model,
             sysctls,
             items: Vec::new(),
             inputs: Vec::new(),
@@ -76,6 +81,36 @@ impl LiveModel {
     }
 }
 
+/// Sockets that exist before tracing, so leaks and TIME_WAIT sockets older
+/// than the tracer are known. A failed snapshot is reported, not fatal.
+fn load_snapshot(model: &mut Model) {
+    let now = boot_now_ns();
+    match crate::source::snapshot::take(crate::source::snapshot::current_netns()) {
+        Ok(snapshot) => {
+            let mut refused = 0;
+            for socket in &snapshot.sockets {
+                let left = socket
+                    .time_wait_expires_in_ms
+                    .map(|ms| u64::from(ms) * 1_000_000);
+                if model
+                    .insert_existing_expiring(socket.existing, now, left)
+                    .is_err()
+                {
+                    refused += 1;
+                }
+            }
+            log::info!(
+                "start-up snapshot: {} sockets ({refused} not tracked), {:?}",
+                snapshot.sockets.len(),
+                snapshot.errors
+            );
+        }
+        Err(e) => {
+            eprintln!("tcpstate: warning: sockets that existed before the start are unknown: {e}")
+        }
+    }
+}
+
 pub fn to_input(item: Item) -> Input {
     match item {
         Item::Transition(t) => Input::Transition(t),
@@ -88,6 +123,13 @@ pub fn to_input(item: Item) -> Input {
             how: ObservedHow::Accept,
         }),
         Item::Lost { total } => Input::Lost { total },
+        Item::ResetSent(reset) => Input::Reset(ResetSeen {
+            ts_boot_ns: reset.ts_boot_ns,
+            netns: reset.netns,
+            segment_src: reset.segment_src,
+            segment_dst: reset.segment_dst,
+            sender_state: reset.sender_state,
+        }),
     }
 }
 

@@ -21,6 +21,6 @@ pub fn live_options(live: &LiveArgs, filters: &FilterArgs, verbose: bool) -> Liv
         local_port: None,
         remote_port: None,
         diagnostics: verbose,
-        track_owners: false,
+        lifetime_hooks: false,
     }
 }

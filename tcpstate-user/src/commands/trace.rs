@@ -102,7 +102,7 @@ fn emit(
                 }
             }
             // Owners are for the lifetime views; trace shows the context.
-            Item::Accepted(_) => {}
+            Item::Accepted(_) | Item::ResetSent(_) => {}
             Item::Lost { total } => {
                 eprintln!(
                     "tcpstate: warning: {total} transitions lost in the kernel so far (ring buffer full: raise --ring-size or narrow the filters)"

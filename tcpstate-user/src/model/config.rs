@@ -20,6 +20,11 @@ pub struct ModelConfig {
     /// A socket in CLOSE_WAIT for longer than this is reported as a leak:
     /// the peer closed and the program has not closed its end.
     pub close_wait_leak_secs: u64,
+    /// How long a time-wait entry is kept past its predicted expiry. The
+    /// kernel's timers for long timeouts are coarse and only ever fire late
+    /// (by up to about 4 s for 60 s at HZ=1000), so the socket usually still
+    /// exists then; `ss` keeps listing it and so do we.
+    pub time_wait_grace_ms: u64,
     /// A SYN_SENT→CLOSE after at least this long is a timeout; sooner, the
     /// connection was refused (or abandoned by the program).
     pub syn_timeout_ms: u64,
@@ -28,6 +33,10 @@ pub struct ModelConfig {
     pub max_connections: usize,
     /// Owner observations kept for sockets not seen yet.
     pub max_pending_owners: usize,
+    /// `net.ipv4.tcp_rfc1337`: when set, a time-wait socket ignores a RST
+    /// instead of being destroyed by it (RFC 1337 "TIME-WAIT
+    /// assassination" protection). Off by default, as in the kernel.
+    pub rfc1337: bool,
 }
 
 impl Default for ModelConfig {
@@ -37,9 +46,11 @@ impl Default for ModelConfig {
             fin_timeout_secs: 60,
             max_tw_buckets: 262_144,
             close_wait_leak_secs: 30,
+            time_wait_grace_ms: 5_000,
             syn_timeout_ms: 1_000,
             max_connections: 1 << 20,
             max_pending_owners: 1 << 16,
+            rfc1337: false,
         }
     }
 }
@@ -55,6 +66,10 @@ impl ModelConfig {
 
     pub fn close_wait_leak_ns(&self) -> u64 {
         self.close_wait_leak_secs.saturating_mul(NS_PER_SEC)
+    }
+
+    pub fn time_wait_grace_ns(&self) -> u64 {
+        self.time_wait_grace_ms.saturating_mul(1_000_000)
     }
 
     pub fn syn_timeout_ns(&self) -> u64 {

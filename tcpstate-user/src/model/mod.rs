@@ -13,6 +13,16 @@
 //!   CLOSE→LISTEN (listen()), [`OwnerObservation`]s (accept(), socket I/O),
 //!   and the snapshot of [`ExistingSocket`]s.
 //! - leaks: sockets left in CLOSE_WAIT ([`LeakReport`]).
+//! - missed transitions: the kernel sometimes skips the BPF program (a
+//!   tracing program already running on the CPU when a softirq hits the
+//!   tracepoint); only a count of lost events tells. A connection stuck in
+//!   FIN_WAIT1/FIN_WAIT2/CLOSING is finished by inference when its local
+//!   peer's LAST_ACK→CLOSE proves it got the FIN, or given a TIME_WAIT
+//!   entry when its address is reused after lost events. Such entries are
+//!   marked [`TimeWaitEntry::inferred`], their connections uncertain.
+//! - resets: a time-wait socket that sends a RST, or receives one (unless
+//!   `rfc1337`), is destroyed without a transition; [`ResetSeen`] inputs
+//!   remove it from the table.
 //!
 //! Everything here is pure: no I/O, no clock. Time comes from event
 //! timestamps and explicit `now_ns` arguments, all CLOCK_BOOTTIME.
@@ -28,6 +38,7 @@ mod leaks;
 mod live;
 mod owner;
 mod recent;
+mod reset;
 mod snapshot;
 mod stats;
 mod time_wait;
@@ -42,6 +53,7 @@ pub use connection::{
 };
 pub use leaks::{BacklogLeak, LeakReport, OwnerLeak};
 pub use owner::{ObservedHow, Owner, OwnerHow, OwnerObservation};
+pub use reset::ResetSeen;
 pub use snapshot::{ExistingSocket, ExistingSocketError};
 pub use stats::{ModelStats, ProcessStates, StateCounts, StateTally};
 pub use time_wait::{

@@ -122,5 +122,20 @@ pub struct ModelStats {
     pub owner_ignored: u64,
     /// Snapshot sockets later matched to their transitions.
     pub snapshot_adopted: u64,
+    /// Connections believed still closing (FIN_WAIT1, FIN_WAIT2, CLOSING)
+    /// finished by inference when their local peer went LAST_ACK→CLOSE:
+    /// their own way into TIME_WAIT was missed. Their entries are inferred.
+    pub inferred_closes: u64,
+    /// Connections believed still closing when a new socket took their
+    /// address, after lost events: given an inferred TIME_WAIT entry.
+    pub inferred_superseded: u64,
+    /// [`ResetSeen`](super::ResetSeen) inputs.
+    pub resets_seen: u64,
+    /// TIME_WAIT entries those resets destroyed (also counted in
+    /// `time_wait.reset`).
+    pub resets_time_wait_removed: u64,
+    /// Resets with an unknown namespace whose 4-tuple was in TIME_WAIT in
+    /// several namespaces: nothing removed.
+    pub resets_ambiguous: u64,
     pub time_wait: TimeWaitCounters,
 }

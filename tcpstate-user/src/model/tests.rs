@@ -727,8 +727,12 @@ fn time_wait_expiry() {
         closed_at + 90 * S,
         "the longer of 60 s and fin_timeout"
     );
-    assert!(m.expire(closed_at + 90 * S - 1).is_empty());
-    assert_eq!(m.expire(closed_at + 90 * S), vec![entry]);
+    // Kept for the grace period past the predicted expiry: the kernel's
+    // coarse timers free it late, never early.
+    let grace = m.config().time_wait_grace_ns();
+    assert_eq!(grace, 5 * S);
+    assert!(m.expire(closed_at + 90 * S + grace - 1).is_empty());
+    assert_eq!(m.expire(closed_at + 90 * S + grace), vec![entry]);
     assert!(m.time_wait().is_empty());
     assert_eq!(m.stats().time_wait.expired, 1);
 
@@ -746,7 +750,17 @@ fn time_wait_expiry() {
     let entry = m.time_wait().get(&flow("127.0.0.1:41000", SERVER)).unwrap();
     assert_eq!(entry.basis, ExpiryBasis::Snapshot);
     assert_eq!((entry.expires_ns, entry.started_ns), (560 * S, None));
-    assert_eq!(m.expire(560 * S).len(), 1);
+    assert_eq!(m.expire(560 * S + grace).len(), 1);
+
+    // With the time left that sock_diag reports, the expiry is exact.
+    let exact = ExistingSocket {
+        local: ep("127.0.0.1:41001"),
+        ..existing
+    };
+    m.insert_existing_expiring(exact, 600 * S, Some(7 * S))
+        .unwrap();
+    let entry = m.time_wait().get(&flow("127.0.0.1:41001", SERVER)).unwrap();
+    assert_eq!(entry.expires_ns, 607 * S);
 }
 
 #[test]
@@ -1072,6 +1086,354 @@ fn state_counts_group_by_process_port_and_remote() {
     assert_eq!(remote_total, 4, "the listener has no remote");
 }
 
+/// The client closes first; its own way into TIME_WAIT is then missed: the
+/// model last saw it enter `believed` (FIN_WAIT1, FIN_WAIT2 or CLOSING).
+/// The server is left in CLOSE_WAIT (or LAST_ACK after CLOSING).
+fn client_stuck_closing(m: &mut Model, believed: TcpState) -> Pair {
+    let pair = open_pair(m, Some(ObservedHow::Accept));
+    let (client, server) = (pair.client, pair.server);
+    step(m, client.t(2 * S, Established, FinWait1));
+    step(m, server.t(2 * S + 10 * US, Established, CloseWait));
+    match believed {
+        FinWait2 => {
+            step(m, client.t(2 * S + 20 * US, FinWait1, FinWait2));
+        }
+        Closing => {
+            step(m, client.t(2 * S + 20 * US, FinWait1, Closing));
+        }
+        _ => {}
+    }
+    // Missed: FIN_WAIT1→FIN_WAIT2 at 2 s + 20 µs, FIN_WAIT2→CLOSE at
+    // 2 s + 34 µs (or CLOSING→CLOSE).
+    pair
+}
+
+#[test]
+fn missed_client_close_is_recovered_from_the_local_peer_last_ack() {
+    for believed in [FinWait1, FinWait2, Closing] {
+        let mut m = Model::default();
+        let Pair { client, server } = client_stuck_closing(&mut m, believed);
+        let server = server.on(server_task());
+        step(&mut m, server.t(3 * S, CloseWait, LastAck));
+        assert_eq!(m.connection(C_SK).unwrap().state, believed);
+        // The server's FIN was acknowledged: the client got it.
+        let closed_at = 3 * S + 20 * US;
+        let finished = step(&mut m, server.on(softirq()).t(closed_at, LastAck, Close));
+        assert_eq!(finished.len(), 2, "{finished:#?}");
+        let (c, s) = (&finished[0], &finished[1]);
+        assert_eq!(s.skaddr, Some(S_SK));
+        assert_eq!(s.end, Some(EndKind::Normal));
+        assert_eq!(c.skaddr, Some(C_SK));
+        assert_eq!(c.end, Some(EndKind::Normal));
+        assert_eq!(c.ended_ns, Some(closed_at));
+        assert!(c.uncertain);
+        assert_eq!(c.time_wait, TimeWaitFate::Entered);
+        assert_eq!(visited(c).last(), Some(&Close));
+        let both = believed == Closing;
+        let closer = if both {
+            ClosedFirst::Both
+        } else {
+            ClosedFirst::Local
+        };
+        assert_eq!(c.closed_first, closer);
+        assert!(m.connection(C_SK).is_none());
+
+        let entry = *m.time_wait().get(&flow(CLIENT, SERVER)).unwrap();
+        assert!(entry.inferred);
+        assert_eq!(entry.basis, ExpiryBasis::PeerFin);
+        assert_eq!(entry.expires_ns, 3 * S + 60 * S, "LAST_ACK + 60 s");
+        assert_eq!(entry.started_ns, Some(closed_at));
+        assert_eq!(entry.closed_first, closer);
+        assert_eq!(entry.connection_id, Some(c.id));
+        assert_eq!(entry.owner.unwrap().tgid, CLIENT_TGID);
+        let stats = m.stats();
+        assert_eq!(stats.inferred_closes, 1);
+        assert_eq!(stats.connections_finished, 2);
+        assert_eq!(stats.time_wait.inserted, 1);
+        assert_eq!(m.len(), 1, "only the listener is left");
+
+        // The lost-event count comes a batch later; then the transitions
+        // that were missed turn up after all (delayed, not lost), one of
+        // them stamped after the inferred close: all ignored, no duplicate
+        // entry, no new connection.
+        let old = if both { Closing } else { FinWait2 };
+        let late = [
+            Input::Lost { total: 1 },
+            Input::Transition(client.t(2 * S + 20 * US, FinWait1, FinWait2)),
+            Input::Transition(client.t(2 * S + 34 * US, old, Close)),
+        ];
+        assert!(m.apply_batch(&late).is_empty());
+        let skewed = client.t(closed_at + US, old, Close);
+        assert!(step(&mut m, skewed).is_empty());
+        let stats = m.stats();
+        assert_eq!(stats.out_of_order, 3);
+        assert_eq!(stats.connections_started, 3);
+        assert_eq!(stats.connections_finished, 2);
+        assert_eq!(stats.time_wait.inserted, 1);
+        assert_eq!(stats.time_wait.reused, 0);
+        assert_eq!(m.time_wait().len(), 1);
+        assert_eq!(m.time_wait().get(&flow(CLIENT, SERVER)), Some(&entry));
+        assert_eq!(m.len(), 1);
+    }
+}
+
+#[test]
+fn a_peer_close_does_not_finish_a_connection_that_is_not_closing() {
+    // Nothing to infer for a client seen all the way to CLOSE, or for one
+    // that is not closing (inconsistent input, or another 4-tuple).
+    let mut m = Model::default();
+    let Pair { server, .. } = open_pair(&mut m, Some(ObservedHow::Accept));
+    step(&mut m, server.t(2 * S, Established, CloseWait));
+    step(&mut m, server.t(2 * S + US, CloseWait, LastAck));
+    let finished = step(&mut m, server.t(2 * S + 2 * US, LastAck, Close));
+    assert_eq!(finished.len(), 1);
+    assert_eq!(m.connection(C_SK).unwrap().state, Established);
+    assert_eq!(m.stats().inferred_closes, 0);
+    assert!(m.time_wait().is_empty());
+}
+
+#[test]
+fn supersede_of_a_closing_connection_infers_time_wait_with_or_without_lost_events() {
+    let next = Sock::new(C_SK, "127.0.0.1:0", "127.0.0.1:9090", client_task());
+    let reborn = 4 * S;
+    for lost in [false, true] {
+        let mut m = Model::default();
+        let Pair { client, server } = client_stuck_closing(&mut m, FinWait1);
+        if lost {
+            m.on_lost(1);
+        }
+        // A new socket at the client's address: its CLOSE was missed.
+        let finished = step(&mut m, next.t(reborn, Close, SynSent));
+        assert_eq!(finished.len(), 1);
+        let c = &finished[0];
+        assert_eq!((c.end, c.ended_ns), (Some(EndKind::Unknown), None));
+        assert!(c.uncertain);
+        assert_eq!(m.stats().missed_close, 1);
+        // The lost counter usually arrives a batch after the miss: the
+        // supersede alone is the evidence.
+        assert_eq!(m.stats().lost_events, u64::from(lost));
+        assert_eq!(c.time_wait, TimeWaitFate::Entered);
+        let entry = *m.time_wait().get(&flow(CLIENT, SERVER)).unwrap();
+        assert!(entry.inferred);
+        assert_eq!(entry.basis, ExpiryBasis::Superseded);
+        assert_eq!(entry.expires_ns, reborn + 60 * S);
+        assert_eq!(entry.started_ns, None);
+        assert_eq!(entry.closed_first, ClosedFirst::Local);
+        assert_eq!(entry.connection_id, Some(c.id));
+        assert_eq!(m.stats().inferred_superseded, 1);
+
+        // A late record of the old socket: out of order, nothing new.
+        assert!(step(&mut m, client.t(2 * S + 34 * US, FinWait2, Close)).is_empty());
+        assert_eq!(m.stats().out_of_order, 1);
+        assert_eq!(m.time_wait().len(), 1);
+        assert_eq!(m.stats().time_wait.inserted, 1);
+        assert_eq!(m.connection(C_SK).unwrap().state, SynSent);
+
+        // The server's FIN, seen later, dates the entry; its final ACK
+        // finishes nothing more (the client is gone already).
+        let server = server.on(server_task());
+        step(&mut m, server.t(5 * S, CloseWait, LastAck));
+        let entry = *m.time_wait().get(&flow(CLIENT, SERVER)).unwrap();
+        assert_eq!(entry.basis, ExpiryBasis::PeerFin);
+        assert_eq!(entry.expires_ns, 65 * S);
+        assert!(entry.inferred);
+        assert_eq!(step(&mut m, server.t(5 * S + US, LastAck, Close)).len(), 1);
+        assert_eq!(m.stats().inferred_closes, 0);
+        assert_eq!(m.connection(C_SK).unwrap().state, SynSent);
+    }
+}
+
+#[test]
+fn supersede_after_the_peer_fin_dates_the_inferred_entry_from_it() {
+    let mut m = Model::default();
+    let Pair { server, .. } = client_stuck_closing(&mut m, FinWait2);
+    m.on_lost(3);
+    step(&mut m, server.t(3 * S, CloseWait, LastAck));
+    let next = Sock::new(C_SK, "127.0.0.1:0", "127.0.0.1:9090", client_task());
+    let finished = step(&mut m, next.t(3 * S + 5 * US, Close, SynSent));
+    assert_eq!(finished[0].time_wait, TimeWaitFate::Entered);
+    let entry = m.time_wait().get(&flow(CLIENT, SERVER)).unwrap();
+    assert!(entry.inferred);
+    assert_eq!(entry.basis, ExpiryBasis::PeerFin);
+    assert_eq!(entry.expires_ns, 63 * S);
+    // Under a reset from the server instead, the entry goes.
+    let mut m = Model::default();
+    let Pair { server, .. } = client_stuck_closing(&mut m, FinWait2);
+    m.on_lost(3);
+    step(&mut m, next.t(3 * S, Close, SynSent));
+    assert_eq!(m.time_wait().len(), 1);
+    step(&mut m, server.t(3 * S + US, CloseWait, Close));
+    assert!(m.time_wait().is_empty());
+    assert_eq!(m.stats().time_wait.reset, 1);
+}
+
+fn reset(src: &str, dst: &str, sender: Option<TcpState>, ts: u64) -> ResetSeen {
+    ResetSeen {
+        ts_boot_ns: ts,
+        netns: NETNS,
+        segment_src: ep(src),
+        segment_dst: ep(dst),
+        sender_state: sender,
+    }
+}
+
+fn apply_reset(m: &mut Model, r: ResetSeen) {
+    assert!(m.apply(&Input::Reset(r)).is_empty());
+    m.check_invariants();
+}
+
+const TW_CLIENT: &str = "127.0.0.1:40000";
+
+#[test]
+fn a_listener_reset_kills_the_client_time_wait_unless_rfc1337() {
+    for rfc1337 in [false, true] {
+        let mut m = Model::new(ModelConfig {
+            rfc1337,
+            ..ModelConfig::default()
+        });
+        close_clients_first(&mut m, 0x1000, 2, S);
+        assert_eq!(m.time_wait().len(), 2);
+        // A late segment of the closed connection reached the listener,
+        // which answered with a RST; the RST reaches the client's
+        // time-wait socket.
+        let rst = reset(TW_CLIENT, SERVER, Some(Listen), 2 * S);
+        apply_reset(&mut m, rst);
+        let stats = m.stats();
+        assert_eq!(stats.resets_seen, 1);
+        let tw = flow(TW_CLIENT, SERVER);
+        if rfc1337 {
+            assert!(m.time_wait().get(&tw).is_some());
+            assert_eq!(
+                (stats.time_wait.reset, stats.resets_time_wait_removed),
+                (0, 0)
+            );
+        } else {
+            assert!(m.time_wait().get(&tw).is_none());
+            assert_eq!(m.time_wait().len(), 1, "the other one stays");
+            assert_eq!(
+                (stats.time_wait.reset, stats.resets_time_wait_removed),
+                (1, 1)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_reset_sent_by_a_time_wait_socket_destroys_it() {
+    // Even with rfc1337: that protects against resets received.
+    let mut m = Model::new(ModelConfig {
+        rfc1337: true,
+        ..ModelConfig::default()
+    });
+    close_clients_first(&mut m, 0x1000, 1, S);
+    // A segment from the server to the client's time-wait socket, answered
+    // with a RST by that socket (TCP_TW_RST).
+    apply_reset(&mut m, reset(SERVER, TW_CLIENT, Some(TimeWait), 2 * S));
+    assert!(m.time_wait().is_empty());
+    assert_eq!(m.stats().time_wait.reset, 1);
+    assert_eq!(m.stats().resets_time_wait_removed, 1);
+}
+
+#[test]
+fn resets_that_match_no_time_wait_are_harmless() {
+    let mut m = Model::default();
+    open_pair(&mut m, Some(ObservedHow::Accept));
+    close_clients_first(&mut m, 0x1000, 1, S);
+    let before = m.stats();
+    let live = m.connection(C_SK).unwrap().clone();
+    // Unknown tuple, no socket at all.
+    apply_reset(&mut m, reset("10.9.9.9:1", "10.9.9.8:2", None, 2 * S));
+    // Wrong direction: the time-wait socket is the segment's destination,
+    // but a listener sent the RST (it went to the server's side).
+    apply_reset(&mut m, reset(SERVER, TW_CLIENT, Some(Listen), 2 * S));
+    // Towards a live, established connection: its own CLOSE will show it.
+    apply_reset(&mut m, reset(CLIENT, SERVER, Some(Listen), 2 * S));
+    // Older than the time-wait socket: about the socket before it.
+    apply_reset(&mut m, reset(TW_CLIENT, SERVER, Some(Listen), S));
+    // Same tuple, another namespace.
+    let elsewhere = ResetSeen {
+        netns: 7,
+        ..reset(TW_CLIENT, SERVER, Some(Listen), 2 * S)
+    };
+    apply_reset(&mut m, elsewhere);
+    let stats = m.stats();
+    assert_eq!(stats.resets_seen, 5);
+    assert_eq!(
+        ModelStats {
+            resets_seen: before.resets_seen,
+            ..stats
+        },
+        before
+    );
+    assert_eq!(m.time_wait().len(), 1);
+    assert_eq!(m.connection(C_SK), Some(&live));
+    assert_eq!(live.state, Established);
+    // After its predicted expiry, a reset finds nothing to kill: the entry
+    // goes as expired.
+    apply_reset(&mut m, reset(TW_CLIENT, SERVER, Some(Listen), 100 * S));
+    assert!(m.time_wait().is_empty());
+    let tw = m.stats().time_wait;
+    assert_eq!((tw.expired, tw.reset), (1, 0));
+}
+
+#[test]
+fn a_reset_with_an_unknown_namespace_acts_only_when_one_namespace_matches() {
+    let mut m = Model::default();
+    close_clients_first(&mut m, 0x1000, 1, S);
+    let unknown_ns = ResetSeen {
+        netns: 0,
+        ..reset(TW_CLIENT, SERVER, Some(Listen), 2 * S)
+    };
+    apply_reset(&mut m, unknown_ns);
+    assert!(m.time_wait().is_empty());
+    assert_eq!(m.stats().resets_time_wait_removed, 1);
+
+    // The same 4-tuple in TIME_WAIT in two namespaces: ambiguous.
+    close_clients_first(&mut m, 0x2000, 1, 3 * S);
+    let other_ns = Sock {
+        netns: 7,
+        ..Sock::new(0x3000, TW_CLIENT, SERVER, client_task())
+    };
+    finish(&mut m, other_ns.t(3 * S, FinWait2, Close));
+    assert_eq!(m.time_wait().len(), 2);
+    let later = ResetSeen {
+        ts_boot_ns: 4 * S,
+        ..unknown_ns
+    };
+    apply_reset(&mut m, later);
+    assert_eq!(m.time_wait().len(), 2);
+    assert_eq!(m.stats().resets_ambiguous, 1);
+    // Known namespace: exact.
+    let in_7 = ResetSeen { netns: 7, ..later };
+    apply_reset(&mut m, in_7);
+    assert!(m.time_wait().get(&flow(TW_CLIENT, SERVER)).is_some());
+    assert_eq!(m.time_wait().len_in_netns(7), 0);
+    assert_eq!(m.stats().resets_time_wait_removed, 2);
+}
+
+#[test]
+fn resets_in_a_batch_are_ordered_by_time() {
+    let mut m = Model::default();
+    close_clients_first(&mut m, 0x1000, 1, S);
+    // The RST (at 3 s) is delivered before the transitions that precede it;
+    // sorting applies it last, against the second time-wait socket.
+    let again = Sock::new(0x2000, TW_CLIENT, SERVER, client_task());
+    let rst = reset(TW_CLIENT, SERVER, Some(Listen), 3 * S);
+    let batch = [
+        Input::Reset(rst),
+        Input::Transition(again.at("127.0.0.1:0", SERVER).t(2 * S, Close, SynSent)),
+        Input::Transition(again.t(2 * S + 1, SynSent, Established)),
+        Input::Transition(again.t(2 * S + 2, Established, FinWait1)),
+        Input::Transition(again.t(2 * S + 3, FinWait1, FinWait2)),
+        Input::Transition(again.t(2 * S + 4, FinWait2, Close)),
+    ];
+    assert_eq!(Input::Reset(rst).ts_boot_ns(), Some(3 * S));
+    assert_eq!(m.apply_batch(&batch).len(), 1);
+    assert!(m.time_wait().is_empty());
+    let tw = m.stats().time_wait;
+    assert_eq!((tw.inserted, tw.reused, tw.reset), (2, 1, 1));
+}
+
 /// xorshift64: deterministic, no dependency.
 struct Rng(u64);
 
@@ -1158,6 +1520,50 @@ fn random_existing(rng: &mut Rng) -> ExistingSocket {
     }
 }
 
+fn random_reset(rng: &mut Rng, m: &Model, ts: u64) -> ResetSeen {
+    let stamp = match rng.below(16) {
+        0 => u64::MAX - rng.below(4),
+        1 => rng.below(S),
+        _ => ts.saturating_sub(rng.below(2 * S)),
+    };
+    let sender_state = match rng.below(4) {
+        0 => None,
+        1 => Some(TimeWait),
+        2 => Some(Listen),
+        _ => Some(rng.pick(&TcpState::ALL)),
+    };
+    let entries = m.time_wait().len() as u64;
+    // Often aimed at a time-wait socket, either way round, in its
+    // namespace or an unknown one, to reach the removals.
+    let target = (entries > 0 && rng.below(2) == 0)
+        .then(|| m.time_wait().iter().nth(rng.below(entries) as usize))
+        .flatten()
+        .map(|e| e.flow);
+    let (segment_src, segment_dst, netns) = match target {
+        Some(flow) => {
+            let other = 1 + rng.below(2) as u32;
+            let netns = rng.pick(&[0, flow.netns, other]);
+            if rng.below(2) == 0 {
+                (flow.local, flow.remote, netns)
+            } else {
+                (flow.remote, flow.local, netns)
+            }
+        }
+        None => (
+            ep(rng.pick(&ENDPOINTS)),
+            ep(rng.pick(&ENDPOINTS)),
+            rng.below(3) as u32,
+        ),
+    };
+    ResetSeen {
+        ts_boot_ns: stamp,
+        netns,
+        segment_src,
+        segment_dst,
+        sender_state,
+    }
+}
+
 #[test]
 fn hostile_input_never_panics() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
@@ -1173,9 +1579,13 @@ fn hostile_input_never_panics() {
     let mut finished = 0u64;
     for _ in 0..30_000 {
         match rng.below(100) {
-            0..=69 => {
+            0..=64 => {
                 let t = random_transition(&mut rng, &m, &mut ts);
                 finished += m.apply_transition(&t).len() as u64;
+            }
+            65..=69 => {
+                let r = random_reset(&mut rng, &m, ts);
+                assert!(m.apply(&Input::Reset(r)).is_empty());
             }
             70..=79 => m.apply_owner(&random_owner(&mut rng, ts)),
             80..=82 => m.on_lost(rng.below(100)),
@@ -1205,6 +1615,7 @@ fn hostile_input_never_panics() {
                             total: rng.below(100),
                         },
                         1..=2 => Input::Owner(random_owner(&mut rng, ts)),
+                        3 => Input::Reset(random_reset(&mut rng, &m, ts)),
                         _ => Input::Transition(random_transition(&mut rng, &m, &mut ts)),
                     })
                     .collect();
@@ -1220,6 +1631,18 @@ fn hostile_input_never_panics() {
         assert_eq!(tw.inserted, m.time_wait().len() as u64 + gone);
         assert!(m.time_wait().len_in_netns(1) <= 4);
         assert!(m.time_wait().len_in_netns(2) <= 4);
+        assert!(stats.resets_time_wait_removed <= tw.reset);
+        for entry in m.time_wait().iter() {
+            // Inferred entries are only made for closing sockets, and those
+            // made at a supersede have no start.
+            assert!(matches!(
+                entry.closed_first,
+                ClosedFirst::Local | ClosedFirst::Both
+            ));
+            if entry.basis == ExpiryBasis::Superseded {
+                assert!(entry.inferred && entry.started_ns.is_none());
+            }
+        }
     }
     let stats = m.stats();
     assert_eq!(stats.connections_finished, finished);
@@ -1231,4 +1654,9 @@ fn hostile_input_never_panics() {
     assert!(stats.time_wait.inserted > 10, "{stats:?}");
     assert!(stats.time_wait.skipped_overflow > 0, "{stats:?}");
     assert!(stats.snapshot_adopted > 0, "{stats:?}");
+    assert!(stats.resets_seen > 1_000, "{stats:?}");
+    assert!(stats.resets_time_wait_removed > 10, "{stats:?}");
+    assert!(stats.resets_ambiguous > 0, "{stats:?}");
+    assert!(stats.inferred_superseded > 10, "{stats:?}");
+    assert!(stats.inferred_closes > 0, "{stats:?}");
 }

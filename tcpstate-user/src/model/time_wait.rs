@@ -30,6 +30,32 @@ pub enum ExpiryBasis {
     /// From the snapshot, start unknown: snapshot time + `time_wait_secs`,
     /// the longest it can still live.
     Snapshot,
+    /// Inferred when the connection, believed still closing, was superseded
+    /// by a new socket at its address (its CLOSE was missed), with the
+    /// peer's FIN unseen: the time of the new socket's birth +
+    /// `time_wait_secs`. Start unknown; a rough estimate. A peer FIN seen
+    /// later moves it to [`ExpiryBasis::PeerFin`].
+    Superseded,
+}
+
+impl ExpiryBasis {
+    /// Whether the expiry still depends on a peer FIN not seen yet.
+    pub fn awaits_peer_fin(self) -> bool {
+        matches!(
+            self,
+            ExpiryBasis::FinTimeoutEstimate | ExpiryBasis::Superseded
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ExpiryBasis::TimeWaitLen => "time-wait-len",
+            ExpiryBasis::PeerFin => "peer-fin",
+            ExpiryBasis::FinTimeoutEstimate => "fin-timeout-estimate",
+            ExpiryBasis::Snapshot => "snapshot",
+            ExpiryBasis::Superseded => "superseded",
+        }
+    }
 }
 
 /// Why an entry left the table.
@@ -40,8 +66,10 @@ pub enum TimeWaitRemoval {
     /// A new connection took the same 4-tuple (tcp_tw_reuse, or a SYN
     /// accepted in TIME_WAIT).
     Reused,
-    /// Killed by a reset (RFC 1337 assassination); reported by the caller,
-    /// the tracepoint cannot show it.
+    /// Killed by a reset: one it received (RFC 1337 assassination) or one
+    /// it sent. The tracepoint cannot show it: learnt from a
+    /// [`ResetSeen`](super::ResetSeen), from the local peer's reset, or
+    /// from the caller.
     Reset,
 }
 
@@ -56,12 +84,18 @@ pub struct TimeWaitEntry {
     /// Local, or Both for a simultaneous close. Snapshot entries say Local:
     /// the two cannot be told apart afterwards.
     pub closed_first: ClosedFirst,
-    /// None for snapshot entries.
+    /// None when unknown: snapshot entries, and entries inferred at a
+    /// supersede ([`ExpiryBasis::Superseded`] or a `PeerFin` from one).
     pub started_ns: Option<u64>,
     pub expires_ns: u64,
     pub basis: ExpiryBasis,
     /// The connection that left it; None for snapshot entries.
     pub connection_id: Option<u64>,
+    /// The hand-over to TIME_WAIT was not seen but inferred: the
+    /// transitions into it were missed (lost events, BPF recursion misses)
+    /// and the entry rests on other evidence (the local peer's close, or the
+    /// socket's address being reused). Its connection is uncertain.
+    pub inferred: bool,
 }
 
 /// Entries of the table, by what happened to them.
@@ -226,13 +260,38 @@ impl TimeWaitTable {
         let Some((entry, seq)) = self.entries.get_mut(flow) else {
             return;
         };
-        if entry.basis != ExpiryBasis::FinTimeoutEstimate || fin_ns > entry.expires_ns {
+        if !entry.basis.awaits_peer_fin() || fin_ns > entry.expires_ns {
             return;
         }
         self.by_expiry.remove(&(entry.expires_ns, *seq));
         entry.expires_ns = fin_ns.saturating_add(time_wait_ns);
         entry.basis = ExpiryBasis::PeerFin;
         self.by_expiry.insert((entry.expires_ns, *seq), *flow);
+    }
+
+    /// The entry for `local`/`remote` in `netns`; with `netns` 0 (unknown),
+    /// in whichever namespace has one, if exactly one does. `Err(n)`: `n`
+    /// namespaces have one (0: none; more: ambiguous).
+    pub fn find(&self, netns: u32, local: Endpoint, remote: Endpoint) -> Result<FlowKey, usize> {
+        let at = |netns| FlowKey {
+            netns,
+            local,
+            remote,
+        };
+        if netns != 0 {
+            let flow = at(netns);
+            return self.entries.contains_key(&flow).then_some(flow).ok_or(0);
+        }
+        let mut found = self
+            .per_netns
+            .keys()
+            .map(|&ns| at(ns))
+            .filter(|flow| self.entries.contains_key(flow));
+        match (found.next(), found.count()) {
+            (Some(flow), 0) => Ok(flow),
+            (Some(_), more) => Err(1 + more),
+            (None, _) => Err(0),
+        }
     }
 
     /// Entries per owning process, most first.
@@ -340,6 +399,7 @@ mod tests {
             expires_ns,
             basis: ExpiryBasis::FinTimeoutEstimate,
             connection_id: None,
+            inferred: false,
         }
     }
 

@@ -10,6 +10,7 @@ use super::{
     live::{LiveTable, SocketKey},
     owner::{Owner, OwnerHow, OwnerObservation, PendingOwners},
     recent::RecentlyClosed,
+    reset::ResetSeen,
     snapshot::{ExistingSocket, ExistingSocketError},
     stats::{ModelStats, StateCounts},
     time_wait::{ExpiryBasis, Inserted, TimeWaitEntry, TimeWaitRemoval, TimeWaitTable},
@@ -28,6 +29,9 @@ pub enum Input {
     Lost {
         total: u64,
     },
+    /// A RST this host sent in response to a segment from `segment_src` to
+    /// `segment_dst`.
+    Reset(ResetSeen),
 }
 
 impl Input {
@@ -35,6 +39,7 @@ impl Input {
         match self {
             Input::Transition(t) => Some(t.ts_boot_ns),
             Input::Owner(o) => Some(o.ts_boot_ns),
+            Input::Reset(r) => Some(r.ts_boot_ns),
             Input::Lost { .. } => None,
         }
     }
@@ -115,6 +120,7 @@ impl Model {
             Input::Transition(t) => return self.apply_transition(t),
             Input::Owner(o) => self.apply_owner(o),
             Input::Lost { total } => self.on_lost(*total),
+            Input::Reset(r) => self.apply_reset(r),
         }
         Vec::new()
     }
@@ -154,7 +160,7 @@ impl Model {
             return finished;
         }
         if is_birth(t) {
-            self.supersede(key, &mut finished);
+            self.supersede(key, ts, &mut finished);
             self.start(t, &mut finished);
         } else {
             self.advance(key, t, &mut finished);
@@ -214,6 +220,79 @@ impl Model {
         }
     }
 
+    /// A RST this host sent. The time-wait socket it destroys, if any, leaves
+    /// the TIME_WAIT table (reason [`TimeWaitRemoval::Reset`]):
+    ///
+    /// - sent by a time-wait socket (`sender_state` TimeWait, the kernel's
+    ///   TCP_TW_RST): that socket, local `segment_dst`, remote
+    ///   `segment_src`, is destroyed;
+    /// - otherwise the RST reaches `segment_src`; if that is a local
+    ///   time-wait socket (local `segment_src`, remote `segment_dst`), it is
+    ///   destroyed unless `rfc1337` is set (TIME-WAIT assassination).
+    ///
+    /// Live connections are left alone: one that receives the RST shows it
+    /// with its own transition to CLOSE. With `netns` 0 (unknown) the
+    /// 4-tuple is looked up in every namespace and acted on only if exactly
+    /// one has it. A RST older than the entry it would remove was about an
+    /// earlier socket with that 4-tuple and is ignored.
+    pub fn apply_reset(&mut self, reset: &ResetSeen) {
+        self.stats.resets_seen += 1;
+        let ts = reset.ts_boot_ns;
+        let sent_by_time_wait = reset.sender_state == Some(TcpState::TimeWait);
+        let (local, remote) = if sent_by_time_wait {
+            (reset.segment_dst, reset.segment_src)
+        } else if self.config.rfc1337 {
+            return;
+        } else {
+            (reset.segment_src, reset.segment_dst)
+        };
+        let flow = match self.time_wait.find(reset.netns, local, remote) {
+            Ok(flow) => flow,
+            Err(0) => return,
+            Err(_) => {
+                self.stats.resets_ambiguous += 1;
+                return;
+            }
+        };
+        let Some(entry) = self.time_wait.get(&flow) else {
+            return;
+        };
+        if entry.started_ns.is_some_and(|started| ts < started) {
+            return;
+        }
+        if entry.expires_ns <= ts {
+            // The kernel had freed it already: the RST was for something
+            // else (or nothing).
+            self.time_wait.remove(&flow, TimeWaitRemoval::Expired);
+            return;
+        }
+        if !sent_by_time_wait && self.received_by_live(&flow, entry) {
+            return;
+        }
+        self.time_wait.remove(&flow, TimeWaitRemoval::Reset);
+        self.stats.resets_time_wait_removed += 1;
+    }
+
+    /// Whether a RST to `flow` goes to a live, synchronized connection
+    /// rather than to the time-wait `entry`. A live connection that takes a
+    /// 4-tuple removes its TIME_WAIT entry, so the two coexist only when the
+    /// live one is stale (its CLOSE missed) — unless it has moved since the
+    /// entry was made.
+    fn received_by_live(&self, flow: &FlowKey, entry: &TimeWaitEntry) -> bool {
+        use TcpState::*;
+        let Some(conn) = self.live.by_flow(flow).and_then(|key| self.live.get(key)) else {
+            return false;
+        };
+        let synchronized = matches!(
+            conn.state,
+            Established | FinWait1 | FinWait2 | CloseWait | Closing | LastAck
+        );
+        synchronized
+            && entry
+                .started_ns
+                .is_some_and(|started| conn.last_ns >= started)
+    }
+
     /// Adds a socket that existed before tracing started, seen at `now_ns`.
     /// TIME_WAIT sockets go to the TIME_WAIT table, with the longest expiry
     /// they can have. A socket already known from a transition keeps what
@@ -229,6 +308,18 @@ impl Model {
         sock: ExistingSocket,
         now_ns: u64,
     ) -> Result<(), ExistingSocketError> {
+        self.insert_existing_expiring(sock, now_ns, None)
+    }
+
+    /// [`Model::insert_existing`], with the time a TIME_WAIT socket has left
+    /// when the kernel says (sock_diag does): its expiry is then exact
+    /// rather than the longest it could be.
+    pub fn insert_existing_expiring(
+        &mut self,
+        sock: ExistingSocket,
+        now_ns: u64,
+        time_wait_left_ns: Option<u64>,
+    ) -> Result<(), ExistingSocketError> {
         let owner = sock.owner.map(|o| Owner {
             how: OwnerHow::Snapshot,
             ..o
@@ -243,7 +334,8 @@ impl Model {
                 return Err(ExistingSocketError::UnsupportedState(sock.state))
             }
             TcpState::TimeWait => {
-                return self.insert_existing_time_wait(&sock, flow, owner, now_ns)
+                let left = time_wait_left_ns.unwrap_or(self.config.time_wait_ns());
+                return self.insert_existing_time_wait(&sock, flow, owner, now_ns, left);
             }
             _ => {}
         }
@@ -294,7 +386,8 @@ impl Model {
     /// Removes the TIME_WAIT entries whose predicted expiry is at or before
     /// `now_ns`, and returns them, soonest first.
     pub fn expire(&mut self, now_ns: u64) -> Vec<TimeWaitEntry> {
-        self.time_wait.expire(now_ns)
+        self.time_wait
+            .expire(now_ns.saturating_sub(self.config.time_wait_grace_ns()))
     }
 
     /// A time-wait socket was killed by a reset (learnt elsewhere: the
@@ -422,12 +515,42 @@ impl Model {
         }
     }
 
-    /// The connection at `key` was replaced by a new socket without its
-    /// CLOSE being seen.
-    fn supersede(&mut self, key: SocketKey, finished: &mut Vec<Connection>) {
+    /// The connection at `key` was replaced at `ts` by a new socket without
+    /// its CLOSE being seen.
+    ///
+    /// After lost events, a connection believed still closing (FIN_WAIT1,
+    /// FIN_WAIT2, CLOSING) most likely missed its way into TIME_WAIT (the
+    /// usual victims of BPF recursion misses are FIN_WAIT1→FIN_WAIT2 and
+    /// FIN_WAIT2→CLOSE, both in softirq): its socket was freed, and an
+    /// active closer is freed through the time-wait hand-over far more
+    /// often than by a reset or a timeout. It gets an inferred entry; its
+    /// end stays Unknown. Without lost events nothing is inferred.
+    fn supersede(&mut self, key: SocketKey, ts: u64, finished: &mut Vec<Connection>) {
         if let Some(mut conn) = self.live.remove(key) {
             conn.uncertain = true;
             conn.end = Some(EndKind::Unknown);
+            let closing = matches!(
+                conn.state,
+                TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing
+            );
+            // The kernel reuses an address only after freeing the socket, so
+            // a supersede proves a missed CLOSE even when the lost counter
+            // has not been read yet (it is read after the batch that holds
+            // the miss). An active closer is freed through the time-wait
+            // hand-over far more often than by a reset: infer TIME_WAIT.
+            if closing {
+                if let Some(flow) = conn.complete_flow() {
+                    let time_wait_ns = self.config.time_wait_ns();
+                    let expiry = match self.peer_fin_ns(&flow) {
+                        Some(fin) => (fin.saturating_add(time_wait_ns), ExpiryBasis::PeerFin),
+                        None => (ts.saturating_add(time_wait_ns), ExpiryBasis::Superseded),
+                    };
+                    let closing_state = conn.state;
+                    conn.time_wait =
+                        self.insert_time_wait(&conn, ts, None, closing_state, expiry, true);
+                    self.stats.inferred_superseded += 1;
+                }
+            }
             self.stats.missed_close += 1;
             self.stats.connections_finished += 1;
             finished.push(conn);
@@ -554,12 +677,18 @@ impl Model {
             local: t.local,
             remote: t.remote,
         };
+        // An inferred entry stands for transitions that were missed; one of
+        // them arriving after all (delayed, not lost) is that tail too,
+        // whatever its timestamp says.
+        let closing = matches!(
+            t.old,
+            TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing
+        );
         !is_birth(t)
-            && self
-                .time_wait
-                .get(&flow)
-                .and_then(|e| e.started_ns)
-                .is_some_and(|started| t.ts_boot_ns < started)
+            && self.time_wait.get(&flow).is_some_and(|e| {
+                e.started_ns.is_some_and(|started| t.ts_boot_ns < started)
+                    || (e.inferred && closing)
+            })
     }
 
     fn finish(&mut self, mut conn: Connection, t: &Transition, finished: &mut Vec<Connection>) {
@@ -570,6 +699,82 @@ impl Model {
         if (t.old, t.new) == (TcpState::CloseWait, TcpState::Close) {
             self.peer_reset(&conn, t.ts_boot_ns);
         }
+        let peer_acked_fin = (t.old, t.new) == (TcpState::LastAck, TcpState::Close);
+        if peer_acked_fin {
+            // Chronologically the inferred close came first.
+            self.infer_close_from_peer(&conn, t, finished);
+        }
+        self.stats.connections_finished += 1;
+        finished.push(conn);
+    }
+
+    /// `peer` went LAST_ACK→CLOSE at `t`: the ACK of its FIN arrived, so
+    /// the other end received that FIN. If the other end is traced here (the
+    /// mirrored 4-tuple in the same namespace, as on loopback) and still
+    /// believed in FIN_WAIT1, FIN_WAIT2 or CLOSING, its way into TIME_WAIT
+    /// was missed: finish it as if FIN_WAIT2→CLOSE (or CLOSING→CLOSE) had
+    /// been seen at `t`, with a TIME_WAIT entry expiring `time_wait_secs`
+    /// after the peer's FIN (its LAST_ACK), marked inferred.
+    fn infer_close_from_peer(
+        &mut self,
+        peer: &Connection,
+        t: &Transition,
+        finished: &mut Vec<Connection>,
+    ) {
+        use TcpState::*;
+        let ts = t.ts_boot_ns;
+        let Some(flow) = peer.complete_flow().map(|f| f.mirrored()) else {
+            return;
+        };
+        let Some(key) = self.live.by_flow(&flow) else {
+            return;
+        };
+        let believed_closing = self
+            .live
+            .get(key)
+            .is_some_and(|c| matches!(c.state, FinWait1 | FinWait2 | Closing) && c.last_ns <= ts);
+        if !believed_closing {
+            return;
+        }
+        let Some(mut conn) = self.live.remove(key) else {
+            return;
+        };
+        let old = if conn.state == Closing {
+            Closing
+        } else {
+            FinWait2
+        };
+        let inferred = Transition {
+            ts_boot_ns: ts,
+            skaddr: conn.skaddr.unwrap_or(0),
+            family: conn.family,
+            local: conn.local,
+            remote: conn.remote,
+            old,
+            new: Close,
+            netns: conn.netns,
+            ..*t
+        };
+        conn.enter(&inferred, &self.config);
+        conn.uncertain = true;
+        if let Some(skaddr) = conn.skaddr {
+            // Late records of the transitions that were missed (if they were
+            // only delayed) are then recognised as such.
+            self.recently_closed.insert(skaddr, ts);
+        }
+        let fin_ns = peer
+            .states
+            .iter()
+            .rev()
+            .find(|v| v.state == LastAck)
+            .and_then(|v| v.entered_ns)
+            .unwrap_or(ts);
+        let expiry = (
+            fin_ns.saturating_add(self.config.time_wait_ns()),
+            ExpiryBasis::PeerFin,
+        );
+        conn.time_wait = self.insert_time_wait(&conn, ts, Some(ts), old, expiry, true);
+        self.stats.inferred_closes += 1;
         self.stats.connections_finished += 1;
         finished.push(conn);
     }
@@ -580,8 +785,6 @@ impl Model {
             return TimeWaitFate::Untracked;
         };
         let ts = t.ts_boot_ns;
-        // What the kernel has freed by now does not count against the limit.
-        self.time_wait.expire(ts);
         let time_wait_ns = self.config.time_wait_ns();
         let (expires_ns, basis) = if (t.old, t.new) == (TcpState::FinWait2, TcpState::Close) {
             match self.peer_fin_ns(&flow) {
@@ -598,9 +801,29 @@ impl Model {
         } else {
             (ts.saturating_add(time_wait_ns), ExpiryBasis::TimeWaitLen)
         };
+        self.insert_time_wait(conn, ts, Some(ts), t.old, (expires_ns, basis), false)
+    }
+
+    /// Adds the TIME_WAIT entry of `conn`, which left `closing_state` for
+    /// TIME_WAIT (at `started_ns`, when known), as of `ts`.
+    fn insert_time_wait(
+        &mut self,
+        conn: &Connection,
+        ts: u64,
+        started_ns: Option<u64>,
+        closing_state: TcpState,
+        (expires_ns, basis): (u64, ExpiryBasis),
+        inferred: bool,
+    ) -> TimeWaitFate {
+        let Some(flow) = conn.complete_flow() else {
+            return TimeWaitFate::Untracked;
+        };
+        // What the kernel has freed by now does not count against the limit.
+        self.time_wait
+            .expire(ts.saturating_sub(self.config.time_wait_grace_ns()));
         let closed_first = match conn.closed_first {
             ClosedFirst::Local | ClosedFirst::Both => conn.closed_first,
-            _ if t.old == TcpState::Closing => ClosedFirst::Both,
+            _ if closing_state == TcpState::Closing => ClosedFirst::Both,
             _ => ClosedFirst::Local,
         };
         let entry = TimeWaitEntry {
@@ -608,10 +831,11 @@ impl Model {
             family: conn.family,
             owner: conn.attributed_owner(),
             closed_first,
-            started_ns: Some(ts),
+            started_ns,
             expires_ns,
             basis,
             connection_id: Some(conn.id),
+            inferred,
         };
         match self.time_wait.insert(entry) {
             Inserted::Yes => TimeWaitFate::Entered,
@@ -628,9 +852,10 @@ impl Model {
         let Some(flow) = conn.complete_flow().map(|f| f.mirrored()) else {
             return;
         };
-        let waiting = self.time_wait.get(&flow).is_some_and(|e| {
-            e.basis == ExpiryBasis::FinTimeoutEstimate && e.started_ns.is_some_and(|s| s <= ts)
-        });
+        let waiting = self
+            .time_wait
+            .get(&flow)
+            .is_some_and(|e| e.basis.awaits_peer_fin() && e.started_ns.is_none_or(|s| s <= ts));
         if waiting {
             self.time_wait.remove(&flow, TimeWaitRemoval::Reset);
         }
@@ -651,11 +876,13 @@ impl Model {
         flow: FlowKey,
         owner: Option<Owner>,
         now_ns: u64,
+        left_ns: u64,
     ) -> Result<(), ExistingSocketError> {
         if !tuple_is_complete(&flow.local, &flow.remote) {
             return Err(ExistingSocketError::IncompleteTuple);
         }
-        self.time_wait.expire(now_ns);
+        self.time_wait
+            .expire(now_ns.saturating_sub(self.config.time_wait_grace_ns()));
         if self.time_wait.get(&flow).is_some() {
             // Seen entering TIME_WAIT while tracing: that entry knows more.
             return Ok(());
@@ -666,9 +893,10 @@ impl Model {
             owner,
             closed_first: ClosedFirst::Local,
             started_ns: None,
-            expires_ns: now_ns.saturating_add(self.config.time_wait_ns()),
+            expires_ns: now_ns.saturating_add(left_ns),
             basis: ExpiryBasis::Snapshot,
             connection_id: None,
+            inferred: false,
         });
         Ok(())
     }

@@ -3,9 +3,10 @@
 //! Everything after the source (model, views, sinks) sees only [`Item`]s, so
 //! live tracing and offline analysis share the rest of the pipeline.
 pub mod live;
+pub mod snapshot;
 pub mod sysctl;
 
-use crate::wire::{OwnerSeen, Transition};
+use crate::wire::{OwnerSeen, ResetSent, Transition};
 
 /// One thing a source delivers, in the order it happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +14,8 @@ pub enum Item {
     Transition(Transition),
     /// A process got a socket from accept().
     Accepted(OwnerSeen),
+    /// The host sent a RST in answer to a segment.
+    ResetSent(ResetSent),
     /// The kernel's count of records it could not deliver grew to `total`.
     Lost {
         total: u64,
@@ -32,6 +35,9 @@ pub struct SourceStats {
     pub lost_owners: u64,
     /// accept() owner records delivered.
     pub owners: u64,
+    /// RST records delivered, and lost.
+    pub resets: u64,
+    pub lost_resets: u64,
     /// Times the reader was woken up to drain records.
     pub wakeups: u64,
 }

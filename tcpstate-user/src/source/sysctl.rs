@@ -8,6 +8,8 @@ pub struct TcpSysctls {
     pub max_tw_buckets: usize,
     pub tw_reuse: u32,
     pub local_port_range: (u16, u16),
+    /// When set, a RST does not destroy a time-wait socket (RFC 1337).
+    pub rfc1337: bool,
 }
 
 impl Default for TcpSysctls {
@@ -18,6 +20,7 @@ impl Default for TcpSysctls {
             max_tw_buckets: 262_144,
             tw_reuse: 2,
             local_port_range: (32768, 60999),
+            rfc1337: false,
         }
     }
 }
@@ -50,6 +53,9 @@ impl TcpSysctls {
         }
         if let Some(v) = number("tcp_tw_reuse") {
             out.tw_reuse = v as u32;
+        }
+        if let Some(v) = number("tcp_rfc1337") {
+            out.rfc1337 = v != 0;
         }
         if let Some(range) = read(root, "ip_local_port_range") {
             let mut parts = range

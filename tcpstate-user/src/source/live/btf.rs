@@ -626,6 +626,11 @@ pub struct KernelOffsets {
     pub file_private_data: u32,
     /// `socket.sk`
     pub socket_sk: u32,
+    /// `sk_buff.head`, `.network_header`, `.transport_header`: where a
+    /// packet's IP and TCP headers are (for the segment a RST answers).
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
     /// `sock_common.skc_net.net`: `skc_net` is a `possible_net_t`, whose
     /// only member `net` is the `struct net *` (at 0 with CONFIG_NET_NS).
     pub sock_common_net: u32,
@@ -646,6 +651,9 @@ impl KernelOffsets {
             // the names `possible_net_t` and `ns_common`.
             sock_common_net: btf.member_path_offset("sock_common", &["skc_net", "net"])?,
             net_ns_inum: btf.member_path_offset("net", &["ns", "inum"])?,
+            skb_head: btf.member_offset("sk_buff", "head")?,
+            skb_network_header: btf.member_offset("sk_buff", "network_header")?,
+            skb_transport_header: btf.member_offset("sk_buff", "transport_header")?,
         })
     }
 }
@@ -816,6 +824,17 @@ mod tests {
             4096,
             &[("passive", int, 0, 0), ("ns", ns_common, 1024, 0)],
         );
+        let u16_ty = b.int("__u16", 2);
+        b.strukt(
+            "sk_buff",
+            232,
+            &[
+                ("len", uint, 0, 0),
+                ("transport_header", u16_ty, 1440, 0),
+                ("network_header", u16_ty, 1456, 0),
+                ("head", void_ptr, 1600, 0),
+            ],
+        );
         b
     }
 
@@ -834,6 +853,9 @@ mod tests {
                 socket_sk: 24,
                 sock_common_net: 48,
                 net_ns_inum: 128 + 16,
+                skb_head: 200,
+                skb_network_header: 182,
+                skb_transport_header: 180,
             }
         );
     }

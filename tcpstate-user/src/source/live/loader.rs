@@ -41,9 +41,10 @@ pub struct LiveOptions {
     pub remote_port: Option<u16>,
     /// Forward the program's aya-log diagnostics to the `log` crate.
     pub diagnostics: bool,
-    /// Name the process that accept()s each socket (for owners of passive
-    /// opens); not needed by `trace`.
-    pub track_owners: bool,
+    /// Attach the hooks the connection model needs besides the transitions:
+    /// accept() (owners of passive opens) and sent RSTs (time-wait sockets
+    /// they destroy). Not needed by `trace`.
+    pub lifetime_hooks: bool,
 }
 
 impl Default for LiveOptions {
@@ -56,7 +57,7 @@ impl Default for LiveOptions {
             local_port: None,
             remote_port: None,
             diagnostics: false,
-            track_owners: false,
+            lifetime_hooks: false,
         }
     }
 }
@@ -69,6 +70,7 @@ pub struct LiveSource {
     flush: tokio::time::Interval,
     stats: SourceStats,
     owner_tracking: OwnerTracking,
+    reset_tracking: HookStatus,
     _logger: Option<tokio::task::JoinHandle<()>>,
     _ebpf: Ebpf,
 }
@@ -159,13 +161,29 @@ impl LiveSource {
             .attach(common::TRACEPOINT_CATEGORY, common::TRACEPOINT_NAME)
             .map_err(|e| LiveError::Attach(chain(&e)))?;
 
-        let owner_tracking = if !options.track_owners {
-            OwnerTracking::Off
+        let (owner_tracking, reset_tracking) = if !options.lifetime_hooks {
+            (OwnerTracking::Off, HookStatus::Off)
         } else if offsets.task_files == 0 {
-            OwnerTracking::Unavailable("kernel BTF offsets unknown".into())
+            let why = "kernel BTF offsets unknown".to_string();
+            (
+                OwnerTracking::Unavailable(why.clone()),
+                HookStatus::Unavailable(why),
+            )
         } else {
-            attach_accept(&mut ebpf, &tracefs)
+            (
+                attach_accept(&mut ebpf, &tracefs),
+                attach_hook(
+                    &mut ebpf,
+                    &tracefs,
+                    common::PROGRAM_SEND_RESET,
+                    (common::TCP_CATEGORY, common::SEND_RESET),
+                    &common::reset_offsets::EXPECTED,
+                ),
+            )
         };
+        if let HookStatus::Unavailable(why) = &reset_tracking {
+            log::warn!("RSTs are not followed ({why}): a time-wait socket a RST destroys stays in the table until it expires");
+        }
 
         let ring = RingBuf::try_from(take_map(&mut ebpf, common::MAP_EVENTS)?)
             .map_err(|e| LiveError::Load(format!("{e}")))?;
@@ -179,6 +197,7 @@ impl LiveSource {
             flush,
             stats: SourceStats::default(),
             owner_tracking,
+            reset_tracking,
             _logger: logger,
             _ebpf: ebpf,
         })
@@ -193,12 +212,41 @@ impl LiveSource {
         &self.owner_tracking
     }
 
+    /// Whether RSTs the host sends are being reported, and if not, why.
+    pub fn reset_tracking(&self) -> &HookStatus {
+        &self.reset_tracking
+    }
+
     /// Sum of the kernel's per-CPU lost counters of one kind of record.
     fn read_lost(&self, slot: u32) -> u64 {
         self.lost_map
             .get(&slot, 0)
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
+    }
+
+    /// Per program, the times the kernel skipped it (see [`super::misses`]).
+    pub fn misses_by_program(&self) -> Vec<(&'static str, u64)> {
+        [
+            common::PROGRAM_SET_STATE,
+            common::PROGRAM_ACCEPT4_EXIT,
+            common::PROGRAM_ACCEPT_EXIT,
+            common::PROGRAM_SEND_RESET,
+        ]
+        .into_iter()
+        .map(|name| (name, self.read_misses(&[name])))
+        .collect()
+    }
+
+    /// Times the kernel skipped these programs (see [`super::misses`]).
+    fn read_misses(&self, programs: &[&str]) -> u64 {
+        programs
+            .iter()
+            .filter_map(|name| {
+                let program: &TracePoint = self._ebpf.program(name)?.try_into().ok()?;
+                Some(super::misses::recursion_misses(program.fd().ok()?))
+            })
+            .sum()
     }
 
     /// Waits until records are available (or the flush interval passes), then
@@ -235,8 +283,12 @@ impl LiveSource {
     }
 
     fn push_lost(&mut self, out: &mut Vec<Item>) {
-        self.stats.lost_owners = self.read_lost(common::LOST_OWNERS);
-        let total = self.read_lost(common::LOST_TRANSITIONS);
+        self.stats.lost_resets =
+            self.read_lost(common::LOST_RESETS) + self.read_misses(&[common::PROGRAM_SEND_RESET]);
+        let accept = [common::PROGRAM_ACCEPT4_EXIT, common::PROGRAM_ACCEPT_EXIT];
+        self.stats.lost_owners = self.read_lost(common::LOST_OWNERS) + self.read_misses(&accept);
+        let total = self.read_lost(common::LOST_TRANSITIONS)
+            + self.read_misses(&[common::PROGRAM_SET_STATE]);
         if total != self.stats.lost {
             self.stats.lost = total;
             out.push(Item::Lost { total });
@@ -260,6 +312,10 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<Item>, stats: &mut SourceSta
             Ok(Record::Accepted(seen)) => {
                 stats.owners += 1;
                 out.push(Item::Accepted(seen));
+            }
+            Ok(Record::ResetSent(reset)) => {
+                stats.resets += 1;
+                out.push(Item::ResetSent(reset));
             }
             Err(e) => {
                 stats.malformed += 1;
@@ -303,30 +359,43 @@ fn kernel_offsets() -> Result<common::StructOffsets, super::btf::BtfError> {
         socket_sk: k.socket_sk,
         sock_common_net: k.sock_common_net,
         net_ns_inum: k.net_ns_inum,
+        skb_head: k.skb_head,
+        skb_network_header: k.skb_network_header,
+        skb_transport_header: k.skb_transport_header,
+        _pad: 0,
     })
 }
 
-/// Loads and attaches the accept() exit programs. Failure is not fatal:
-/// transitions are still traced, and the reason is reported.
-fn attach_accept(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> OwnerTracking {
-    let mut attached = 0;
-    let mut problems = Vec::new();
-    for (program, tracepoint) in [
-        (common::PROGRAM_ACCEPT4_EXIT, common::ACCEPT4_EXIT),
-        (common::PROGRAM_ACCEPT_EXIT, common::ACCEPT_EXIT),
-    ] {
-        let format = tracefs
-            .join("events")
-            .join(common::SYSCALLS_CATEGORY)
-            .join(tracepoint)
-            .join("format");
-        let checked = std::fs::read_to_string(&format)
-            .map_err(|e| format!("{}: {e}", format.display()))
-            .and_then(|text| {
-                tracefs::check_fields(&text, &common::syscall_exit_offsets::EXPECTED)
-                    .map_err(|e| format!("{tracepoint}: {e}"))
-            });
-        let result = checked.and_then(|()| {
+/// Whether an optional hook is attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookStatus {
+    Off,
+    Attached,
+    /// Not available here, and why.
+    Unavailable(String),
+}
+
+/// Checks an optional tracepoint's format, then loads and attaches its
+/// program. Failure is not fatal: transitions are still traced.
+fn attach_hook(
+    ebpf: &mut Ebpf,
+    tracefs: &std::path::Path,
+    program: &str,
+    (category, tracepoint): (&str, &str),
+    expected: &[(&str, usize, usize)],
+) -> HookStatus {
+    let format = tracefs
+        .join("events")
+        .join(category)
+        .join(tracepoint)
+        .join("format");
+    let result = std::fs::read_to_string(&format)
+        .map_err(|e| format!("{}: {e}", format.display()))
+        .and_then(|text| {
+            tracefs::check_fields(&text, expected)
+                .map_err(|e| format!("{category}:{tracepoint}: {e}"))
+        })
+        .and_then(|()| {
             let program: &mut TracePoint = ebpf
                 .program_mut(program)
                 .ok_or_else(|| format!("program {program} not in the object"))?
@@ -334,21 +403,40 @@ fn attach_accept(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> OwnerTracking {
                 .map_err(|e: aya::programs::ProgramError| e.to_string())?;
             program.load().map_err(|e| chain(&e))?;
             program
-                .attach(common::SYSCALLS_CATEGORY, tracepoint)
+                .attach(category, tracepoint)
                 .map_err(|e| chain(&e))?;
             Ok(())
         });
-        match result {
-            Ok(()) => attached += 1,
-            Err(e) => problems.push(e),
+    match result {
+        Ok(()) => HookStatus::Attached,
+        Err(e) => HookStatus::Unavailable(e),
+    }
+}
+
+/// Attaches the accept() and accept4() exit programs; either is enough.
+fn attach_accept(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> OwnerTracking {
+    let mut problems = Vec::new();
+    let mut attached = false;
+    for (program, tracepoint) in [
+        (common::PROGRAM_ACCEPT4_EXIT, common::ACCEPT4_EXIT),
+        (common::PROGRAM_ACCEPT_EXIT, common::ACCEPT_EXIT),
+    ] {
+        match attach_hook(
+            ebpf,
+            tracefs,
+            program,
+            (common::SYSCALLS_CATEGORY, tracepoint),
+            &common::syscall_exit_offsets::EXPECTED,
+        ) {
+            HookStatus::Attached => attached = true,
+            HookStatus::Unavailable(why) => problems.push(why),
+            HookStatus::Off => {}
         }
     }
-    if attached == 0 {
-        let reason = problems.join("; ");
-        log::warn!("owners of accepted sockets unavailable: {reason}");
-        OwnerTracking::Unavailable(reason)
-    } else {
+    if attached {
         OwnerTracking::Accept
+    } else {
+        OwnerTracking::Unavailable(problems.join("; "))
     }
 }
 

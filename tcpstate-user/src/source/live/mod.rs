@@ -2,10 +2,11 @@
 //! ring buffer.
 mod btf;
 mod loader;
+mod misses;
 mod preflight;
 mod tracefs;
 
-pub use loader::{LiveOptions, LiveSource, OwnerTracking, FLUSH_INTERVAL, MAX_BATCH};
+pub use loader::{HookStatus, LiveOptions, LiveSource, OwnerTracking, FLUSH_INTERVAL, MAX_BATCH};
 /// A good initial capacity for batch vectors.
 pub const MAX_BATCH_HINT: usize = MAX_BATCH;
 pub use preflight::check_kernel_release;
