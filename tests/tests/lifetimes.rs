@@ -291,3 +291,88 @@ fn leaks_that_predate_the_tracer_are_found_from_the_start_up_snapshot() {
     let (_, _, status) = leaks.interrupt();
     assert!(status.success());
 }
+
+#[test]
+fn never_accepted_close_wait_is_an_accept_backlog_not_a_leak() {
+    require_root();
+    let leaks = Running::start(&["leaks", "--json", "--threshold", "1s", "--every", "100ms"]);
+    let stalled = Peer::start(PEER, &["stall"]);
+    connect_and_close(stalled.port, 4);
+    let listener = format!("127.0.0.1:{}", stalled.port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let report = loop {
+        let line = leaks
+            .stdout
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("no report showing the accept backlog");
+        let report: Value = serde_json::from_str(&line).expect("JSON");
+        let found = report["accept_backlog"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["listener"] == listener.as_str() && b["count"] == 4);
+        if found {
+            break report;
+        }
+    };
+    let backlog = report["accept_backlog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["listener"] == listener.as_str())
+        .unwrap();
+    assert_eq!(backlog["listener_owner"]["tgid"], stalled.pid, "{backlog}");
+    assert_eq!(backlog["listener_owner"]["how"], "listen", "{backlog}");
+    assert!(
+        !report["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["tgid"] == stalled.pid),
+        "never accepted: not a leak of the process: {report}"
+    );
+    let (_, _, status) = leaks.interrupt();
+    assert!(status.success());
+}
+
+#[test]
+fn stat_counts_time_wait_per_process_and_by_who_closed_first() {
+    require_root();
+    let stat = Running::start(&["stat", "--json", "--every", "100ms"]);
+    let server_closes = Peer::start(PEER, &["serve", "close-first", "3"]);
+    connect_read_eof_close(server_closes.port, 3);
+    server_closes.wait_done();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let time_wait_of = |report: &Value| {
+        report["by_process"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["tgid"] == server_closes.pid)
+            .and_then(|p| p["states"]["TIME_WAIT"].as_u64())
+    };
+    let report = loop {
+        let line = stat
+            .stdout
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("no report with the peer's TIME_WAIT");
+        let report: Value = serde_json::from_str(&line).expect("JSON");
+        if time_wait_of(&report) == Some(3) {
+            break report;
+        }
+    };
+    assert!(report["by_state"]["TIME_WAIT"].as_u64().unwrap() >= 3);
+    assert!(
+        report["time_wait_by_closed_first"]["local"]
+            .as_u64()
+            .unwrap()
+            >= 3
+    );
+    assert!(
+        report["by_local_port"][server_closes.port.to_string()]["TIME_WAIT"] == 3,
+        "{}",
+        report["by_local_port"]
+    );
+    let (_, _, status) = stat.interrupt();
+    assert!(status.success());
+}

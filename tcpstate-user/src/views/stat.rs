@@ -123,7 +123,7 @@ impl StatView {
                 out,
                 "  {:>8} {:<16} {}",
                 p.tgid.map_or("?".into(), |t| t.to_string()),
-                p.comm.as_deref().unwrap_or("(not accepted / unknown)"),
+                p.comm.as_deref().unwrap_or("(owner unknown)"),
                 states.join(" ")
             );
         }

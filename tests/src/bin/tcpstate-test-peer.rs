@@ -4,6 +4,8 @@
 //! tcpstate-test-peer serve MODE COUNT     listen on 127.0.0.1:0, accept COUNT
 //!     connections; MODE: leak (never close), close-on-eof (read to EOF,
 //!     close), close-first (close at once after accept)
+//! tcpstate-test-peer stall              listen on 127.0.0.1:0 and never
+//!     accept (connections wait in the accept queue)
 //! tcpstate-test-peer prefork WORKERS COUNT   the parent listens, forks
 //!     WORKERS workers that accept (COUNT in all), read to EOF and close
 //!
@@ -47,6 +49,12 @@ fn main() {
             out.flush().unwrap();
             std::thread::park();
             drop(held);
+        }
+        Some("stall") => {
+            writeln!(out, "ready {port} {}", std::process::id()).unwrap();
+            out.flush().unwrap();
+            std::thread::park();
+            drop(listener);
         }
         Some("prefork") => {
             let workers = number(1);
