@@ -29,6 +29,77 @@ pub enum Command {
     Stat(StatArgs),
     /// CLOSE_WAIT leak suspects per process, and never-accepted ones per listener
     Leaks(LeaksArgs),
+    /// Record every transition (and the sockets that exist at start) to a file, for later analysis
+    Record(RecordArgs),
+    /// One readable incident summary of recordings
+    Report(ReportArgs),
+    /// Recordings as one row per transition, for DuckDB, pandas, Spark...
+    Export(ExportArgs),
+}
+
+/// Analyse recordings instead of the live kernel.
+#[derive(Clone, Debug, Args, Default)]
+pub struct InputArgs {
+    /// Read these recordings (in order: a rotated capture's files one after the other)
+    #[arg(long = "input", value_name = "FILE", num_args = 1..)]
+    pub input: Vec<std::path::PathBuf>,
+    /// Show only from this time: RFC 3339 (2026-11-22T11:23:45Z) or +DURATION from the start (+90s)
+    #[arg(long, value_name = "TIME", requires = "input")]
+    pub from: Option<String>,
+    /// Stop at this time (same forms as --from)
+    #[arg(long, value_name = "TIME", requires = "input")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The recording to create (mode 0600; an existing file is never replaced)
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: std::path::PathBuf,
+    /// Go on in FILE.1, FILE.2, ... once a file reaches this size (e.g. 100M)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub rotate: Option<u64>,
+    /// Stop after this long (e.g. 10m, 1h)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Recordings, in order
+    #[arg(value_name = "FILE", required = true, num_args = 1..)]
+    pub files: Vec<std::path::PathBuf>,
+    /// JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// CLOSE_WAIT older than this counts as a leak
+    #[arg(long = "threshold", default_value = "30s", value_parser = parse_secs)]
+    pub threshold_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+    Parquet,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Recordings, in order
+    #[arg(value_name = "FILE", required = true, num_args = 1..)]
+    pub files: Vec<std::path::PathBuf>,
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: ExportFormat,
+    /// Write here instead of standard output (required for parquet)
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub filters: FilterArgs,
 }
 
 #[derive(Debug, Args)]
@@ -39,6 +110,8 @@ pub struct LifeArgs {
     /// Also show listening sockets when they close
     #[arg(long)]
     pub listeners: bool,
+    #[command(flatten)]
+    pub input: InputArgs,
     #[command(flatten)]
     pub filters: FilterArgs,
     #[command(flatten)]
@@ -53,6 +126,11 @@ pub struct StatArgs {
     /// Refresh at most this often when something changed (e.g. 1s, 500ms)
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub every: std::time::Duration,
+    /// With --input: the counts at this moment only (same forms as --from)
+    #[arg(long, value_name = "TIME", requires = "input", conflicts_with = "to")]
+    pub at: Option<String>,
+    #[command(flatten)]
+    pub input: InputArgs,
     #[command(flatten)]
     pub filters: FilterArgs,
     #[command(flatten)]
@@ -71,6 +149,8 @@ pub struct LeaksArgs {
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub every: std::time::Duration,
     #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
     pub filters: FilterArgs,
     #[command(flatten)]
     pub live: LiveArgs,
@@ -81,6 +161,8 @@ pub struct TraceArgs {
     /// JSON Lines output (one object per line, stable field names)
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub input: InputArgs,
     #[command(flatten)]
     pub filters: FilterArgs,
     #[command(flatten)]
@@ -126,6 +208,9 @@ pub struct LiveArgs {
     /// Wake up after this many bytes are queued (default: 64 records)
     #[arg(long, value_name = "SIZE", value_parser = parse_size, hide = true)]
     pub wakeup_size: Option<u64>,
+    /// Also record what is traced to FILE (see `tcpstate record`)
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<std::path::PathBuf>,
 }
 
 fn parse_addr(s: &str) -> Result<AddrFilter, String> {
@@ -161,7 +246,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     ms.map(std::time::Duration::from_millis).ok_or_else(bad)
 }
 
-fn parse_secs(s: &str) -> Result<u64, String> {
+pub fn parse_secs(s: &str) -> Result<u64, String> {
     parse_duration(s).map(|d| d.as_secs())
 }
 

@@ -56,6 +56,16 @@ impl BootClock {
         best.1
     }
 
+    /// Boot-time nanoseconds of a wall-clock instant (the inverse of
+    /// [`BootClock::wall_ns`]).
+    pub fn boot_of_wall(&self, wall_ns: u64) -> u64 {
+        if wall_ns >= self.wall_ns {
+            self.boot_ns.saturating_add(wall_ns - self.wall_ns)
+        } else {
+            self.boot_ns.saturating_sub(self.wall_ns - wall_ns)
+        }
+    }
+
     /// Wall-clock nanoseconds since the epoch for a boot-time stamp.
     pub fn wall_ns(&self, boot_ns: u64) -> u64 {
         if boot_ns >= self.boot_ns {
@@ -81,6 +91,64 @@ pub fn rfc3339_utc(wall_ns: u64) -> String {
         rem % 60
     );
     out
+}
+
+/// Parses RFC 3339 (`2026-11-22T11:23:45Z`, `2026-11-22T11:23:45.5+01:00`,
+/// also with a space for the `T`) into nanoseconds since the epoch.
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (date, rest) = text.split_once(['T', 't', ' '])?;
+    let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (ymd.next()??, ymd.next()??, ymd.next()??);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // The zone: Z, or ±HH:MM at the end.
+    let (time, offset_secs) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
+        (t, 0i64)
+    } else {
+        let at = rest.rfind(['+', '-'])?;
+        let (t, zone) = rest.split_at(at);
+        let sign = if zone.starts_with('-') { -1 } else { 1 };
+        let (h, m) = zone[1..].split_once(':')?;
+        (
+            t,
+            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60),
+        )
+    };
+    let (hms, fraction) = match time.split_once('.') {
+        Some((hms, f)) => (hms, f),
+        None => (time, ""),
+    };
+    let mut parts = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+    if h > 23
+        || m > 59
+        || s > 60
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+        || fraction.len() > 9
+    {
+        return None;
+    }
+    let nanos: i64 = format!("{fraction:0<9}").parse().ok()?;
+    let days = days_from_civil(year, month as u32, day as u32);
+    let secs = days * 86_400 + h * 3600 + m * 60 + s - offset_secs;
+    u64::try_from(secs)
+        .ok()?
+        .checked_mul(1_000_000_000)?
+        .checked_add(nanos as u64)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (inverse of
+/// `civil_from_days`; Howard Hinnant's public-domain algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Local time of day with microseconds, e.g. `11:23:45.123456`, for tables.
@@ -134,6 +202,25 @@ mod tests {
     }
 
     #[test]
+    fn parses_rfc3339_round_trip_and_offsets() {
+        for ns in [0u64, 951_827_696_000_000_789, 1_795_000_000_123_000_000] {
+            assert_eq!(parse_rfc3339(&rfc3339_utc(ns)), Some(ns));
+        }
+        assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_rfc3339("1970-01-01 00:00:01.5Z"), Some(1_500_000_000));
+        for bad in [
+            "",
+            "2026-13-01T00:00:00Z",
+            "2026-11-22",
+            "2026-11-22T25:00:00Z",
+            "yesterday",
+            "2026-11-22T11:00:00",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn maps_boot_time_both_ways() {
         let clock = BootClock {
             boot_ns: 1_000,
@@ -142,6 +229,8 @@ mod tests {
         assert_eq!(clock.wall_ns(1_500), 10_500);
         assert_eq!(clock.wall_ns(400), 9_400);
         assert_eq!(clock.wall_ns(0), 9_000);
+        assert_eq!(clock.boot_of_wall(10_500), 1_500);
+        assert_eq!(clock.boot_of_wall(9_400), 400);
     }
 
     #[test]

@@ -5,7 +5,11 @@ fn main() {
     let cli = Cli::parse();
     let level = if cli.verbose { "info" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
+        .format(|buf, record| {
+            use std::io::Write;
+            let level = record.level().as_str().to_ascii_lowercase();
+            writeln!(buf, "tcpstate: {level}: {}", record.args())
+        })
         .init();
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -21,6 +25,9 @@ fn main() {
             Command::Life(args) => tcpstate::commands::life::run(args, cli.verbose).await,
             Command::Stat(args) => tcpstate::commands::stat::run(args, cli.verbose).await,
             Command::Leaks(args) => tcpstate::commands::leaks::run(args, cli.verbose).await,
+            Command::Record(args) => tcpstate::commands::record::run(args, cli.verbose).await,
+            Command::Report(args) => tcpstate::commands::report::run(args).await,
+            Command::Export(args) => tcpstate::commands::export::run(args).await,
         }
     });
     if let Err(e) = result {

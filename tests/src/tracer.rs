@@ -161,7 +161,7 @@ fn absorb(shared: &Mutex<Shared>, batch: &mut Vec<Item>) {
     for item in batch.drain(..) {
         match item {
             Item::Transition(t) => shared.transitions.push(t),
-            Item::Lost { total } => shared.lost = total,
+            Item::Lost { total, .. } => shared.lost = total,
             Item::Accepted(seen) => shared.accepted.push(seen),
             Item::ResetSent(reset) => shared.resets.push(reset),
         }

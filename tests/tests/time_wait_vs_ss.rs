@@ -10,7 +10,7 @@ use std::{
 use tcpstate::{
     cli::{FilterArgs, LiveArgs},
     clock::boot_now_ns,
-    commands::lifetimes::LiveModel,
+    commands::pipeline::Pipeline,
 };
 use tcpstate_tests::require_root;
 
@@ -32,12 +32,12 @@ type Tuple = (SocketAddr, SocketAddr);
 static RECENTLY_ENDED: std::sync::Mutex<Vec<tcpstate::model::Connection>> =
     std::sync::Mutex::new(Vec::new());
 
-fn explain(pipeline: &LiveModel, tuples: &[&Tuple]) -> String {
+fn explain(pipeline: &Pipeline, tuples: &[&Tuple]) -> String {
     let recent = RECENTLY_ENDED.lock().unwrap();
     let mut out = format!(
         "model stats: {:?}\nkernel misses: {:?}\n",
         pipeline.model.stats(),
-        pipeline.source.misses_by_program()
+        pipeline.live_source().unwrap().misses_by_program()
     );
     for (local, remote) in tuples.iter().take(5) {
         for c in recent
@@ -88,7 +88,7 @@ fn kernel_time_wait(servers: &BTreeSet<SocketAddr>) -> BTreeSet<Tuple> {
 /// The model's TIME_WAIT entries towards our servers, and which of them are
 /// close to their predicted expiry.
 fn model_time_wait(
-    pipeline: &LiveModel,
+    pipeline: &Pipeline,
     servers: &BTreeSet<SocketAddr>,
 ) -> (BTreeSet<Tuple>, BTreeSet<Tuple>) {
     let now = boot_now_ns();
@@ -109,20 +109,25 @@ fn model_time_wait(
 }
 
 /// Feeds the model until the ring buffer is drained.
-fn catch_up(runtime: &tokio::runtime::Runtime, pipeline: &mut LiveModel) {
+fn catch_up(runtime: &tokio::runtime::Runtime, pipeline: &mut Pipeline) {
     runtime.block_on(async {
         let until = Instant::now() + Duration::from_millis(400);
         while Instant::now() < until {
-            let ended = pipeline.step().await.expect("step");
-            let mut recent = RECENTLY_ENDED.lock().unwrap();
-            recent.extend(ended);
-            let excess = recent.len().saturating_sub(50_000);
-            recent.drain(..excess);
+            pipeline
+                .step(|_, ended, _, _| {
+                    let mut recent = RECENTLY_ENDED.lock().unwrap();
+                    recent.extend(ended.iter().cloned());
+                    let excess = recent.len().saturating_sub(50_000);
+                    recent.drain(..excess);
+                    Ok(())
+                })
+                .await
+                .expect("step");
         }
     });
 }
 
-fn wait_until(runtime: &tokio::runtime::Runtime, pipeline: &mut LiveModel, when: Instant) {
+fn wait_until(runtime: &tokio::runtime::Runtime, pipeline: &mut Pipeline, when: Instant) {
     while Instant::now() < when {
         catch_up(runtime, pipeline);
     }
@@ -130,7 +135,7 @@ fn wait_until(runtime: &tokio::runtime::Runtime, pipeline: &mut LiveModel, when:
 
 fn compare(
     runtime: &tokio::runtime::Runtime,
-    pipeline: &mut LiveModel,
+    pipeline: &mut Pipeline,
     servers: &BTreeSet<SocketAddr>,
     moment: &str,
 ) -> usize {
@@ -143,7 +148,7 @@ fn compare(
         .difference(&kernel)
         .filter(|t| !near_expiry.contains(t))
         .collect();
-    let stats = pipeline.source.stats();
+    let stats = pipeline.stats();
     eprintln!(
         "{moment}: ss lists {}, tcpstate {} ({} near expiry), missing {}, extra {}; lost: {} transitions, {} owners, {} resets; kernel misses {:?}; inferred closes {}, superseded {}",
         kernel.len(),
@@ -154,7 +159,7 @@ fn compare(
         stats.lost,
         stats.lost_owners,
         stats.lost_resets,
-        pipeline.source.misses_by_program(),
+        pipeline.live_source().unwrap().misses_by_program(),
         pipeline.model.stats().inferred_closes,
         pipeline.model.stats().inferred_superseded,
     );
@@ -190,9 +195,10 @@ fn time_wait_table_matches_ss_during_and_after_20000_connections() {
     let live = LiveArgs {
         ring_size: 64 << 20,
         wakeup_size: None,
+        record: None,
     };
     let mut pipeline = runtime
-        .block_on(async { LiveModel::open(&live, &FilterArgs::default(), false, 30) })
+        .block_on(async { Pipeline::live(&live, &FilterArgs::default(), false, 30, None) })
         .expect("start tracing");
 
     let started = Instant::now();

@@ -3,6 +3,7 @@
 
 mod cmd;
 mod ebpf;
+mod fuzz;
 mod prereqs;
 mod run;
 mod test;
@@ -47,6 +48,12 @@ enum Command {
         /// Arguments for the integration test run (e.g. a test name filter), after `--`.
         #[arg(last = true, value_name = "TEST_ARGS")]
         args: Vec<OsString>,
+    },
+    /// Fuzz the recording reader with libFuzzer (needs rustup nightly).
+    Fuzz {
+        /// How long to fuzz.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Build only the eBPF object.
     #[command(hide = true)]
@@ -95,5 +102,6 @@ fn dispatch(command: Command) -> Result<i32> {
             prereqs::ensure(Needs { iproute2: true })?;
             Ok(0)
         }
+        Command::Fuzz { seconds } => fuzz::run(&ws, seconds),
     }
 }

@@ -1,33 +1,67 @@
 //! `tcpstate life`: one line per finished connection, with its real owner.
-use super::lifetimes::{run_until_signal, LiveModel};
-use crate::{cli::LifeArgs, views::life};
-use std::io::{BufWriter, Write};
+use super::pipeline::{self, Pipeline, View};
+use crate::{
+    cli::LifeArgs,
+    filter::Filter,
+    model::{Connection, Model, OpenKind},
+    source::Item,
+    views::life,
+};
+use std::io::{self, BufWriter, StdoutLock, Write};
 
-pub async fn run(args: &LifeArgs, verbose: bool) -> anyhow::Result<()> {
-    let filter = args.filters.to_filter();
-    let mut pipeline = LiveModel::open(&args.live, &args.filters, verbose, 30)?;
-    let mut out = BufWriter::new(std::io::stdout().lock());
-    let mut header = !args.json;
-    run_until_signal(&mut pipeline, |_, ended, _| {
-        for c in ended
-            .iter()
-            .filter(|c| c.open != crate::model::OpenKind::Listener || args.listeners)
-        {
-            if !filter.matches_endpoints(&c.local, &c.remote) {
+struct LifeView {
+    out: BufWriter<StdoutLock<'static>>,
+    json: bool,
+    listeners: bool,
+    filter: Filter,
+    header_done: bool,
+    shown: u64,
+}
+
+impl View for LifeView {
+    fn item(&mut self, _: &Item, ended: &[Connection], _: &Model, shown: bool) -> io::Result<()> {
+        if !shown {
+            return Ok(());
+        }
+        for c in ended {
+            if (c.open == OpenKind::Listener && !self.listeners)
+                || !self.filter.matches_endpoints(&c.local, &c.remote)
+            {
                 continue;
             }
-            if args.json {
-                serde_json::to_writer(&mut out, &life::LifeRecord::from(c))?;
-                out.write_all(b"\n")?;
+            self.shown += 1;
+            if self.json {
+                serde_json::to_writer(&mut self.out, &life::LifeRecord::from(c))?;
+                self.out.write_all(b"\n")?;
             } else {
-                if header {
-                    writeln!(out, "{}", life::TABLE_HEADER)?;
-                    header = false;
+                if !self.header_done {
+                    writeln!(self.out, "{}", life::TABLE_HEADER)?;
+                    self.header_done = true;
                 }
-                writeln!(out, "{}", life::table_row(c))?;
+                writeln!(self.out, "{}", life::table_row(c))?;
             }
         }
-        out.flush()
-    })
-    .await
+        Ok(())
+    }
+
+    fn refresh(&mut self, _: &Pipeline, _: bool) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    fn shown(&self) -> u64 {
+        self.shown
+    }
+}
+
+pub async fn run(args: &LifeArgs, verbose: bool) -> anyhow::Result<()> {
+    let mut pipeline = pipeline::open(&args.input, &args.live, &args.filters, verbose, 30)?;
+    let mut view = LifeView {
+        out: BufWriter::new(io::stdout().lock()),
+        json: args.json,
+        listeners: args.listeners,
+        filter: args.filters.to_filter(),
+        header_done: false,
+        shown: 0,
+    };
+    pipeline::drive(&mut pipeline, &mut view, None).await
 }

@@ -1,7 +1,11 @@
 //! One module per subcommand: each wires a source to a view and a sink.
+pub mod export;
 pub mod leaks;
 pub mod life;
-pub mod lifetimes;
+pub mod pipeline;
+pub mod record;
+pub mod refreshed;
+pub mod report;
 pub mod stat;
 pub mod trace;
 

@@ -1,115 +1,92 @@
-//! `tcpstate trace`: stream every transition.
+//! `tcpstate trace`: every transition, live or from recordings.
+use super::pipeline::{self, Pipeline, View};
 use crate::{
     cli::TraceArgs,
-    clock::{boot_now_ns, BootClock},
-    sinks::{json::JsonSink, table::TableSink, TraceSink},
-    source::{live::LiveSource, Item},
+    filter::Filter,
+    model::{Connection, Model},
+    sinks::{json::JsonSink, table::TableSink, Annotation, TraceSink},
+    source::Item,
     views::trace::StateClock,
 };
-use anyhow::Context;
 use std::io::{self, BufWriter, Write};
-use tokio::signal::unix::{signal, SignalKind};
 
-pub async fn run(args: &TraceArgs, verbose: bool) -> anyhow::Result<()> {
-    let filter = args.filters.to_filter();
-    let options = super::live_options(&args.live, &args.filters, verbose);
-    let clock = BootClock::now();
-    let mut source = LiveSource::open(&options)?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-
-    let stdout = BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    let mut sink: Box<dyn TraceSink> = if args.json {
-        Box::new(JsonSink::new(stdout, clock))
-    } else {
-        Box::new(TableSink::new(stdout, clock))
-    };
-    eprintln!("tcpstate: tracing TCP state transitions (Ctrl-C to stop)");
-
-    let mut states = StateClock::default();
-    let mut shown = 0u64;
-    let mut batch = Vec::with_capacity(crate::source::live::MAX_BATCH_HINT);
-    let mut output_closed = false;
-    loop {
-        tokio::select! {
-            biased;
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            next = source.next_batch(&mut batch) => next?,
-        }
-        match emit(&mut batch, &mut states, &filter, sink.as_mut(), &mut shown) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                output_closed = true;
-                break;
-            }
-            Err(e) => return Err(e).context("writing the output"),
-        }
-    }
-    source.finish(&mut batch);
-    if !output_closed {
-        match emit(&mut batch, &mut states, &filter, sink.as_mut(), &mut shown) {
-            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-                return Err(e).context("writing the output")
-            }
-            _ => {}
-        }
-    }
-    let stats = source.stats();
-    let mut err = io::stderr().lock();
-    let _ = writeln!(
-        err,
-        "tcpstate: {} transitions seen, {} shown, {} lost in the kernel{}",
-        stats.delivered,
-        shown,
-        stats.lost,
-        if stats.malformed > 0 {
-            format!(", {} malformed records skipped", stats.malformed)
-        } else {
-            String::new()
-        }
-    );
-    if verbose {
-        let _ = writeln!(
-            err,
-            "tcpstate: {} wake-ups ({:.1} transitions per wake-up)",
-            stats.wakeups,
-            stats.delivered as f64 / stats.wakeups.max(1) as f64
-        );
-    }
-    Ok(())
+/// Transitions through a filter to a sink, annotated with the connection
+/// and owner the model knows at that moment.
+pub struct TraceView<'a> {
+    pub sink: Box<dyn TraceSink + 'a>,
+    pub filter: Filter,
+    states: StateClock,
+    shown: u64,
 }
 
-fn emit(
-    batch: &mut Vec<Item>,
-    states: &mut StateClock,
-    filter: &crate::filter::Filter,
-    sink: &mut dyn TraceSink,
-    shown: &mut u64,
-) -> io::Result<()> {
-    if batch.is_empty() {
-        return Ok(());
+impl<'a> TraceView<'a> {
+    pub fn new(sink: Box<dyn TraceSink + 'a>, filter: Filter) -> Self {
+        Self {
+            sink,
+            filter,
+            states: StateClock::default(),
+            shown: 0,
+        }
     }
-    for item in batch.drain(..) {
+}
+
+impl View for TraceView<'_> {
+    fn item(
+        &mut self,
+        item: &Item,
+        ended: &[Connection],
+        model: &Model,
+        shown: bool,
+    ) -> io::Result<()> {
         match item {
             Item::Transition(t) => {
                 // Every transition updates the clock, shown or not, so the
                 // durations stay right whatever the filter.
-                let row = states.observe(&t);
-                if filter.matches(&t) {
-                    *shown += 1;
-                    sink.transition(&row)?;
+                let row = self.states.observe(t);
+                if shown && self.filter.matches(t) {
+                    let conn = ended
+                        .iter()
+                        .find(|c| c.skaddr == Some(t.skaddr))
+                        .or_else(|| model.connection(t.skaddr));
+                    let annotation = Annotation {
+                        connection_id: conn.map(|c| c.id),
+                        owner: conn.and_then(|c| c.owner),
+                    };
+                    self.shown += 1;
+                    self.sink.transition(&row, &annotation)?;
                 }
             }
-            // Owners are for the lifetime views; trace shows the context.
-            Item::Accepted(_) | Item::ResetSent(_) => {}
-            Item::Lost { total } => {
-                eprintln!(
-                    "tcpstate: warning: {total} transitions lost in the kernel so far (ring buffer full: raise --ring-size or narrow the filters)"
-                );
-                sink.lost(total, boot_now_ns())?;
-            }
+            Item::Lost { total, ts_boot_ns } if shown => self.sink.lost(*total, *ts_boot_ns)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn refresh(&mut self, _: &Pipeline, last: bool) -> io::Result<()> {
+        if last {
+            self.sink.finish()
+        } else {
+            self.sink.flush()
         }
     }
-    sink.flush()
+
+    fn shown(&self) -> u64 {
+        self.shown
+    }
+}
+
+/// A sink for JSON Lines or the table on `out`.
+pub fn sink<'a>(json: bool, out: impl Write + 'a, pipeline: &Pipeline) -> Box<dyn TraceSink + 'a> {
+    if json {
+        Box::new(JsonSink::new(out, pipeline.clock))
+    } else {
+        Box::new(TableSink::new(out, pipeline.clock))
+    }
+}
+
+pub async fn run(args: &TraceArgs, verbose: bool) -> anyhow::Result<()> {
+    let mut pipeline = pipeline::open(&args.input, &args.live, &args.filters, verbose, 30)?;
+    let stdout = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let mut view = TraceView::new(sink(args.json, stdout, &pipeline), args.filters.to_filter());
+    pipeline::drive(&mut pipeline, &mut view, None).await
 }

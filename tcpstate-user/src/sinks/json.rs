@@ -2,36 +2,13 @@
 //!
 //! Every line has `"type"`: `"transition"` for a transition, `"lost"` when
 //! the kernel's count of undeliverable records grows.
-use super::TraceSink;
+use super::{Annotation, TraceSink};
 use crate::{
     clock::{rfc3339_utc, BootClock},
-    views::trace::TraceRow,
+    views::trace::{TraceRow, TransitionRecord},
 };
 use serde::Serialize;
 use std::io::{self, Write};
-
-#[derive(Serialize)]
-struct TransitionLine<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    time: String,
-    ts_boot_ns: u64,
-    skaddr: String,
-    family: &'static str,
-    laddr: String,
-    lport: u16,
-    raddr: String,
-    rport: u16,
-    old: &'static str,
-    new: &'static str,
-    /// Milliseconds in `old` for this socket; null when not known.
-    old_state_ms: Option<f64>,
-    /// The task on the CPU when it happened: context, not the owner.
-    ctx_pid: u32,
-    ctx_tgid: u32,
-    ctx_comm: &'a str,
-    cpu: u32,
-}
 
 #[derive(Serialize)]
 struct LostLine {
@@ -59,27 +36,13 @@ impl<W: Write> JsonSink<W> {
 }
 
 impl<W: Write> TraceSink for JsonSink<W> {
-    fn transition(&mut self, row: &TraceRow) -> io::Result<()> {
-        let t = &row.transition;
-        let comm = t.task.comm.as_string();
-        self.line(&TransitionLine {
-            kind: "transition",
-            time: rfc3339_utc(self.clock.wall_ns(t.ts_boot_ns)),
-            ts_boot_ns: t.ts_boot_ns,
-            skaddr: format!("{:#x}", t.skaddr),
-            family: t.family.name(),
-            laddr: t.local.ip.to_string(),
-            lport: t.local.port,
-            raddr: t.remote.ip.to_string(),
-            rport: t.remote.port,
-            old: t.old.name(),
-            new: t.new.name(),
-            old_state_ms: row.in_old_state_ns.map(|ns| ns as f64 / 1e6),
-            ctx_pid: t.task.pid,
-            ctx_tgid: t.task.tgid,
-            ctx_comm: &comm,
-            cpu: t.cpu,
-        })
+    fn transition(&mut self, row: &TraceRow, annotation: &Annotation) -> io::Result<()> {
+        self.line(&TransitionRecord::new(
+            row,
+            &self.clock,
+            annotation.connection_id,
+            annotation.owner.as_ref(),
+        ))
     }
 
     fn lost(&mut self, total: u64, ts_boot_ns: u64) -> io::Result<()> {
@@ -134,7 +97,17 @@ mod tests {
             },
             in_old_state_ns: Some(2_500_000),
         };
-        sink.transition(&row).unwrap();
+        let owner = crate::model::Owner {
+            tgid: 42,
+            pid: 43,
+            comm: Comm::from_str_lossy("nginx"),
+            how: crate::model::OwnerHow::Accept,
+        };
+        let annotation = Annotation {
+            connection_id: Some(7),
+            owner: Some(owner),
+        };
+        sink.transition(&row, &annotation).unwrap();
         sink.lost(3, 2_000_000_000).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<serde_json::Value> = text
@@ -145,9 +118,11 @@ mod tests {
             lines[0],
             serde_json::json!({
                 "type": "transition", "time": "1970-01-01T00:00:01.500000000Z",
-                "ts_boot_ns": 1_500_000_000u64, "skaddr": "0xff00", "family": "ipv6",
+                "ts_boot_ns": 1_500_000_000u64, "connection_id": 7, "skaddr": "0xff00",
+                "netns": 0, "family": "ipv6",
                 "laddr": "::1", "lport": 8080, "raddr": "10.0.0.1", "rport": 5555,
                 "old": "ESTABLISHED", "new": "CLOSE_WAIT", "old_state_ms": 2.5,
+                "owner_tgid": 42, "owner_pid": 43, "owner_comm": "nginx", "owner_how": "accept",
                 "ctx_pid": 0, "ctx_tgid": 0, "ctx_comm": "swapper/\"0", "cpu": 1
             })
         );

@@ -1,14 +1,27 @@
 //! Sinks: where a view's output goes.
+pub mod csv;
 pub mod json;
+pub mod parquet;
 pub mod table;
 
-use crate::views::trace::TraceRow;
+use crate::{model::Owner, views::trace::TraceRow};
 use std::io;
+
+/// What the connection model adds to a transition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Annotation {
+    pub connection_id: Option<u64>,
+    pub owner: Option<Owner>,
+}
 
 /// Output of the `trace` command, in any format.
 pub trait TraceSink {
-    fn transition(&mut self, row: &TraceRow) -> io::Result<()>;
+    fn transition(&mut self, row: &TraceRow, annotation: &Annotation) -> io::Result<()>;
     /// The kernel's lost counter grew to `total` (at boot time `ts_boot_ns`).
     fn lost(&mut self, total: u64, ts_boot_ns: u64) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+    /// The end: write what a format needs last (Parquet's footer).
+    fn finish(&mut self) -> io::Result<()> {
+        self.flush()
+    }
 }

@@ -1,5 +1,5 @@
 //! Human-readable table for the terminal.
-use super::TraceSink;
+use super::{Annotation, TraceSink};
 use crate::{
     clock::{local_time_of_day, BootClock},
     views::trace::TraceRow,
@@ -43,7 +43,7 @@ pub fn format_ms(ns: Option<u64>) -> String {
 }
 
 impl<W: Write> TraceSink for TableSink<W> {
-    fn transition(&mut self, row: &TraceRow) -> io::Result<()> {
+    fn transition(&mut self, row: &TraceRow, _: &Annotation) -> io::Result<()> {
         self.header()?;
         let t = &row.transition;
         writeln!(

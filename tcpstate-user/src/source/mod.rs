@@ -16,9 +16,11 @@ pub enum Item {
     Accepted(OwnerSeen),
     /// The host sent a RST in answer to a segment.
     ResetSent(ResetSent),
-    /// The kernel's count of records it could not deliver grew to `total`.
+    /// The kernel's count of transitions it could not deliver grew to
+    /// `total`; `ts_boot_ns` is when the new total was read.
     Lost {
         total: u64,
+        ts_boot_ns: u64,
     },
 }
 

@@ -41,6 +41,12 @@ pub struct LeaksView {
     pub lost_events: u64,
 }
 
+impl crate::commands::refreshed::Report for LeaksView {
+    fn table(&self) -> String {
+        LeaksView::table(self)
+    }
+}
+
 impl LeaksView {
     pub fn new(
         report: &LeakReport,

@@ -40,6 +40,12 @@ fn names(tally: &BTreeMap<TcpState, usize>) -> BTreeMap<&'static str, usize> {
     tally.iter().map(|(s, n)| (s.name(), *n)).collect()
 }
 
+impl crate::commands::refreshed::Report for StatView {
+    fn table(&self) -> String {
+        StatView::table(self)
+    }
+}
+
 impl StatView {
     pub fn new(model: &Model, port_range: (u16, u16), lost_events: u64) -> Self {
         let counts = model.stat();

@@ -1,9 +1,13 @@
 //! The `trace` view: every transition, with the time the socket spent in the
 //! state it is leaving.
-use crate::wire::Transition;
+use crate::{
+    clock::{rfc3339_utc, BootClock},
+    model::Owner,
+    tcp::TcpState,
+    wire::Transition,
+};
+use serde::Serialize;
 use std::collections::HashMap;
-
-use crate::tcp::TcpState;
 
 /// Remembers when each live socket entered its current state.
 ///
@@ -27,6 +31,81 @@ pub struct TraceRow {
 }
 
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+/// One transition as every output format has it: JSON Lines (`trace
+/// --json`, `export --format jsonl`), CSV and Parquet. Field names are
+/// stable; new fields are only ever added.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TransitionRecord {
+    /// Always `"transition"` (JSON Lines also carry `"lost"` lines).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Wall-clock time, RFC 3339 in UTC with nanoseconds.
+    pub time: String,
+    /// Nanoseconds since boot (CLOCK_BOOTTIME), as the kernel stamped it.
+    pub ts_boot_ns: u64,
+    /// The connection (socket lifetime) this transition belongs to.
+    pub connection_id: Option<u64>,
+    pub skaddr: String,
+    /// Network namespace inode; 0 when unknown.
+    pub netns: u32,
+    pub family: &'static str,
+    pub laddr: String,
+    pub lport: u16,
+    pub raddr: String,
+    pub rport: u16,
+    pub old: &'static str,
+    pub new: &'static str,
+    /// Milliseconds in `old` for this socket; null when not known.
+    pub old_state_ms: Option<f64>,
+    /// The process that owns the socket, as known at this transition.
+    pub owner_tgid: Option<u32>,
+    pub owner_pid: Option<u32>,
+    pub owner_comm: Option<String>,
+    /// How the owner was determined: connect, listen, accept, socket-io,
+    /// listener, snapshot.
+    pub owner_how: Option<&'static str>,
+    /// The task on the CPU when it happened: context, not the owner.
+    pub ctx_pid: u32,
+    pub ctx_tgid: u32,
+    pub ctx_comm: String,
+    pub cpu: u32,
+}
+
+impl TransitionRecord {
+    pub fn new(
+        row: &TraceRow,
+        clock: &BootClock,
+        connection_id: Option<u64>,
+        owner: Option<&Owner>,
+    ) -> Self {
+        let t = &row.transition;
+        TransitionRecord {
+            kind: "transition",
+            time: rfc3339_utc(clock.wall_ns(t.ts_boot_ns)),
+            ts_boot_ns: t.ts_boot_ns,
+            connection_id,
+            skaddr: format!("{:#x}", t.skaddr),
+            netns: t.netns,
+            family: t.family.name(),
+            laddr: t.local.ip.to_string(),
+            lport: t.local.port,
+            raddr: t.remote.ip.to_string(),
+            rport: t.remote.port,
+            old: t.old.name(),
+            new: t.new.name(),
+            old_state_ms: row.in_old_state_ns.map(|ns| ns as f64 / 1e6),
+            owner_tgid: owner.map(|o| o.tgid),
+            owner_pid: owner.map(|o| o.pid),
+            owner_comm: owner.map(|o| o.comm.as_string()),
+            owner_how: owner.map(|o| o.how.name()),
+            ctx_pid: t.task.pid,
+            ctx_tgid: t.task.tgid,
+            ctx_comm: t.task.comm.as_string(),
+            cpu: t.cpu,
+        }
+    }
+}
 
 impl Default for StateClock {
     fn default() -> Self {

@@ -291,7 +291,10 @@ impl LiveSource {
             + self.read_misses(&[common::PROGRAM_SET_STATE]);
         if total != self.stats.lost {
             self.stats.lost = total;
-            out.push(Item::Lost { total });
+            out.push(Item::Lost {
+                total,
+                ts_boot_ns: crate::clock::boot_now_ns(),
+            });
         }
     }
 }

@@ -1,0 +1,39 @@
+//! `tcpstate record -o FILE`: every transition, the kernel's lost counts and
+//! the start-up snapshot, to a crash-safe file (see docs/recording-format.md).
+use super::pipeline::{self, Pipeline, RecordTo, View};
+use crate::{
+    cli::RecordArgs,
+    model::{Connection, Model},
+    source::Item,
+};
+use std::io;
+
+/// Recording needs no view: the pipeline writes the file.
+struct Counting(u64);
+
+impl View for Counting {
+    fn item(&mut self, item: &Item, _: &[Connection], _: &Model, _: bool) -> io::Result<()> {
+        if matches!(item, Item::Transition(_)) {
+            self.0 += 1;
+        }
+        Ok(())
+    }
+
+    fn refresh(&mut self, _: &Pipeline, _: bool) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn shown(&self) -> u64 {
+        self.0
+    }
+}
+
+pub async fn run(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
+    let record = RecordTo {
+        path: &args.output,
+        rotate_bytes: args.rotate,
+    };
+    let mut pipeline = Pipeline::live(&args.live, &args.filters, verbose, 30, Some(record))?;
+    eprintln!("tcpstate: recording to {}", args.output.display());
+    pipeline::drive(&mut pipeline, &mut Counting(0), args.duration).await
+}
