@@ -12,6 +12,19 @@ pub const PROGRAM_SET_STATE: &str = "tcpstate_set_state";
 pub const TRACEPOINT_CATEGORY: &str = "sock";
 pub const TRACEPOINT_NAME: &str = "inet_sock_set_state";
 
+/// The same tracepoint as a raw tracepoint: the kernel guards each raw
+/// tracepoint program on its own, so this one runs even while another
+/// tracing program is running on the CPU (where the classic program would
+/// be skipped). The classic program then only stands in for the hits this
+/// one misses (see the BPF program).
+pub const PROGRAM_SET_STATE_RAW: &str = "tcpstate_set_state_raw";
+/// One entry, set to 1 by userspace once the raw program is attached.
+pub const MAP_RAW_MODE: &str = "RAW_MODE";
+/// Per-CPU: 1 while the raw program runs (a hit now is one it will miss).
+pub const MAP_RAW_ACTIVE: &str = "RAW_ACTIVE";
+/// Per-CPU count of hits the classic program recorded for the raw one.
+pub const MAP_RESCUED: &str = "RESCUED";
+
 /// Programs on `syscalls:sys_exit_accept4` / `sys_exit_accept`: they name
 /// the process that accepted a socket (passive opens run in softirq, so the
 /// set_state tracepoint cannot).
@@ -112,10 +125,19 @@ pub struct StructOffsets {
     pub skb_head: u32,
     pub skb_network_header: u32,
     pub skb_transport_header: u32,
-    pub _pad: u32,
+    /// For the raw tracepoint, which gets the `struct sock *` itself: the
+    /// fields the `inet_sock_set_state` event copies out of it.
+    pub skc_family: u32,
+    pub sk_protocol: u32,
+    pub skc_daddr: u32,
+    pub skc_dport: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub inet_saddr: u32,
+    pub inet_sport: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<StructOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<StructOffsets>() == 76);
 
 impl StructOffsets {
     pub const fn zeroed() -> Self {
@@ -131,7 +153,14 @@ impl StructOffsets {
             skb_head: 0,
             skb_network_header: 0,
             skb_transport_header: 0,
-            _pad: 0,
+            skc_family: 0,
+            sk_protocol: 0,
+            skc_daddr: 0,
+            skc_dport: 0,
+            skc_v6_daddr: 0,
+            skc_v6_rcv_saddr: 0,
+            inet_saddr: 0,
+            inet_sport: 0,
         }
     }
 }

@@ -13,9 +13,9 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
         bpf_probe_read_kernel,
     },
-    macros::{map, tracepoint},
-    maps::{PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{Array, PerCpuArray, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
@@ -26,6 +26,20 @@ use tcpstate_common::{
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// 1 once the raw program is attached: the classic one then only stands in
+/// for the hits the raw one misses.
+#[map(name = "RAW_MODE")]
+static RAW_MODE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Per-CPU: 1 while the raw program runs on that CPU.
+#[map(name = "RAW_ACTIVE")]
+static RAW_ACTIVE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU: hits the classic program recorded because the raw one was
+/// running (and so was skipped by the kernel for this hit).
+#[map(name = "RESCUED")]
+static RESCUED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "LOST")]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
@@ -85,47 +99,154 @@ fn address(ctx: &TracePointContext, offset: usize) -> [u8; 16] {
     out
 }
 
+/// The fields of one transition, however they were read.
+struct Fields {
+    skaddr: u64,
+    oldstate: i32,
+    newstate: i32,
+    family: u16,
+    sport: u16,
+    dport: u16,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+}
+
 #[inline(always)]
 fn try_set_state(ctx: &TracePointContext) {
+    let raw_mode = RAW_MODE.get(0).is_some_and(|mode| *mode == 1);
+    if raw_mode {
+        // The raw program handles every hit, except those that arrive while
+        // it is itself running on this CPU: the kernel skips it for them.
+        let raw_active = RAW_ACTIVE
+            .get_ptr(0)
+            .is_some_and(|active| unsafe { core::ptr::read_volatile(active) } == 1);
+        if !raw_active {
+            return;
+        }
+    }
     let protocol: u16 = field(ctx, off::PROTOCOL);
     if protocol != IPPROTO_TCP {
         return;
     }
-    let family: u16 = field(ctx, off::FAMILY);
-    let sport: u16 = field(ctx, off::SPORT);
-    let dport: u16 = field(ctx, off::DPORT);
-    if !passes_filters(family, sport, dport) {
-        return;
+    let fields = Fields {
+        skaddr: field(ctx, off::SKADDR),
+        oldstate: field(ctx, off::OLDSTATE),
+        newstate: field(ctx, off::NEWSTATE),
+        family: field(ctx, off::FAMILY),
+        sport: field(ctx, off::SPORT),
+        dport: field(ctx, off::DPORT),
+        saddr: address(ctx, off::SADDR_V6),
+        daddr: address(ctx, off::DADDR_V6),
+    };
+    if emit_transition(ctx, &fields) && raw_mode {
+        if let Some(rescued) = RESCUED.get_ptr_mut(0) {
+            unsafe { *rescued += 1 };
+        }
     }
+}
 
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn tcpstate_set_state_raw(ctx: RawTracePointContext) -> i32 {
+    let active = RAW_ACTIVE.get_ptr_mut(0);
+    if let Some(active) = active {
+        unsafe { core::ptr::write_volatile(active, 1) };
+    }
+    try_set_state_raw(&ctx);
+    if let Some(active) = active {
+        unsafe { core::ptr::write_volatile(active, 0) };
+    }
+    0
+}
+
+/// The raw tracepoint gets `(struct sock *sk, int oldstate, int newstate)`:
+/// read what the event's format would hold, the way the kernel fills it in
+/// (`TP_STORE_ADDRS`: IPv4 as mapped IPv6).
+#[inline(always)]
+fn try_set_state_raw(ctx: &RawTracePointContext) {
+    let sk: u64 = ctx.arg(0);
+    let oldstate: u64 = ctx.arg(1);
+    let newstate: u64 = ctx.arg(2);
+    let o = setting(&OFFSETS);
+    let Some(fields) = sock_fields(sk, oldstate as i32, newstate as i32, &o) else {
+        return;
+    };
+    emit_transition(ctx, &fields);
+}
+
+#[inline(always)]
+fn sock_fields(sk: u64, oldstate: i32, newstate: i32, o: &StructOffsets) -> Option<Fields> {
+    let protocol: u16 = read_kernel(sk, o.sk_protocol)?;
+    if protocol != IPPROTO_TCP {
+        return None;
+    }
+    let family: u16 = read_kernel(sk, o.skc_family)?;
+    let sport: u16 = read_kernel(sk, o.inet_sport)?;
+    let dport: u16 = read_kernel(sk, o.skc_dport)?;
+    let (saddr, daddr) = if family == tcpstate_common::AF_INET6 {
+        (
+            read_kernel::<[u8; 16]>(sk, o.skc_v6_rcv_saddr)?,
+            read_kernel::<[u8; 16]>(sk, o.skc_v6_daddr)?,
+        )
+    } else {
+        (
+            mapped(read_kernel::<[u8; 4]>(sk, o.inet_saddr)?),
+            mapped(read_kernel::<[u8; 4]>(sk, o.skc_daddr)?),
+        )
+    };
+    Some(Fields {
+        skaddr: sk,
+        oldstate,
+        newstate,
+        family,
+        sport: u16::from_be(sport),
+        dport: u16::from_be(dport),
+        saddr,
+        daddr,
+    })
+}
+
+#[inline(always)]
+fn mapped(v4: [u8; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[10] = 0xff;
+    out[11] = 0xff;
+    out[12..].copy_from_slice(&v4);
+    out
+}
+
+/// Filters, then writes one transition record. True when it was written.
+#[inline(always)]
+fn emit_transition<C: EbpfContext>(ctx: &C, f: &Fields) -> bool {
+    if !passes_filters(f.family, f.sport, f.dport) {
+        return false;
+    }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_lost(ctx, LOST_TRANSITIONS);
-        return;
+        return false;
     };
     let ts = unsafe { bpf_ktime_get_boot_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
-    let oldstate: i32 = field(ctx, off::OLDSTATE);
-    let newstate: i32 = field(ctx, off::NEWSTATE);
     entry.write(Event {
         ts_boot_ns: ts,
-        skaddr: field(ctx, off::SKADDR),
+        skaddr: f.skaddr,
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        saddr: address(ctx, off::SADDR_V6),
-        daddr: address(ctx, off::DADDR_V6),
+        saddr: f.saddr,
+        daddr: f.daddr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         tgid: (pid_tgid >> 32) as u32,
         pid: pid_tgid as u32,
         cpu: unsafe { bpf_get_smp_processor_id() },
-        netns: netns_of(field(ctx, off::SKADDR)),
-        sport,
-        dport,
-        family,
+        netns: netns_of(f.skaddr),
+        sport: f.sport,
+        dport: f.dport,
+        family: f.family,
         kind: kind::TRANSITION,
-        oldstate: oldstate as u8,
-        newstate: newstate as u8,
+        oldstate: f.oldstate as u8,
+        newstate: f.newstate as u8,
         _pad: [0; 7],
     });
     entry.submit(wakeup_flag(ts));
+    true
 }
 
 /// Network namespace inode of a socket (`sk->__sk_common.skc_net->ns.inum`),
@@ -327,7 +448,7 @@ fn wakeup_flag(now: u64) -> u64 {
 }
 
 #[inline(always)]
-fn count_lost(ctx: &TracePointContext, slot: u32) {
+fn count_lost<C: EbpfContext>(ctx: &C, slot: u32) {
     if let Some(lost) = LOST.get_ptr_mut(slot) {
         // Per-CPU slot: no other CPU writes it, and this program does not
         // nest on one CPU, so a plain increment is exact.

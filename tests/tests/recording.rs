@@ -488,3 +488,75 @@ fn stat_at_a_moment_of_a_recording() {
         0
     );
 }
+
+#[test]
+fn rotation_goes_on_in_numbered_files_each_readable_alone() {
+    require_root();
+    let dir = Scratch::new("rotate");
+    let file = dir.path("rot.rec");
+    let (socket, addr) = workload::bound_listener();
+    socket.listen(64).unwrap();
+    let listener: std::net::TcpListener = socket.into();
+    let port = addr.port().to_string();
+    let recorder = Running::start(&[
+        "record",
+        "-o",
+        file.to_str().unwrap(),
+        "--port",
+        &port,
+        "--rotate",
+        "4K",
+    ]);
+    for _ in 0..4 {
+        for _ in 0..30 {
+            drop(TcpStream::connect(addr).unwrap());
+            drop(listener.accept().unwrap());
+        }
+        // A block is written at least every second: the size grows.
+        std::thread::sleep(Duration::from_millis(1_200));
+    }
+    let (_, stderr, status) = recorder.interrupt();
+    assert!(status.success(), "{stderr:?}");
+    let mut files = vec![file.clone()];
+    for n in 1.. {
+        let next = PathBuf::from(format!("{}.{n}", file.display()));
+        if !next.exists() {
+            break;
+        }
+        files.push(next);
+    }
+    assert!(files.len() >= 2, "rotated at 4K: {files:?} {stderr:?}");
+    let mut total = 0;
+    for f in &files {
+        let out = tcpstate(&[
+            "trace",
+            "--json",
+            "--port",
+            &port,
+            "--input",
+            f.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{f:?}: {}", text(&out.stderr));
+        total += text(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(r#""type":"transition""#))
+            .count();
+    }
+    let mut all = vec!["trace", "--json", "--port", &port, "--input"];
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    all.extend(names.iter().map(String::as_str));
+    let together = tcpstate(&all);
+    assert!(together.status.success(), "{}", text(&together.stderr));
+    let joined = text(&together.stdout)
+        .lines()
+        .filter(|l| l.contains(r#""type":"transition""#))
+        .count();
+    assert_eq!(
+        joined, total,
+        "the files in order hold every transition once"
+    );
+    assert!(
+        total >= 4 * 30 * TRANSITIONS_PER_CONNECTION * 9 / 10,
+        "{total}"
+    );
+}

@@ -638,6 +638,38 @@ pub struct KernelOffsets {
     pub net_ns_inum: u32,
 }
 
+/// What the raw tracepoint reads from the `struct sock` it is given: the
+/// fields `sock:inet_sock_set_state` copies. Separate from
+/// [`KernelOffsets`]: without them only the raw program is off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockOffsets {
+    pub skc_family: u32,
+    pub sk_protocol: u32,
+    pub skc_daddr: u32,
+    pub skc_dport: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub inet_saddr: u32,
+    pub inet_sport: u32,
+}
+
+impl SockOffsets {
+    /// `struct sock` begins with its `sock_common`, and `inet_sock` with its
+    /// `sock`, so every offset here is from the start of the socket.
+    pub fn from_btf(btf: &Btf) -> Result<SockOffsets, BtfError> {
+        Ok(SockOffsets {
+            skc_family: btf.member_offset("sock_common", "skc_family")?,
+            sk_protocol: btf.member_offset("sock", "sk_protocol")?,
+            skc_daddr: btf.member_offset("sock_common", "skc_daddr")?,
+            skc_dport: btf.member_offset("sock_common", "skc_dport")?,
+            skc_v6_daddr: btf.member_offset("sock_common", "skc_v6_daddr")?,
+            skc_v6_rcv_saddr: btf.member_offset("sock_common", "skc_v6_rcv_saddr")?,
+            inet_saddr: btf.member_offset("inet_sock", "inet_saddr")?,
+            inet_sport: btf.member_offset("inet_sock", "inet_sport")?,
+        })
+    }
+}
+
 impl KernelOffsets {
     pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         Ok(KernelOffsets {
@@ -842,6 +874,10 @@ mod tests {
     fn kernel_offsets_from_synthetic_btf() {
         let btf = Btf::parse(&mini_kernel().build()).unwrap();
         let k = KernelOffsets::from_btf(&btf).unwrap();
+        assert!(
+            SockOffsets::from_btf(&btf).is_err(),
+            "the mini kernel has no struct sock"
+        );
         assert_eq!(
             k,
             KernelOffsets {
@@ -1260,5 +1296,11 @@ mod tests {
         // Members reached through anonymous unions/structs in the real kernel.
         assert!(btf.member_offset("sock_common", "skc_daddr").is_ok());
         assert!(btf.member_offset("sock_common", "skc_dport").is_ok());
+        // What the raw tracepoint reads; the fixed parts of x86-64's layout.
+        let s = SockOffsets::from_btf(&btf).unwrap();
+        eprintln!("{s:#?}");
+        assert_eq!((s.skc_daddr, s.skc_dport, s.skc_family), (0, 12, 16));
+        assert!(s.inet_saddr >= btf.struct_size("sock").unwrap());
+        assert!(s.sk_protocol < btf.struct_size("sock").unwrap());
     }
 }

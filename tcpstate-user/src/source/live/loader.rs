@@ -6,8 +6,8 @@ use crate::{
     wire::{decode, Record},
 };
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use std::time::Duration;
@@ -71,6 +71,8 @@ pub struct LiveSource {
     stats: SourceStats,
     owner_tracking: OwnerTracking,
     reset_tracking: HookStatus,
+    raw: HookStatus,
+    rescued_map: Option<PerCpuArray<MapData, u64>>,
     _logger: Option<tokio::task::JoinHandle<()>>,
     _ebpf: Ebpf,
 }
@@ -146,6 +148,18 @@ impl LiveSource {
             None
         };
 
+        // The raw program first (it then sees every hit), its mode set, and
+        // only then the classic one, which from then on stands in for the
+        // raw program's misses only: no hit is seen twice, none is missed
+        // in between.
+        let raw = if offsets.sk_protocol != 0 && offsets.inet_sport != 0 {
+            attach_raw(&mut ebpf)
+        } else {
+            HookStatus::Unavailable("struct sock offsets unknown".into())
+        };
+        if let HookStatus::Unavailable(why) = &raw {
+            log::info!("raw tracepoint off ({why}): the classic tracepoint alone");
+        }
         let program: &mut TracePoint = ebpf
             .program_mut(common::PROGRAM_SET_STATE)
             .ok_or_else(|| {
@@ -189,6 +203,9 @@ impl LiveSource {
             .map_err(|e| LiveError::Load(format!("{e}")))?;
         let lost_map = PerCpuArray::try_from(take_map(&mut ebpf, common::MAP_LOST)?)
             .map_err(|e| LiveError::Load(format!("{e}")))?;
+        let rescued_map = ebpf
+            .take_map(common::MAP_RESCUED)
+            .and_then(|map| PerCpuArray::try_from(map).ok());
         let mut flush = tokio::time::interval(FLUSH_INTERVAL);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Self {
@@ -198,6 +215,8 @@ impl LiveSource {
             stats: SourceStats::default(),
             owner_tracking,
             reset_tracking,
+            raw,
+            rescued_map,
             _logger: logger,
             _ebpf: ebpf,
         })
@@ -225,6 +244,38 @@ impl LiveSource {
             .unwrap_or(0)
     }
 
+    /// Transitions no program recorded because the kernel skipped it. With
+    /// the raw program, a hit is lost only when the kernel skipped the raw
+    /// program and the classic one did not stand in for it; alone, the
+    /// classic program's skips are the loss.
+    fn skipped_transitions(&self) -> u64 {
+        if self.raw != HookStatus::Attached {
+            return self.read_misses(&[common::PROGRAM_SET_STATE]);
+        }
+        let rescued: u64 = self
+            .rescued_map
+            .as_ref()
+            .and_then(|map| map.get(&0, 0).ok())
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0);
+        self.read_raw_misses().saturating_sub(rescued)
+    }
+
+    fn read_raw_misses(&self) -> u64 {
+        let Some(program) = self._ebpf.program(common::PROGRAM_SET_STATE_RAW) else {
+            return 0;
+        };
+        let Ok(program): Result<&RawTracePoint, _> = program.try_into() else {
+            return 0;
+        };
+        program.fd().map_or(0, super::misses::recursion_misses)
+    }
+
+    /// Whether the raw tracepoint is in use (see [`common::PROGRAM_SET_STATE_RAW`]).
+    pub fn raw_tracepoint(&self) -> &HookStatus {
+        &self.raw
+    }
+
     /// Per program, the times the kernel skipped it (see [`super::misses`]).
     pub fn misses_by_program(&self) -> Vec<(&'static str, u64)> {
         [
@@ -235,6 +286,7 @@ impl LiveSource {
         ]
         .into_iter()
         .map(|name| (name, self.read_misses(&[name])))
+        .chain([(common::PROGRAM_SET_STATE_RAW, self.read_raw_misses())])
         .collect()
     }
 
@@ -287,8 +339,7 @@ impl LiveSource {
             self.read_lost(common::LOST_RESETS) + self.read_misses(&[common::PROGRAM_SEND_RESET]);
         let accept = [common::PROGRAM_ACCEPT4_EXIT, common::PROGRAM_ACCEPT_EXIT];
         self.stats.lost_owners = self.read_lost(common::LOST_OWNERS) + self.read_misses(&accept);
-        let total = self.read_lost(common::LOST_TRANSITIONS)
-            + self.read_misses(&[common::PROGRAM_SET_STATE]);
+        let total = self.read_lost(common::LOST_TRANSITIONS) + self.skipped_transitions();
         if total != self.stats.lost {
             self.stats.lost = total;
             out.push(Item::Lost {
@@ -353,7 +404,21 @@ pub enum OwnerTracking {
 fn kernel_offsets() -> Result<common::StructOffsets, super::btf::BtfError> {
     let btf = super::btf::Btf::from_file(std::path::Path::new(super::btf::VMLINUX_BTF))?;
     let k = super::btf::KernelOffsets::from_btf(&btf)?;
+    // Without these only the raw program stays off (the sk_protocol
+    // bitfield of kernels before 5.6, for instance).
+    let s = super::btf::SockOffsets::from_btf(&btf).unwrap_or_else(|e| {
+        log::warn!("{e}: the raw tracepoint stays off");
+        super::btf::SockOffsets::default()
+    });
     Ok(common::StructOffsets {
+        skc_family: s.skc_family,
+        sk_protocol: s.sk_protocol,
+        skc_daddr: s.skc_daddr,
+        skc_dport: s.skc_dport,
+        skc_v6_daddr: s.skc_v6_daddr,
+        skc_v6_rcv_saddr: s.skc_v6_rcv_saddr,
+        inet_saddr: s.inet_saddr,
+        inet_sport: s.inet_sport,
         task_files: k.task_files,
         files_fdt: k.files_fdt,
         fdtable_fd: k.fdtable_fd,
@@ -365,7 +430,6 @@ fn kernel_offsets() -> Result<common::StructOffsets, super::btf::BtfError> {
         skb_head: k.skb_head,
         skb_network_header: k.skb_network_header,
         skb_transport_header: k.skb_transport_header,
-        _pad: 0,
     })
 }
 
@@ -411,6 +475,32 @@ fn attach_hook(
             Ok(())
         });
     match result {
+        Ok(()) => HookStatus::Attached,
+        Err(e) => HookStatus::Unavailable(e),
+    }
+}
+
+/// Loads and attaches the raw tracepoint program, then tells the classic
+/// program it is there.
+fn attach_raw(ebpf: &mut Ebpf) -> HookStatus {
+    let attached = (|| -> Result<(), String> {
+        let program: &mut RawTracePoint = ebpf
+            .program_mut(common::PROGRAM_SET_STATE_RAW)
+            .ok_or("raw program not in the object")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        program.load().map_err(|e| chain(&e))?;
+        program
+            .attach(common::TRACEPOINT_NAME)
+            .map_err(|e| chain(&e))?;
+        let mut mode: Array<&mut MapData, u32> = Array::try_from(
+            ebpf.map_mut(common::MAP_RAW_MODE)
+                .ok_or("map RAW_MODE not in the object")?,
+        )
+        .map_err(|e| e.to_string())?;
+        mode.set(0, 1, 0).map_err(|e| e.to_string())
+    })();
+    match attached {
         Ok(()) => HookStatus::Attached,
         Err(e) => HookStatus::Unavailable(e),
     }
