@@ -29,12 +29,18 @@ pub enum Command {
     Stat(StatArgs),
     /// CLOSE_WAIT leak suspects per process, and never-accepted ones per listener
     Leaks(LeaksArgs),
+    /// Full-screen live view per process (like top): sockets by state, TIME_WAIT caused, CLOSE_WAIT suspects, open/close rates
+    Top(TopArgs),
     /// Record every transition (and the sockets that exist at start) to a file, for later analysis
     Record(RecordArgs),
     /// One readable incident summary of recordings
     Report(ReportArgs),
     /// Recordings as one row per transition, for DuckDB, pandas, Spark...
     Export(ExportArgs),
+    /// Reads the TCP sysctls and counters, watches traffic for a while, then prints findings with advice
+    Doctor(DoctorArgs),
+    /// Prometheus metrics over HTTP (GET /metrics), computed from the live model at each scrape
+    Serve(ServeArgs),
 }
 
 /// Analyse recordings instead of the live kernel.
@@ -157,6 +163,54 @@ pub struct LeaksArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Serve metrics on this address (GET /metrics); loopback unless told otherwise
+    #[arg(
+        long = "metrics",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics: std::net::SocketAddr,
+    /// Per-process series for the N processes with the most sockets; the rest summed under pid="other"
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top_processes: usize,
+    /// TIME_WAIT series for the N destinations with the most; the rest summed under remote="other"
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top_destinations: usize,
+    /// A socket in CLOSE_WAIT longer than this is a leak suspect (e.g. 30s, 2m)
+    #[arg(long = "threshold", default_value = "30s", value_parser = parse_secs)]
+    pub threshold_secs: u64,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// A socket in CLOSE_WAIT longer than this is a leak suspect (e.g. 30s, 2m)
+    #[arg(long = "threshold", default_value = "30s", value_parser = parse_secs)]
+    pub threshold_secs: u64,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Watch the live traffic this long before reporting (e.g. 30s, 5m)
+    #[arg(long = "for", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub watch: std::time::Duration,
+    /// One JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Report ESTABLISHED connections older than this (e.g. 2h, 30m)
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = parse_duration)]
+    pub established_age: std::time::Duration,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct TraceArgs {
     /// JSON Lines output (one object per line, stable field names)
     #[arg(long)]
@@ -186,6 +240,12 @@ pub struct FilterArgs {
     /// Only sockets of this family: ipv4 or ipv6 (an IPv6 socket talking to an IPv4-mapped peer is ipv6)
     #[arg(long, value_name = "FAMILY", value_parser = parse_family_arg)]
     pub family: Option<Family>,
+    /// Only sockets in this network namespace: inode, name from `ip netns`, or /proc/PID/ns/net (repeatable)
+    #[arg(long = "netns", value_name = "NETNS", value_parser = parse_netns_arg)]
+    pub netns: Vec<u32>,
+    /// Only sockets whose owner is in this cgroup: id or path under /sys/fs/cgroup (repeatable)
+    #[arg(long = "cgroup", value_name = "CGROUP", value_parser = parse_cgroup_arg)]
+    pub cgroups: Vec<u64>,
 }
 
 impl FilterArgs {
@@ -196,6 +256,8 @@ impl FilterArgs {
             raddrs: self.raddrs.clone(),
             states: self.states.clone(),
             family: self.family,
+            netns: self.netns.clone(),
+            cgroups: self.cgroups.clone(),
         }
     }
 }
@@ -221,6 +283,14 @@ fn parse_addr(s: &str) -> Result<AddrFilter, String> {
 fn parse_state(s: &str) -> Result<TcpState, String> {
     s.parse()
         .map_err(|e: crate::tcp::UnknownState| e.to_string())
+}
+
+fn parse_netns_arg(s: &str) -> Result<u32, String> {
+    crate::filter::parse_netns(s).map_err(|e| e.to_string())
+}
+
+fn parse_cgroup_arg(s: &str) -> Result<u64, String> {
+    crate::filter::parse_cgroup(s).map_err(|e| e.to_string())
 }
 
 fn parse_family_arg(s: &str) -> Result<Family, String> {

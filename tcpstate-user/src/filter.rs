@@ -15,6 +15,10 @@ pub enum FilterError {
     Address(String),
     #[error("bad family `{0}`: expected ipv4 (4, inet) or ipv6 (6, inet6)")]
     Family(String),
+    #[error("bad network namespace {0}: expected an inode number, a name from `ip netns list`, or a path like /proc/PID/ns/net")]
+    Netns(String),
+    #[error("bad cgroup {0}: expected a cgroup id or a path under /sys/fs/cgroup")]
+    Cgroup(String),
 }
 
 /// An address filter: a network with an optional port.
@@ -121,6 +125,43 @@ pub struct Filter {
     /// Old or new state.
     pub states: Vec<TcpState>,
     pub family: Option<Family>,
+    /// Network namespace inodes.
+    pub netns: Vec<u32>,
+    /// cgroup v2 ids of the owner.
+    pub cgroups: Vec<u64>,
+}
+
+/// `--netns`: an inode number, a name under /run/netns (`ip netns`), or a
+/// path to a namespace file (`/proc/PID/ns/net`).
+pub fn parse_netns(s: &str) -> Result<u32, FilterError> {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(inode) = s.parse::<u32>() {
+        return Ok(inode);
+    }
+    let path = if s.contains('/') {
+        std::path::PathBuf::from(s)
+    } else {
+        std::path::Path::new("/run/netns").join(s)
+    };
+    std::fs::metadata(&path)
+        .map(|m| m.ino() as u32)
+        .map_err(|e| FilterError::Netns(format!("{s}: {e}")))
+}
+
+/// `--cgroup`: a cgroup v2 id, or a path under /sys/fs/cgroup (with or
+/// without that prefix) whose directory's inode is the id.
+pub fn parse_cgroup(s: &str) -> Result<u64, FilterError> {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(id) = s.parse::<u64>() {
+        return Ok(id);
+    }
+    let relative = s
+        .trim_start_matches("/sys/fs/cgroup")
+        .trim_start_matches('/');
+    let path = std::path::Path::new("/sys/fs/cgroup").join(relative);
+    std::fs::metadata(&path)
+        .map(|m| m.ino())
+        .map_err(|e| FilterError::Cgroup(format!("{s}: {e}")))
 }
 
 impl Filter {
@@ -146,9 +187,24 @@ impl Filter {
                     .any(|f| f.matches(t.remote.ip, t.remote.port)))
             && (self.states.is_empty() || self.states.iter().any(|&s| s == t.old || s == t.new))
             && self.family.is_none_or(|f| f == t.family)
+            && (self.netns.is_empty() || self.netns.contains(&t.netns))
     }
 
-    /// The address and port filters alone, for views of connections.
+    /// The owner filter (`--cgroup`): the transition's task is only the
+    /// context, so this is checked against the owner the model knows.
+    pub fn matches_owner(&self, owner: Option<&crate::model::Owner>) -> bool {
+        self.cgroups.is_empty() || owner.is_some_and(|o| self.cgroups.contains(&o.cgroup_id))
+    }
+
+    /// The filters that apply to a whole connection (addresses, ports,
+    /// namespace, owner's cgroup), for views of connections.
+    pub fn matches_connection(&self, c: &crate::model::Connection) -> bool {
+        self.matches_endpoints(&c.local, &c.remote)
+            && (self.netns.is_empty() || self.netns.contains(&c.netns))
+            && self.matches_owner(c.owner.as_ref())
+    }
+
+    /// The address and port filters alone.
     pub fn matches_endpoints(
         &self,
         local: &crate::addr::Endpoint,

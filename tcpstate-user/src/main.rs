@@ -25,9 +25,12 @@ fn main() {
             Command::Life(args) => tcpstate::commands::life::run(args, cli.verbose).await,
             Command::Stat(args) => tcpstate::commands::stat::run(args, cli.verbose).await,
             Command::Leaks(args) => tcpstate::commands::leaks::run(args, cli.verbose).await,
+            Command::Top(args) => tcpstate::commands::top::run(args, cli.verbose).await,
             Command::Record(args) => tcpstate::commands::record::run(args, cli.verbose).await,
             Command::Report(args) => tcpstate::commands::report::run(args).await,
             Command::Export(args) => tcpstate::commands::export::run(args).await,
+            Command::Doctor(args) => tcpstate::commands::doctor::run(args, cli.verbose).await,
+            Command::Serve(args) => tcpstate::commands::serve::run(args, cli.verbose).await,
         }
     });
     if let Err(e) = result {

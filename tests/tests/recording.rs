@@ -560,3 +560,63 @@ fn rotation_goes_on_in_numbered_files_each_readable_alone() {
         "{total}"
     );
 }
+
+#[test]
+fn from_and_to_select_a_time_window() {
+    require_root();
+    let dir = Scratch::new("window");
+    let file = dir.path("window.rec");
+    let (socket, addr) = workload::bound_listener();
+    socket.listen(64).unwrap();
+    let listener: std::net::TcpListener = socket.into();
+    let port = addr.port().to_string();
+    let recorder = Running::start(&["record", "-o", file.to_str().unwrap(), "--port", &port]);
+    let burst = || {
+        for _ in 0..5 {
+            drop(TcpStream::connect(addr).unwrap());
+            drop(listener.accept().unwrap());
+        }
+    };
+    burst();
+    std::thread::sleep(Duration::from_millis(2_000));
+    burst();
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, _, status) = recorder.interrupt();
+    assert!(status.success());
+    let f = file.to_str().unwrap();
+    let transitions = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec!["trace", "--json", "--input", f];
+        args.extend_from_slice(extra);
+        let out = tcpstate(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| v["type"] == "transition")
+            .collect()
+    };
+    let all = transitions(&[]);
+    // The gap between the bursts: the first transition after it.
+    let mut gap_at = None;
+    for pair in all.windows(2) {
+        let (a, b) = (
+            pair[0]["ts_boot_ns"].as_u64().unwrap(),
+            pair[1]["ts_boot_ns"].as_u64().unwrap(),
+        );
+        if b - a > 1_000_000_000 {
+            gap_at = Some(pair[1]["time"].as_str().unwrap().to_string());
+        }
+    }
+    let second_burst_starts = gap_at.expect("two bursts two seconds apart");
+    let later = transitions(&["--from", &second_burst_starts]);
+    let earlier = transitions(&["--to", &second_burst_starts]);
+    assert!(!later.is_empty() && !earlier.is_empty());
+    assert_eq!(
+        later.len() + earlier.len(),
+        all.len() + 1,
+        "the boundary is in both"
+    );
+    assert!(later
+        .iter()
+        .all(|v| v["time"].as_str().unwrap() >= second_burst_starts.as_str()));
+}

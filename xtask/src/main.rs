@@ -1,6 +1,7 @@
 //! `cargo xtask`: builds the eBPF object and the userspace binary, runs it and
 //! runs the test suites. See `cargo xtask --help`.
 
+mod bench;
 mod cmd;
 mod ebpf;
 mod fuzz;
@@ -49,6 +50,9 @@ enum Command {
         #[arg(last = true, value_name = "TEST_ARGS")]
         args: Vec<OsString>,
     },
+    /// Benchmark: tcpstate's cost under connection churn, next to no tracer
+    /// and bpftrace; writes BENCHMARKS.md and JSON (as root).
+    Bench(bench::BenchArgs),
     /// Fuzz the recording reader with libFuzzer (needs rustup nightly).
     Fuzz {
         /// How long to fuzz.
@@ -99,9 +103,13 @@ fn dispatch(command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Prereqs => {
-            prereqs::ensure(Needs { iproute2: true })?;
+            prereqs::ensure(Needs {
+                iproute2: true,
+                prometheus: true,
+            })?;
             Ok(0)
         }
         Command::Fuzz { seconds } => fuzz::run(&ws, seconds),
+        Command::Bench(args) => bench::run(&ws, &args),
     }
 }

@@ -33,8 +33,12 @@ const BPF_LINKER_SERIES: &str = "0.13.";
 
 #[derive(Default, Clone, Copy)]
 pub struct Needs {
-    /// `ip` and `ss` (iproute2), used by the kernel integration tests.
+    /// `ip` and `ss` (iproute2), and tmux, used by the kernel integration
+    /// tests.
     pub iproute2: bool,
+    /// A Prometheus server (Debian's `prometheus`), which the metrics
+    /// integration test runs to scrape `tcpstate serve`.
+    pub prometheus: bool,
 }
 
 pub struct Prereqs {
@@ -105,7 +109,29 @@ pub fn ensure(needs: Needs) -> Result<Prereqs> {
                 "iproute2 installed, but `ip`/`ss` are still not found"
             );
         }
-        extra = "; ip, ss present".into();
+        // The real terminal `tcpstate top` is tested in.
+        let bin = [PathBuf::from("/usr/bin")];
+        let no_tmux = || cmd::find_program("tmux", &bin).is_none();
+        if no_tmux() {
+            apt.install("tmux (the terminal `tcpstate top` is tested in)", &["tmux"])?;
+            anyhow::ensure!(!no_tmux(), "tmux installed, but `tmux` is still not found");
+        }
+        extra = "; ip, ss, tmux present".into();
+    }
+    if needs.prometheus {
+        let bin = [PathBuf::from("/usr/bin")];
+        let missing = || cmd::find_program("prometheus", &bin).is_none();
+        if missing() {
+            apt.install(
+                "prometheus (scrapes `tcpstate serve` in the integration tests)",
+                &["--no-install-recommends", "prometheus"],
+            )?;
+            anyhow::ensure!(
+                !missing(),
+                "prometheus installed, but `prometheus` is still not found"
+            );
+        }
+        extra.push_str("; prometheus present");
     }
 
     phase(format!(

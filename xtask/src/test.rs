@@ -18,7 +18,10 @@ const BIN_ENV: &str = "TCPSTATE_BIN";
 /// output says so).
 pub fn test(ws: &Workspace, test_args: &[OsString]) -> Result<i32> {
     let root = cmd::is_root();
-    let pre = prereqs::ensure(Needs { iproute2: root })?;
+    let pre = prereqs::ensure(Needs {
+        iproute2: root,
+        prometheus: root,
+    })?;
 
     phase("checking formatting (cargo fmt --all -- --check; rustfmt --check tcpstate-ebpf)");
     cmd::run(ws_cargo(ws).args(["fmt", "--all", "--", "--check"]))?;
@@ -77,7 +80,12 @@ pub fn test(ws: &Workspace, test_args: &[OsString]) -> Result<i32> {
         .arg("--test-threads=1")
         .args(test_args);
     cmd::run(&mut integration)?;
-    phase("all tests passed (fmt, clippy, unit, kernel integration)");
+    // Only the full run: a filtered one (`-- NAME`) runs just those tests.
+    if test_args.is_empty() {
+        phase("running the bench smoke (cargo xtask bench --smoke: figures produced, JSON well formed)");
+        crate::bench::smoke(ws, &obj, &bin)?;
+    }
+    phase("all tests passed (fmt, clippy, unit, kernel integration, bench smoke)");
     Ok(0)
 }
 

@@ -24,11 +24,15 @@ pub async fn run(args: &LeaksArgs, verbose: bool) -> anyhow::Result<()> {
         args.threshold_secs,
     )?;
     let live = pipeline.is_live();
+    let mut names = crate::source::cgroup::CgroupNames::default();
     let mut view = Refreshed::new(
-        |p: &pipeline::Pipeline| {
+        move |p: &pipeline::Pipeline| {
             // A recording's processes are gone, or are others by now.
             let lookup = |tgid| if live { cmdline(tgid) } else { None };
-            LeaksView::new(&p.model.leaks(p.now_ns()), p.stats().lost, lookup)
+            names.refresh();
+            LeaksView::new(&p.model.leaks(p.now_ns()), p.stats().lost, lookup, |id| {
+                names.view(id, live)
+            })
         },
         args.json,
         args.every,

@@ -25,7 +25,7 @@ impl View for LifeView {
         }
         for c in ended {
             if (c.open == OpenKind::Listener && !self.listeners)
-                || !self.filter.matches_endpoints(&c.local, &c.remote)
+                || !self.filter.matches_connection(c)
             {
                 continue;
             }

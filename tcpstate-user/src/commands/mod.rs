@@ -1,4 +1,5 @@
 //! One module per subcommand: each wires a source to a view and a sink.
+pub mod doctor;
 pub mod export;
 pub mod leaks;
 pub mod life;
@@ -6,7 +7,9 @@ pub mod pipeline;
 pub mod record;
 pub mod refreshed;
 pub mod report;
+pub mod serve;
 pub mod stat;
+pub mod top;
 pub mod trace;
 
 use crate::{

@@ -434,6 +434,7 @@ pub fn to_input(item: Item) -> Input {
             pid: seen.task.pid,
             comm: seen.task.comm,
             how: ObservedHow::Accept,
+            cgroup_id: seen.cgroup_id,
         }),
         Item::ResetSent(reset) => Input::Reset(ResetSeen {
             ts_boot_ns: reset.ts_boot_ns,
@@ -475,6 +476,11 @@ pub trait View {
     fn refresh(&mut self, pipeline: &Pipeline, last: bool) -> std::io::Result<()>;
     /// How many rows or reports it wrote (for the summary).
     fn shown(&self) -> u64;
+    /// Whether the view asks to stop (`top`'s quit key): checked after each
+    /// refresh; `drive` then ends as on Ctrl-C. Never, by default.
+    fn done(&self) -> bool {
+        false
+    }
 }
 
 /// Runs the pipeline to its end: Ctrl-C, SIGTERM or `duration` when live,
@@ -485,6 +491,18 @@ pub async fn drive(
     pipeline: &mut Pipeline,
     view: &mut dyn View,
     duration: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
+    drive_until(pipeline, view, duration, std::future::pending::<()>).await
+}
+
+/// [`drive`], also refreshing the view (without new items) whenever a
+/// future made by `wake` resolves: keyboard input, a timer. The futures
+/// are dropped whenever items come first, so they must be cancel-safe.
+pub async fn drive_until<F: std::future::Future<Output = ()>>(
+    pipeline: &mut Pipeline,
+    view: &mut dyn View,
+    duration: Option<std::time::Duration>,
+    mut wake: impl FnMut() -> F,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -502,6 +520,7 @@ pub async fn drive(
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = &mut deadline => break,
+            () = wake() => Ok(()),
             stepped = pipeline.step(|item, ended, model, shown| view.item(item, ended, model, shown)) => stepped,
         };
         let refreshed = stepped.and_then(|()| Ok(view.refresh(pipeline, false)?));
@@ -511,6 +530,9 @@ pub async fn drive(
                 break;
             }
             return Err(e);
+        }
+        if view.done() {
+            break;
         }
         let lost = pipeline.stats().lost;
         if pipeline.is_live() && lost > lost_seen {

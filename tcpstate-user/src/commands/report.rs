@@ -180,6 +180,10 @@ impl View for ReportView {
             &pipeline.model,
             pipeline.sysctls.local_port_range,
             pipeline.stats().lost,
+            |id| crate::source::cgroup::CgroupView {
+                cgroup_id: id,
+                ..Default::default()
+            },
         ));
         let start = self.first_ts.unwrap_or(clock.boot_ns).min(clock.boot_ns);
         let meta = &mut self.summary.metadata;
@@ -192,6 +196,10 @@ impl View for ReportView {
             &pipeline.model.leaks(end),
             self.summary.lost_events,
             |_| None,
+            |id| crate::source::cgroup::CgroupView {
+                cgroup_id: id,
+                ..Default::default()
+            },
         ));
         Ok(())
     }

@@ -9,9 +9,15 @@ pub async fn run(args: &StatArgs, verbose: bool) -> anyhow::Result<()> {
         input.to = args.at.clone();
     }
     let mut pipeline = pipeline::open(&input, &args.live, &args.filters, verbose, 30)?;
+    let mut names = crate::source::cgroup::CgroupNames::default();
+    let live = pipeline.is_live();
     let mut view = Refreshed::new(
-        |p: &pipeline::Pipeline| {
-            StatView::new(&p.model, p.sysctls.local_port_range, p.stats().lost)
+        move |p: &pipeline::Pipeline| {
+            // New cgroups appear: a fresh walk at most once per report.
+            names.refresh();
+            StatView::new(&p.model, p.sysctls.local_port_range, p.stats().lost, |id| {
+                names.view(id, live)
+            })
         },
         args.json,
         args.every,

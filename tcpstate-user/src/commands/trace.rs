@@ -52,6 +52,9 @@ impl View for TraceView<'_> {
                         connection_id: conn.map(|c| c.id),
                         owner: conn.and_then(|c| c.owner),
                     };
+                    if !self.filter.matches_owner(annotation.owner.as_ref()) {
+                        return Ok(());
+                    }
                     self.shown += 1;
                     self.sink.transition(&row, &annotation)?;
                 }

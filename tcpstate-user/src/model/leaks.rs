@@ -30,6 +30,8 @@ impl LeakReport {
 pub struct OwnerLeak {
     pub tgid: Option<u32>,
     pub comm: Option<Comm>,
+    /// The owner's cgroup v2 id (0: unknown).
+    pub cgroup_id: u64,
     pub count: usize,
     pub oldest_age_ns: u64,
     /// Some ages are only lower bounds: the socket was already in CLOSE_WAIT
@@ -77,7 +79,9 @@ pub(crate) fn close_wait_leaks<'a>(
     now_ns: u64,
     threshold_ns: u64,
 ) -> LeakReport {
-    let mut owners: BTreeMap<Option<u32>, (Option<Comm>, Group)> = BTreeMap::new();
+    // Per tgid: the owner's comm and cgroup, and its leaked sockets.
+    type OwnerGroup = (Option<(Comm, u64)>, Group);
+    let mut owners: BTreeMap<Option<u32>, OwnerGroup> = BTreeMap::new();
     type ListenerKey = (Option<u64>, Option<Endpoint>);
     let mut backlogs: BTreeMap<ListenerKey, (Option<Owner>, Group)> = BTreeMap::new();
     // Ordered by id so that the comm kept per process is deterministic.
@@ -108,16 +112,17 @@ pub(crate) fn close_wait_leaks<'a>(
             (owner, _) => {
                 let (_, group) = owners
                     .entry(owner.map(|o| o.tgid))
-                    .or_insert_with(|| (owner.map(|o| o.comm), Group::default()));
+                    .or_insert_with(|| (owner.map(|o| (o.comm, o.cgroup_id)), Group::default()));
                 group.add(conn, age_ns, lower_bound);
             }
         }
     }
     let mut by_owner: Vec<OwnerLeak> = owners
         .into_iter()
-        .map(|(tgid, (comm, g))| OwnerLeak {
+        .map(|(tgid, (owner, g))| OwnerLeak {
             tgid,
-            comm,
+            comm: owner.map(|(comm, _)| comm),
+            cgroup_id: owner.map_or(0, |(_, cgroup)| cgroup),
             count: g.count,
             oldest_age_ns: g.oldest_age_ns,
             age_is_lower_bound: g.age_is_lower_bound,

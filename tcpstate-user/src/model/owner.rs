@@ -59,6 +59,9 @@ pub struct Owner {
     pub pid: u32,
     pub comm: Comm,
     pub how: OwnerHow,
+    /// The owner's cgroup (v2 id, the cgroup directory's inode); 0 when
+    /// unknown.
+    pub cgroup_id: u64,
 }
 
 impl Owner {
@@ -75,6 +78,7 @@ impl Owner {
             pid: t.task.pid,
             comm: t.task.comm,
             how,
+            cgroup_id: t.cgroup_id,
         })
     }
 
@@ -101,6 +105,7 @@ pub struct OwnerObservation {
     pub pid: u32,
     pub comm: Comm,
     pub how: ObservedHow,
+    pub cgroup_id: u64,
 }
 
 impl OwnerObservation {
@@ -113,6 +118,7 @@ impl OwnerObservation {
                 ObservedHow::Accept => OwnerHow::Accept,
                 ObservedHow::SocketIo => OwnerHow::SocketIo,
             },
+            cgroup_id: self.cgroup_id,
         }
     }
 }
@@ -212,6 +218,7 @@ mod tests {
             pid: tgid,
             comm: Comm::from_str_lossy("p"),
             how,
+            cgroup_id: 0,
         }
     }
 

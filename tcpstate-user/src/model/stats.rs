@@ -16,6 +16,8 @@ pub struct ProcessStates {
     /// None: owner not known (for instance not yet accepted).
     pub tgid: Option<u32>,
     pub comm: Option<Comm>,
+    /// The owner's cgroup v2 id (0: unknown).
+    pub cgroup_id: u64,
     pub states: StateTally,
 }
 
@@ -74,6 +76,7 @@ impl StateCounts {
             let process = processes.entry(tgid).or_insert_with(|| ProcessStates {
                 tgid,
                 comm: owner.map(|o| o.comm),
+                cgroup_id: owner.map_or(0, |o| o.cgroup_id),
                 states: StateTally::new(),
             });
             bump(&mut process.states, state);

@@ -109,6 +109,7 @@ fn seen(ts: u64, skaddr: u64, tgid: u32, comm: &str, how: ObservedHow) -> OwnerO
         pid: tgid + 1,
         comm: Comm::from_str_lossy(comm),
         how,
+        cgroup_id: 0,
     }
 }
 
@@ -990,6 +991,7 @@ fn snapshot_sockets_are_continued_by_their_transitions() {
         pid: 42,
         comm: Comm::from_str_lossy("db"),
         how: OwnerHow::Accept,
+        cgroup_id: 0,
     };
     let existing = |skaddr, state, local: &str, remote: &str| ExistingSocket {
         skaddr_or_cookie: skaddr,

@@ -975,6 +975,7 @@ fn put_snapshot_socket(
         put_varint(out, u64::from(owner.pid));
         tables.comm(out, &owner.comm);
         out.push(how_raw(owner.how));
+        put_varint(out, owner.cgroup_id);
     }
     put_varint(out, u64::from(s.inode));
     put_varint(out, s.cookie);
@@ -1042,11 +1043,13 @@ fn snapshot_socket(
         let pid = cur.varint_u32()?;
         let comm = tables.comm(cur)?;
         let how = how_from_raw(cur.u8()?).ok_or(cur.err("unknown owner kind"))?;
+        let cgroup_id = cur.varint()?;
         Some(Owner {
             tgid,
             pid,
             comm,
             how,
+            cgroup_id,
         })
     } else {
         None

@@ -104,6 +104,9 @@ pub const COLUMNS: &[Column] = {
             opt(r.owner_comm.as_deref(), Value::Str)
         }),
         col("owner_how", Str, true, |r| opt(r.owner_how, Value::Str)),
+        col("owner_cgroup_id", U64, true, |r| {
+            opt(r.owner_cgroup_id, Value::U64)
+        }),
         col("ctx_pid", U32, false, |r| Value::U32(r.ctx_pid)),
         col("ctx_tgid", U32, false, |r| Value::U32(r.ctx_tgid)),
         col("ctx_comm", Str, false, |r| Value::Str(&r.ctx_comm)),
@@ -230,6 +233,7 @@ pub(crate) mod tests {
             owner_pid: Some(1001),
             owner_comm: Some("nginx".into()),
             owner_how: Some("accept"),
+            owner_cgroup_id: Some(7),
             ctx_pid: 0,
             ctx_tgid: 0,
             ctx_comm: "swapper/1".into(),
@@ -246,6 +250,7 @@ pub(crate) mod tests {
             owner_pid: None,
             owner_comm: None,
             owner_how: None,
+            owner_cgroup_id: None,
             ..full_record()
         }
     }
@@ -319,7 +324,7 @@ pub(crate) mod tests {
 
     const HEADER: &str = "time,ts_boot_ns,connection_id,skaddr,netns,family,laddr,lport,\
         raddr,rport,old,new,old_state_ms,owner_tgid,owner_pid,owner_comm,owner_how,\
-        ctx_pid,ctx_tgid,ctx_comm,cpu\n";
+        owner_cgroup_id,ctx_pid,ctx_tgid,ctx_comm,cpu\n";
 
     #[test]
     fn empty_export_is_the_header() {
@@ -334,7 +339,7 @@ pub(crate) mod tests {
             format!(
                 "{HEADER}2024-05-01T12:34:56.123456789Z,123456789012,42,0xffff888012345678,\
                  4026531840,ipv4,10.0.0.1,443,10.0.0.2,65535,SYN_RECV,ESTABLISHED,\
-                 0.30000000000000004,1000,1001,nginx,accept,0,0,swapper/1,1\n"
+                 0.30000000000000004,1000,1001,nginx,accept,7,0,0,swapper/1,1\n"
             )
         );
     }
@@ -381,13 +386,13 @@ pub(crate) mod tests {
         };
         let out = csv(&[r]);
         assert!(
-            out.contains(",\"a,\"\"b\"\"\nc\",accept,0,0,\"x,y\",1\n"),
+            out.contains(",\"a,\"\"b\"\"\nc\",accept,7,0,0,\"x,y\",1\n"),
             "{out}"
         );
         // Two records, not more: the newline inside the quoted comm is data.
         assert_eq!(parse(&out).len(), 2);
         assert_eq!(parse(&out)[1][15], "a,\"b\"\nc");
-        assert_eq!(parse(&out)[1][19], "x,y");
+        assert_eq!(parse(&out)[1][20], "x,y");
     }
 
     #[test]

@@ -102,6 +102,7 @@ mod tests {
             pid: 43,
             comm: Comm::from_str_lossy("nginx"),
             how: crate::model::OwnerHow::Accept,
+            cgroup_id: 9,
         };
         let annotation = Annotation {
             connection_id: Some(7),
@@ -123,6 +124,7 @@ mod tests {
                 "laddr": "::1", "lport": 8080, "raddr": "10.0.0.1", "rport": 5555,
                 "old": "ESTABLISHED", "new": "CLOSE_WAIT", "old_state_ms": 2.5,
                 "owner_tgid": 42, "owner_pid": 43, "owner_comm": "nginx", "owner_how": "accept",
+                "owner_cgroup_id": 9,
                 "ctx_pid": 0, "ctx_tgid": 0, "ctx_comm": "swapper/\"0", "cpu": 1
             })
         );

@@ -1,5 +1,6 @@
 //! Sinks: where a view's output goes.
 pub mod csv;
+pub mod http;
 pub mod json;
 pub mod parquet;
 pub mod table;

@@ -281,6 +281,7 @@ mod tests {
             OPTIONAL INT32 owner_pid (INTEGER(32,false));
             OPTIONAL BYTE_ARRAY owner_comm (STRING);
             OPTIONAL BYTE_ARRAY owner_how (STRING);
+            OPTIONAL INT64 owner_cgroup_id (INTEGER(64,false));
             REQUIRED INT32 ctx_pid (INTEGER(32,false));
             REQUIRED INT32 ctx_tgid (INTEGER(32,false));
             REQUIRED BYTE_ARRAY ctx_comm (STRING);

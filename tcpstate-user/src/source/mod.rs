@@ -2,6 +2,7 @@
 //!
 //! Everything after the source (model, views, sinks) sees only [`Item`]s, so
 //! live tracing and offline analysis share the rest of the pipeline.
+pub mod cgroup;
 pub mod live;
 pub mod snapshot;
 pub mod sysctl;

@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 pub struct ProcessLeak {
     pub tgid: Option<u32>,
     pub comm: Option<String>,
+    #[serde(flatten)]
+    pub cgroup: crate::source::cgroup::CgroupView,
     pub cmdline: Option<String>,
     pub count: usize,
     pub oldest_age_s: f64,
@@ -52,6 +54,7 @@ impl LeaksView {
         report: &LeakReport,
         lost_events: u64,
         cmdline: impl Fn(u32) -> Option<String>,
+        mut cgroup: impl FnMut(u64) -> crate::source::cgroup::CgroupView,
     ) -> Self {
         let secs = |ns: u64| ns as f64 / 1e9;
         LeaksView {
@@ -64,6 +67,7 @@ impl LeaksView {
                 .map(|l| ProcessLeak {
                     tgid: l.tgid,
                     comm: l.comm.map(|c| c.as_string()),
+                    cgroup: cgroup(l.cgroup_id),
                     cmdline: l.tgid.and_then(&cmdline),
                     count: l.count,
                     oldest_age_s: secs(l.oldest_age_ns),

@@ -1,6 +1,9 @@
 //! Views: what each command computes from the stream of transitions.
+pub mod doctor;
 pub mod leaks;
 pub mod life;
+pub mod metrics;
 pub mod owner;
 pub mod stat;
+pub mod top;
 pub mod trace;

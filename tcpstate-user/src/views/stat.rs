@@ -9,6 +9,8 @@ use std::{collections::BTreeMap, fmt::Write as _};
 pub struct ProcessRow {
     pub tgid: Option<u32>,
     pub comm: Option<String>,
+    #[serde(flatten)]
+    pub cgroup: crate::source::cgroup::CgroupView,
     pub states: BTreeMap<&'static str, usize>,
 }
 
@@ -47,7 +49,14 @@ impl crate::commands::refreshed::Report for StatView {
 }
 
 impl StatView {
-    pub fn new(model: &Model, port_range: (u16, u16), lost_events: u64) -> Self {
+    /// `cgroup` gives the view of an owner's cgroup id (see
+    /// [`CgroupNames::view`](crate::source::cgroup::CgroupNames::view)).
+    pub fn new(
+        model: &Model,
+        port_range: (u16, u16),
+        lost_events: u64,
+        mut cgroup: impl FnMut(u64) -> crate::source::cgroup::CgroupView,
+    ) -> Self {
         let counts = model.stat();
         StatView {
             kind: "stat",
@@ -64,6 +73,7 @@ impl StatView {
                 .map(|p| ProcessRow {
                     tgid: p.tgid,
                     comm: p.comm.map(|c| c.as_string()),
+                    cgroup: cgroup(p.cgroup_id),
                     states: names(&p.states),
                 })
                 .collect(),

@@ -65,6 +65,8 @@ pub struct TransitionRecord {
     /// How the owner was determined: connect, listen, accept, socket-io,
     /// listener, snapshot.
     pub owner_how: Option<&'static str>,
+    /// The owner's cgroup v2 id (0 when unknown).
+    pub owner_cgroup_id: Option<u64>,
     /// The task on the CPU when it happened: context, not the owner.
     pub ctx_pid: u32,
     pub ctx_tgid: u32,
@@ -99,6 +101,7 @@ impl TransitionRecord {
             owner_pid: owner.map(|o| o.pid),
             owner_comm: owner.map(|o| o.comm.as_string()),
             owner_how: owner.map(|o| o.how.name()),
+            owner_cgroup_id: owner.map(|o| o.cgroup_id),
             ctx_pid: t.task.pid,
             ctx_tgid: t.task.tgid,
             ctx_comm: t.task.comm.as_string(),

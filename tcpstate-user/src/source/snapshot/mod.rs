@@ -281,6 +281,7 @@ fn assemble(
                         pid: h.tgid,
                         comm: h.comm,
                         how: OwnerHow::Snapshot,
+                        cgroup_id: crate::source::cgroup::id_of_process(h.tgid).unwrap_or(0),
                     }),
                 },
                 inode: sock.inode,
@@ -384,14 +385,13 @@ mod tests {
         let leak_out = &out[1];
         assert_eq!(leak_out.existing.family, Family::Ipv6);
         assert_eq!(leak_out.existing.local.to_string(), "10.0.0.1:84");
+        // (Its cgroup is read from /proc for the real process 42, if any.)
         assert_eq!(
-            leak_out.existing.owner,
-            Some(Owner {
-                tgid: 42,
-                pid: 42,
-                comm,
-                how: OwnerHow::Snapshot
-            })
+            leak_out
+                .existing
+                .owner
+                .map(|o| (o.tgid, o.pid, o.comm, o.how)),
+            Some((42, 42, comm, OwnerHow::Snapshot))
         );
         assert_eq!((leak_out.holders, leak_out.rqueue), (2, 5));
         assert_eq!(leak_out.time_wait_expires_in_ms, None);

@@ -1,0 +1,86 @@
+//! `tcpstate doctor`: reads the TCP sysctls and counters, watches the live
+//! traffic for `--for` (the start-up snapshot included), then prints
+//! findings with the numbers behind them and advice for this kernel.
+use super::{leaks::cmdline, pipeline};
+use crate::{
+    cli::{DoctorArgs, FilterArgs, InputArgs},
+    clock::boot_now_ns,
+    source::snapshot,
+    views::doctor::{
+        counters::{CounterDelta, NetCounters},
+        facts::{CollectArgs, ModelFacts, Watch},
+        render,
+        sysctls::{DoctorSysctls, Kernel},
+        DoctorInput, DoctorReport,
+    },
+};
+use std::io::Write;
+
+/// CLOSE_WAIT older than this counts as a leak: half the watch, between 1 s
+/// and 30 s (a CLOSE_WAIT normally lasts milliseconds).
+pub fn leak_threshold_secs(watch: std::time::Duration) -> u64 {
+    (watch.as_secs() / 2).clamp(1, 30)
+}
+
+pub async fn run(args: &DoctorArgs, verbose: bool) -> anyhow::Result<()> {
+    let kernel = Kernel::read();
+    let sysctls = DoctorSysctls::read();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let mut pipeline = pipeline::open(
+        &InputArgs::default(),
+        &args.live,
+        &FilterArgs::default(),
+        verbose,
+        leak_threshold_secs(args.watch),
+    )?;
+    let start = NetCounters::read();
+    let started_ns = boot_now_ns();
+    eprintln!(
+        "tcpstate doctor: watching TCP for {} s, then reporting",
+        args.watch.as_secs_f64()
+    );
+    let mut watch = Watch::new(sysctls.port_range());
+    pipeline::drive(&mut pipeline, &mut watch, Some(args.watch)).await?;
+    let end = NetCounters::read();
+    let now_ns = pipeline.now_ns();
+    let dump = match snapshot::take(snapshot::current_netns()) {
+        Ok(dump) => Some(dump),
+        Err(e) => {
+            eprintln!("tcpstate: warning: no socket dump at the end ({e}): keepalive timers and accept queues are unknown");
+            None
+        }
+    };
+    let stats = pipeline.stats();
+    let facts = ModelFacts::collect(
+        &pipeline.model,
+        &watch,
+        &CollectArgs {
+            now_ns,
+            port_range: sysctls.port_range(),
+            established_threshold_s: args.established_age.as_secs(),
+            dump: dump.as_ref(),
+            transitions: stats.delivered,
+            lost_events: stats.lost,
+            cmdline: &cmdline,
+        },
+    );
+    let input = DoctorInput {
+        kernel,
+        sysctls,
+        counters: CounterDelta { start, end },
+        watch_secs: now_ns.saturating_sub(started_ns) as f64 / 1e9,
+        facts,
+    };
+    let report = DoctorReport::new(host, &input);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &report)?;
+        out.write_all(b"\n")?;
+    } else {
+        out.write_all(render::text(&report).as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
+}

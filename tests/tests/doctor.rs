@@ -1,0 +1,158 @@
+//! `tcpstate doctor` against the real kernel: a peer process that leaks
+//! CLOSE_WAIT sockets and one that closes first (so that TIME_WAIT sits with
+//! it) must both be named in the findings, with the right counts.
+use serde_json::Value;
+use std::{
+    io::{BufRead, BufReader, Read},
+    net::TcpStream,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+use tcpstate_tests::{require_root, running::Peer, tcpstate_bin};
+
+const PEER: &str = env!("CARGO_BIN_EXE_tcpstate-test-peer");
+
+/// Connects `count` times and closes at once: the peer gets EOF first.
+fn connect_and_close(port: u16, count: usize) {
+    let streams: Vec<TcpStream> = (0..count)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    drop(streams);
+}
+
+/// Connects `count` times, waits for the peer to close, then closes.
+fn connect_read_eof_close(port: u16, count: usize) {
+    for _ in 0..count {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(s.read(&mut buf).expect("read EOF"), 0);
+    }
+}
+
+fn finding<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} finding in {report:#}"))
+}
+
+#[test]
+fn doctor_names_the_close_wait_leak_and_the_time_wait_of_the_peers() {
+    require_root();
+    const LEAKED: usize = 9;
+    const SHORT: usize = 20;
+    let leaky = Peer::start(PEER, &["serve", "leak", &LEAKED.to_string()]);
+    let closer = Peer::start(PEER, &["serve", "close-first", &SHORT.to_string()]);
+
+    let mut doctor = Command::new(tcpstate_bin())
+        .args(["doctor", "--for", "3s", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tcpstate doctor");
+    let mut stdout = doctor.stdout.take().unwrap();
+    let (tx, stderr) = mpsc::channel();
+    let err = doctor.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    loop {
+        let line = stderr
+            .recv_timeout(Duration::from_secs(20))
+            .expect("tcpstate doctor did not start tracing");
+        assert!(!line.contains("error"), "tcpstate doctor: {line}");
+        if line.contains("tracing") {
+            break;
+        }
+    }
+
+    // During the watch: the leaky peer is left with LEAKED sockets in
+    // CLOSE_WAIT, the other one closes SHORT connections first.
+    connect_and_close(leaky.port, LEAKED);
+    connect_read_eof_close(closer.port, SHORT);
+    leaky.wait_done();
+    closer.wait_done();
+
+    let deadline = started + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = doctor.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = doctor.kill();
+            let _ = doctor.wait();
+            panic!("tcpstate doctor --for 3s still running after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).expect("read stdout");
+    let rest: Vec<String> = stderr.try_iter().collect();
+    assert!(status.success(), "exit {status}: {rest:#?}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object: {out}");
+    let report: Value = serde_json::from_str(lines[0]).expect("JSON");
+
+    assert_eq!(report["type"], "doctor");
+    assert!(report["host"].is_string());
+    assert!(!report["kernel"]["release"].as_str().unwrap().is_empty());
+    assert!(
+        report["sysctls"]["net.ipv4.tcp_tw_reuse"].is_u64(),
+        "{report:#}"
+    );
+    assert!(report["sysctls"]["net.ipv4.ip_local_port_range"].is_array());
+    for part in ["start", "end", "delta"] {
+        assert!(
+            report["counters"][part]["TcpExt.ListenOverflows"].is_i64(),
+            "{part}: {:#}",
+            report["counters"]
+        );
+    }
+    let watched = report["watch"]["seconds"].as_f64().unwrap();
+    assert!((2.5..10.0).contains(&watched), "watched {watched} s");
+
+    let leak = finding(&report, "close-wait-leak");
+    let processes = leak["evidence"]["processes"].as_array().unwrap();
+    let peer = processes
+        .iter()
+        .find(|p| p["tgid"] == leaky.pid)
+        .unwrap_or_else(|| panic!("the leaky peer {} is not named: {leak:#}", leaky.pid));
+    assert_eq!(peer["count"], LEAKED, "{leak:#}");
+    assert_eq!(peer["comm"], "tcpstate-test-p");
+    assert_eq!(peer["local_ports"], serde_json::json!([leaky.port]));
+    assert!(
+        !processes.iter().any(|p| p["tgid"] == closer.pid),
+        "the peer that closes leaks nothing: {leak:#}"
+    );
+    let advice = leak["advice"].to_string();
+    assert!(advice.contains("No sysctl fixes"), "{advice}");
+
+    let tw = finding(&report, "time-wait");
+    let owner = tw["evidence"]["by_owner"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["tgid"] == closer.pid)
+        .unwrap_or_else(|| panic!("the closing peer {} is not named: {tw:#}", closer.pid));
+    assert_eq!(owner["comm"], "tcpstate-test-p");
+    assert_eq!(owner["created"], SHORT, "{tw:#}");
+    assert_eq!(owner["created_passive"], SHORT, "{tw:#}");
+    assert!(owner["now"].as_u64().unwrap() >= SHORT as u64, "{tw:#}");
+
+    let notes: Vec<&str> = report["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    for id in ["tcp_tw_recycle", "tcp_fin_timeout", "tcp_max_tw_buckets"] {
+        assert!(notes.contains(&id), "{notes:?}");
+    }
+}
