@@ -2,7 +2,9 @@
 use std::{
     io::Read,
     net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
     thread::JoinHandle,
+    time::Duration,
 };
 
 /// Transitions one loopback connection produces when the client closes first
@@ -44,4 +46,49 @@ pub fn client_closes_first(socket: socket2::Socket, count: usize) {
         drop(TcpStream::connect(addr).expect("connect"));
     }
     server.join().expect("server thread");
+}
+
+/// Connects `count` times to 127.0.0.1:`port` and closes at once: the peer
+/// gets EOF first.
+pub fn connect_and_close(port: u16, count: usize) {
+    let streams: Vec<TcpStream> = (0..count)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    drop(streams);
+}
+
+/// Connects `count` times, waits for the peer to close, then closes.
+pub fn connect_read_eof_close(port: u16, count: usize) {
+    for _ in 0..count {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(s.read(&mut buf).expect("read EOF"), 0);
+    }
+}
+
+/// A scratch directory, removed when dropped (also when a test fails).
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("tcpstate-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -4,32 +4,18 @@
 use serde_json::Value;
 use std::{
     io::{BufRead, BufReader, Read},
-    net::TcpStream,
     process::{Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
-use tcpstate_tests::{require_root, running::Peer, tcpstate_bin};
+use tcpstate_tests::{
+    require_root,
+    running::Peer,
+    tcpstate_bin,
+    workload::{connect_and_close, connect_read_eof_close},
+};
 
 const PEER: &str = env!("CARGO_BIN_EXE_tcpstate-test-peer");
-
-/// Connects `count` times and closes at once: the peer gets EOF first.
-fn connect_and_close(port: u16, count: usize) {
-    let streams: Vec<TcpStream> = (0..count)
-        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
-        .collect();
-    drop(streams);
-}
-
-/// Connects `count` times, waits for the peer to close, then closes.
-fn connect_read_eof_close(port: u16, count: usize) {
-    for _ in 0..count {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut buf = [0u8; 16];
-        assert_eq!(s.read(&mut buf).expect("read EOF"), 0);
-    }
-}
 
 fn finding<'a>(report: &'a Value, id: &str) -> &'a Value {
     report["findings"]

@@ -6,6 +6,7 @@ use tcpstate_tests::{
     require_root,
     running::{Peer, Running},
     scenario::{drive, Net, Network, Scenario},
+    workload::{connect_and_close, connect_read_eof_close},
 };
 
 const PEER: &str = env!("CARGO_BIN_EXE_tcpstate-test-peer");
@@ -24,23 +25,6 @@ fn connections_on(records: &[Value], port: u16) -> Vec<&Value> {
         .filter(|r| r["type"] == "connection")
         .filter(|r| r["lport"] == port || r["rport"] == port)
         .collect()
-}
-
-fn connect_and_close(port: u16, count: usize) {
-    let streams: Vec<TcpStream> = (0..count)
-        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
-        .collect();
-    drop(streams);
-}
-
-fn connect_read_eof_close(port: u16, count: usize) {
-    use std::io::Read;
-    for _ in 0..count {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut buf = [0u8; 16];
-        assert_eq!(s.read(&mut buf).expect("read EOF"), 0);
-    }
 }
 
 #[test]

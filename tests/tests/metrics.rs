@@ -6,7 +6,7 @@ use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -14,7 +14,7 @@ use tcpstate::{recording::RecordingReader, source::Item, tcp::TcpState};
 use tcpstate_tests::{
     require_root,
     running::Running,
-    workload::{self, LISTENER_TRANSITIONS, TRANSITIONS_PER_CONNECTION},
+    workload::{self, Scratch, LISTENER_TRANSITIONS, TRANSITIONS_PER_CONNECTION},
 };
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -48,32 +48,6 @@ fn own_loopback_listener() -> (socket2::Socket, SocketAddr) {
         .as_socket()
         .expect("inet");
     (socket, addr)
-}
-
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("tcpstate-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 struct HttpResponse {

@@ -13,32 +13,10 @@ use tcpstate_tests::{
     require_root,
     running::{Peer, Running},
     tcpstate_bin,
-    workload::{self, LISTENER_TRANSITIONS, TRANSITIONS_PER_CONNECTION},
+    workload::{self, Scratch, LISTENER_TRANSITIONS, TRANSITIONS_PER_CONNECTION},
 };
 
 const PEER: &str = env!("CARGO_BIN_EXE_tcpstate-test-peer");
-
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("tcpstate-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn tcpstate(args: &[&str]) -> Output {
     Command::new(tcpstate_bin())
