@@ -29,7 +29,6 @@ pub async fn run(args: &LeaksArgs, verbose: bool) -> anyhow::Result<()> {
         move |p: &pipeline::Pipeline| {
             // A recording's processes are gone, or are others by now.
             let lookup = |tgid| if live { cmdline(tgid) } else { None };
-            names.refresh();
             LeaksView::new(&p.model.leaks(p.now_ns()), p.stats().lost, lookup, |id| {
                 names.view(id, live)
             })

@@ -13,8 +13,6 @@ pub async fn run(args: &StatArgs, verbose: bool) -> anyhow::Result<()> {
     let live = pipeline.is_live();
     let mut view = Refreshed::new(
         move |p: &pipeline::Pipeline| {
-            // New cgroups appear: a fresh walk at most once per report.
-            names.refresh();
             StatView::new(&p.model, p.sysctls.local_port_range, p.stats().lost, |id| {
                 names.view(id, live)
             })

@@ -20,11 +20,16 @@ pub fn id_of_process(tgid: u32) -> Option<u64> {
 }
 
 /// Resolves cgroup ids to paths (relative to the cgroup2 root), caching.
+/// An unknown id walks the tree again, at most once per [`RESCAN_EVERY`]
+/// (cgroups come and go; an id of one already gone must not cost a walk
+/// per lookup).
 #[derive(Default)]
 pub struct CgroupNames {
     by_id: HashMap<u64, String>,
-    scanned: bool,
+    scanned_at: Option<std::time::Instant>,
 }
+
+pub const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl CgroupNames {
     /// The path of cgroup `id`, e.g. `/system.slice/docker-<id>.scope`.
@@ -32,7 +37,10 @@ impl CgroupNames {
         if id == 0 {
             return None;
         }
-        if !self.by_id.contains_key(&id) && !self.scanned {
+        let stale = self
+            .scanned_at
+            .is_none_or(|at| at.elapsed() >= RESCAN_EVERY);
+        if !self.by_id.contains_key(&id) && stale {
             self.scan();
         }
         self.by_id.get(&id).map(String::as_str)
@@ -40,7 +48,7 @@ impl CgroupNames {
 
     /// One walk of the cgroup2 tree (bounded depth).
     fn scan(&mut self) {
-        self.scanned = true;
+        self.scanned_at = Some(std::time::Instant::now());
         let root = PathBuf::from(CGROUP2_ROOT);
         let mut stack = vec![(root.clone(), 0u32)];
         while let Some((dir, depth)) = stack.pop() {
@@ -61,11 +69,6 @@ impl CgroupNames {
                 }
             }
         }
-    }
-
-    /// Forget the walk, so that new cgroups are found (call now and then).
-    pub fn refresh(&mut self) {
-        self.scanned = false;
     }
 }
 
