@@ -132,11 +132,7 @@ pub fn decode_event(event: &Event) -> Result<Record, DecodeError> {
         kind::OWNER_ACCEPT => Ok(Record::Accepted(OwnerSeen {
             ts_boot_ns: event.ts_boot_ns,
             skaddr: event.skaddr,
-            task: Task {
-                tgid: event.tgid,
-                pid: event.pid,
-                comm: Comm(event.comm),
-            },
+            task: task(event),
             cgroup_id: event.cgroup_id,
             netns: event.netns,
         })),
@@ -145,7 +141,7 @@ pub fn decode_event(event: &Event) -> Result<Record, DecodeError> {
             sender: event.skaddr,
             sender_state: match event.oldstate {
                 0 => None,
-                raw => Some(TcpState::from_raw(raw).ok_or(DecodeError::State(raw))?),
+                raw => Some(state(raw)?),
             },
             netns: event.netns,
             segment_src: Endpoint::new(ip_from_wire(event.saddr), event.sport),
@@ -155,8 +151,19 @@ pub fn decode_event(event: &Event) -> Result<Record, DecodeError> {
     }
 }
 
+fn state(raw: u8) -> Result<TcpState, DecodeError> {
+    TcpState::from_raw(raw).ok_or(DecodeError::State(raw))
+}
+
+fn task(event: &Event) -> Task {
+    Task {
+        tgid: event.tgid,
+        pid: event.pid,
+        comm: Comm(event.comm),
+    }
+}
+
 fn transition(event: &Event) -> Result<Transition, DecodeError> {
-    let state = |raw| TcpState::from_raw(raw).ok_or(DecodeError::State(raw));
     Ok(Transition {
         ts_boot_ns: event.ts_boot_ns,
         skaddr: event.skaddr,
@@ -165,11 +172,7 @@ fn transition(event: &Event) -> Result<Transition, DecodeError> {
         remote: Endpoint::new(ip_from_wire(event.daddr), event.dport),
         old: state(event.oldstate)?,
         new: state(event.newstate)?,
-        task: Task {
-            tgid: event.tgid,
-            pid: event.pid,
-            comm: Comm(event.comm),
-        },
+        task: task(event),
         cgroup_id: event.cgroup_id,
         netns: event.netns,
         cpu: event.cpu,

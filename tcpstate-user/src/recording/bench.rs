@@ -90,11 +90,10 @@ impl DecodeReport {
     }
 }
 
-/// Encodes synthetic churn until it holds `transitions` transitions, then
-/// times decoding it, on one core, from memory and (if a temporary file
-/// can be written) from a file. Every item is looked at, so that nothing
-/// is optimised away.
-pub fn bench_decode(transitions: u64) -> DecodeReport {
+/// A recording of synthetic churn (seed 7, blocks of 256 KiB, at most 1 s
+/// of events each) holding `transitions` transitions; also the number of
+/// items in it.
+pub fn synthetic_recording(transitions: u64) -> (Vec<u8>, u64) {
     let mut churn = Churn::new(7);
     let mut seen = 0u64;
     let mut items = 0u64;
@@ -116,6 +115,15 @@ pub fn bench_decode(transitions: u64) -> DecodeReport {
         256 << 10,
         Some(1_000_000_000),
     );
+    (bytes, items)
+}
+
+/// Encodes synthetic churn until it holds `transitions` transitions, then
+/// times decoding it, on one core, from memory and (if a temporary file
+/// can be written) from a file. Every item is looked at, so that nothing
+/// is optimised away.
+pub fn bench_decode(transitions: u64) -> DecodeReport {
+    let (bytes, items) = synthetic_recording(transitions);
     let len = bytes.len() as u64;
 
     let path = std::env::temp_dir().join(format!("tcpstate-bench-{}.tcpsrec", std::process::id()));

@@ -24,19 +24,9 @@ pub const UNKNOWN: &str = "unknown";
 /// States a socket can be seen in, always exported (0 when none), so that
 /// each series exists from the first scrape on. CLOSE is left out: a closed
 /// socket is forgotten.
-const STATES: [TcpState; 11] = [
-    TcpState::Established,
-    TcpState::SynSent,
-    TcpState::SynRecv,
-    TcpState::FinWait1,
-    TcpState::FinWait2,
-    TcpState::TimeWait,
-    TcpState::CloseWait,
-    TcpState::LastAck,
-    TcpState::Listen,
-    TcpState::Closing,
-    TcpState::NewSynRecv,
-];
+fn exported_states() -> impl Iterator<Item = TcpState> {
+    TcpState::ALL.into_iter().filter(|s| *s != TcpState::Close)
+}
 
 const OPEN_KINDS: [OpenKind; 2] = [OpenKind::Active, OpenKind::Passive];
 const END_KINDS: [EndKind; 5] = [
@@ -200,10 +190,14 @@ pub fn render(inputs: &Inputs) -> String {
         Kind::Gauge,
         "TCP sockets now, per state; TIME_WAIT as inferred by the model.",
     );
-    for state in STATES {
+    for state in exported_states() {
         f.sample(&[("state", state.name())], counts.count(state));
     }
-    for (state, n) in counts.by_state.iter().filter(|(s, _)| !STATES.contains(s)) {
+    for (state, n) in counts
+        .by_state
+        .iter()
+        .filter(|(s, _)| **s == TcpState::Close)
+    {
         f.sample(&[("state", state.name())], *n);
     }
 

@@ -9,6 +9,7 @@
 //! panic or a hang.
 use std::ops::Range;
 use std::path::Path;
+use tcpstate_common::StructOffsets;
 
 /// Where the running kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -610,84 +611,50 @@ impl Btf {
     }
 }
 
-/// The offsets tcpstate needs to go from the current task and an fd number
-/// to the `struct sock`, plus the socket's network namespace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct KernelOffsets {
-    /// `task_struct.files`
-    pub task_files: u32,
-    /// `files_struct.fdt`
-    pub files_fdt: u32,
-    /// `fdtable.fd`
-    pub fdtable_fd: u32,
-    /// `fdtable.max_fds`
-    pub fdtable_max_fds: u32,
-    /// `file.private_data`
-    pub file_private_data: u32,
-    /// `socket.sk`
-    pub socket_sk: u32,
-    /// `sk_buff.head`, `.network_header`, `.transport_header`: where a
-    /// packet's IP and TCP headers are (for the segment a RST answers).
-    pub skb_head: u32,
-    pub skb_network_header: u32,
-    pub skb_transport_header: u32,
-    /// `sock_common.skc_net.net`: `skc_net` is a `possible_net_t`, whose
-    /// only member `net` is the `struct net *` (at 0 with CONFIG_NET_NS).
-    pub sock_common_net: u32,
-    /// `net.ns.inum`: offset of `ns` in `net` plus `inum` in `ns_common`.
-    pub net_ns_inum: u32,
+/// Fills in the offsets that go from the current task and an fd number to
+/// the `struct sock` (`task_struct.files`, `files_struct.fdt`, `fdtable.fd`
+/// and `.max_fds`, `file.private_data`, `socket.sk`), from a socket to its
+/// network namespace's inode (`sock_common.skc_net.net`, `net.ns.inum`),
+/// and to a packet's IP and TCP headers (`sk_buff.head`, `.network_header`,
+/// `.transport_header`, for the segment a RST answers). Unchanged on error.
+pub fn fill_kernel_offsets(btf: &Btf, offsets: &mut StructOffsets) -> Result<(), BtfError> {
+    *offsets = StructOffsets {
+        task_files: btf.member_offset("task_struct", "files")?,
+        files_fdt: btf.member_offset("files_struct", "fdt")?,
+        fdtable_fd: btf.member_offset("fdtable", "fd")?,
+        fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
+        file_private_data: btf.member_offset("file", "private_data")?,
+        socket_sk: btf.member_offset("socket", "sk")?,
+        // Through the members' own types, so this does not depend on the
+        // names `possible_net_t` and `ns_common`.
+        sock_common_net: btf.member_path_offset("sock_common", &["skc_net", "net"])?,
+        net_ns_inum: btf.member_path_offset("net", &["ns", "inum"])?,
+        skb_head: btf.member_offset("sk_buff", "head")?,
+        skb_network_header: btf.member_offset("sk_buff", "network_header")?,
+        skb_transport_header: btf.member_offset("sk_buff", "transport_header")?,
+        ..*offsets
+    };
+    Ok(())
 }
 
-/// What the raw tracepoint reads from the `struct sock` it is given: the
-/// fields `sock:inet_sock_set_state` copies. Separate from
-/// [`KernelOffsets`]: without them only the raw program is off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct SockOffsets {
-    pub skc_family: u32,
-    pub sk_protocol: u32,
-    pub skc_daddr: u32,
-    pub skc_dport: u32,
-    pub skc_v6_daddr: u32,
-    pub skc_v6_rcv_saddr: u32,
-    pub inet_saddr: u32,
-    pub inet_sport: u32,
-}
-
-impl SockOffsets {
-    /// `struct sock` begins with its `sock_common`, and `inet_sock` with its
-    /// `sock`, so every offset here is from the start of the socket.
-    pub fn from_btf(btf: &Btf) -> Result<SockOffsets, BtfError> {
-        Ok(SockOffsets {
-            skc_family: btf.member_offset("sock_common", "skc_family")?,
-            sk_protocol: btf.member_offset("sock", "sk_protocol")?,
-            skc_daddr: btf.member_offset("sock_common", "skc_daddr")?,
-            skc_dport: btf.member_offset("sock_common", "skc_dport")?,
-            skc_v6_daddr: btf.member_offset("sock_common", "skc_v6_daddr")?,
-            skc_v6_rcv_saddr: btf.member_offset("sock_common", "skc_v6_rcv_saddr")?,
-            inet_saddr: btf.member_offset("inet_sock", "inet_saddr")?,
-            inet_sport: btf.member_offset("inet_sock", "inet_sport")?,
-        })
-    }
-}
-
-impl KernelOffsets {
-    pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
-        Ok(KernelOffsets {
-            task_files: btf.member_offset("task_struct", "files")?,
-            files_fdt: btf.member_offset("files_struct", "fdt")?,
-            fdtable_fd: btf.member_offset("fdtable", "fd")?,
-            fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
-            file_private_data: btf.member_offset("file", "private_data")?,
-            socket_sk: btf.member_offset("socket", "sk")?,
-            // Through the members' own types, so this does not depend on
-            // the names `possible_net_t` and `ns_common`.
-            sock_common_net: btf.member_path_offset("sock_common", &["skc_net", "net"])?,
-            net_ns_inum: btf.member_path_offset("net", &["ns", "inum"])?,
-            skb_head: btf.member_offset("sk_buff", "head")?,
-            skb_network_header: btf.member_offset("sk_buff", "network_header")?,
-            skb_transport_header: btf.member_offset("sk_buff", "transport_header")?,
-        })
-    }
+/// Fills in what the raw tracepoint reads from the `struct sock` it is
+/// given: the fields `sock:inet_sock_set_state` copies. `struct sock`
+/// begins with its `sock_common`, and `inet_sock` with its `sock`, so every
+/// offset is from the start of the socket. Unchanged on error (then only
+/// the raw program is off).
+pub fn fill_sock_offsets(btf: &Btf, offsets: &mut StructOffsets) -> Result<(), BtfError> {
+    *offsets = StructOffsets {
+        skc_family: btf.member_offset("sock_common", "skc_family")?,
+        sk_protocol: btf.member_offset("sock", "sk_protocol")?,
+        skc_daddr: btf.member_offset("sock_common", "skc_daddr")?,
+        skc_dport: btf.member_offset("sock_common", "skc_dport")?,
+        skc_v6_daddr: btf.member_offset("sock_common", "skc_v6_daddr")?,
+        skc_v6_rcv_saddr: btf.member_offset("sock_common", "skc_v6_rcv_saddr")?,
+        inet_saddr: btf.member_offset("inet_sock", "inet_saddr")?,
+        inet_sport: btf.member_offset("inet_sock", "inet_sport")?,
+        ..*offsets
+    };
+    Ok(())
 }
 
 #[cfg(test)]
@@ -797,7 +764,7 @@ mod tests {
     const STR_OFF: usize = 16;
     const STR_LEN: usize = 20;
 
-    /// A miniature kernel with everything `KernelOffsets` needs, laid out
+    /// A miniature kernel with everything `fill_kernel_offsets` needs, laid out
     /// like x86_64 (offsets in bits in the member lists).
     fn mini_kernel() -> Builder {
         let mut b = Builder::new();
@@ -873,14 +840,17 @@ mod tests {
     #[test]
     fn kernel_offsets_from_synthetic_btf() {
         let btf = Btf::parse(&mini_kernel().build()).unwrap();
-        let k = KernelOffsets::from_btf(&btf).unwrap();
+        let mut k = StructOffsets::zeroed();
+        fill_kernel_offsets(&btf, &mut k).unwrap();
+        let before = k;
         assert!(
-            SockOffsets::from_btf(&btf).is_err(),
+            fill_sock_offsets(&btf, &mut k).is_err(),
             "the mini kernel has no struct sock"
         );
+        assert_eq!(k, before, "left unchanged by the failure");
         assert_eq!(
             k,
-            KernelOffsets {
+            StructOffsets {
                 task_files: 40,
                 files_fdt: 16 + 8,
                 fdtable_fd: 8,
@@ -892,6 +862,7 @@ mod tests {
                 skb_head: 200,
                 skb_network_header: 182,
                 skb_transport_header: 180,
+                ..StructOffsets::zeroed()
             }
         );
     }
@@ -1186,7 +1157,7 @@ mod tests {
 
     /// Runs every lookup; only the absence of panics is checked.
     fn poke(btf: &Btf) {
-        let _ = KernelOffsets::from_btf(btf);
+        let _ = fill_kernel_offsets(btf, &mut StructOffsets::zeroed());
         for name in [
             "task_struct",
             "files_struct",
@@ -1269,7 +1240,8 @@ mod tests {
             other => other.unwrap(),
         };
         let parsed = start.elapsed();
-        let k = KernelOffsets::from_btf(&btf).unwrap();
+        let mut k = StructOffsets::zeroed();
+        fill_kernel_offsets(&btf, &mut k).unwrap();
         let total = start.elapsed();
         eprintln!("{btf:?}: read+parse {parsed:?}, with offsets {total:?}");
         eprintln!("{k:#?}");
@@ -1297,7 +1269,8 @@ mod tests {
         assert!(btf.member_offset("sock_common", "skc_daddr").is_ok());
         assert!(btf.member_offset("sock_common", "skc_dport").is_ok());
         // What the raw tracepoint reads; the fixed parts of x86-64's layout.
-        let s = SockOffsets::from_btf(&btf).unwrap();
+        let mut s = StructOffsets::zeroed();
+        fill_sock_offsets(&btf, &mut s).unwrap();
         eprintln!("{s:#?}");
         assert_eq!((s.skc_daddr, s.skc_dport, s.skc_family), (0, 12, 16));
         assert!(s.inet_saddr >= btf.struct_size("sock").unwrap());

@@ -403,34 +403,14 @@ pub enum OwnerTracking {
 
 fn kernel_offsets() -> Result<common::StructOffsets, super::btf::BtfError> {
     let btf = super::btf::Btf::from_file(std::path::Path::new(super::btf::VMLINUX_BTF))?;
-    let k = super::btf::KernelOffsets::from_btf(&btf)?;
+    let mut offsets = common::StructOffsets::zeroed();
+    super::btf::fill_kernel_offsets(&btf, &mut offsets)?;
     // Without these only the raw program stays off (the sk_protocol
     // bitfield of kernels before 5.6, for instance).
-    let s = super::btf::SockOffsets::from_btf(&btf).unwrap_or_else(|e| {
+    if let Err(e) = super::btf::fill_sock_offsets(&btf, &mut offsets) {
         log::warn!("{e}: the raw tracepoint stays off");
-        super::btf::SockOffsets::default()
-    });
-    Ok(common::StructOffsets {
-        skc_family: s.skc_family,
-        sk_protocol: s.sk_protocol,
-        skc_daddr: s.skc_daddr,
-        skc_dport: s.skc_dport,
-        skc_v6_daddr: s.skc_v6_daddr,
-        skc_v6_rcv_saddr: s.skc_v6_rcv_saddr,
-        inet_saddr: s.inet_saddr,
-        inet_sport: s.inet_sport,
-        task_files: k.task_files,
-        files_fdt: k.files_fdt,
-        fdtable_fd: k.fdtable_fd,
-        fdtable_max_fds: k.fdtable_max_fds,
-        file_private_data: k.file_private_data,
-        socket_sk: k.socket_sk,
-        sock_common_net: k.sock_common_net,
-        net_ns_inum: k.net_ns_inum,
-        skb_head: k.skb_head,
-        skb_network_header: k.skb_network_header,
-        skb_transport_header: k.skb_transport_header,
-    })
+    }
+    Ok(offsets)
 }
 
 /// Whether an optional hook is attached.

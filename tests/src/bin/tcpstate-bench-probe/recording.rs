@@ -1,10 +1,7 @@
 //! Replay speed: decoding a synthetic recording, and writing one for the
 //! full pipeline (`tcpstate stat --input`).
 use std::{io::Write, path::Path, time::Instant};
-use tcpstate::{
-    recording::{bench, encode_stream, synth::Churn},
-    source::Item,
-};
+use tcpstate::recording::bench;
 
 pub fn decode(transitions: u64) -> serde_json::Value {
     let r = bench::bench_decode(transitions);
@@ -19,30 +16,10 @@ pub fn decode(transitions: u64) -> serde_json::Value {
     })
 }
 
-/// The same synthetic churn as `bench_decode` (seed 7, blocks of 256 KiB,
-/// at most 1 s of events each), written to `path`.
+/// The same synthetic churn as `bench_decode`, written to `path`.
 pub fn make(transitions: u64, path: &Path) -> Result<serde_json::Value, String> {
     let start = Instant::now();
-    let mut churn = Churn::new(7);
-    let (mut seen, mut items) = (0u64, 0u64);
-    let stream = std::iter::from_fn(|| {
-        if seen >= transitions {
-            return None;
-        }
-        let item = churn.next_item();
-        if matches!(item, Item::Transition(_)) {
-            seen += 1;
-        }
-        items += 1;
-        Some(item)
-    });
-    let bytes = encode_stream(
-        &bench::sample_header(),
-        None,
-        stream,
-        256 << 10,
-        Some(1_000_000_000),
-    );
+    let (bytes, items) = bench::synthetic_recording(transitions);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -52,7 +29,7 @@ pub fn make(transitions: u64, path: &Path) -> Result<serde_json::Value, String> 
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(serde_json::json!({
         "items": items,
-        "transitions": seen,
+        "transitions": transitions,
         "bytes": bytes.len(),
         "seconds": start.elapsed().as_secs_f64(),
     }))
