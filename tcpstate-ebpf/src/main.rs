@@ -433,13 +433,23 @@ fn passes_filters(family: u16, sport: u16, dport: u16) -> bool {
     any == 0 || any == sport || any == dport
 }
 
-/// Batches wake-ups: wake the reader when a batch has piled up, or when no
-/// wake-up happened for a while (so a lone event is not held back).
+/// Ring-buffer bytes one record takes: the kernel's 8-byte header + the event.
+const RECORD_BYTES: u64 = (core::mem::size_of::<Event>() + 8) as u64;
+
+/// Batches wake-ups: wake the reader when this record takes the backlog over
+/// the threshold, or when no wake-up happened for a while (so a lone event is
+/// not held back). Past the threshold the reader is already awake, and every
+/// further wake-up would only cost an interrupt (a VM exit on a guest). A few
+/// records of slack cover CPUs reserving at the same moment; should both
+/// still miss the crossing, the interval wake-up (and the reader's own timer)
+/// catch it.
 #[inline(always)]
 fn wakeup_flag(now: u64) -> u64 {
     let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let threshold = setting(&WAKEUP_BYTES);
+    let crossed = pending >= threshold && pending < threshold + 4 * RECORD_BYTES;
     let last = unsafe { core::ptr::read_volatile(&raw const LAST_WAKEUP_NS) };
-    if pending >= setting(&WAKEUP_BYTES) || now.wrapping_sub(last) >= setting(&WAKEUP_INTERVAL_NS) {
+    if crossed || now.wrapping_sub(last) >= setting(&WAKEUP_INTERVAL_NS) {
         unsafe { core::ptr::write_volatile(&raw mut LAST_WAKEUP_NS, now) };
         BPF_RB_FORCE_WAKEUP as u64
     } else {

@@ -2,7 +2,7 @@
 //! in step, and the memory bound.
 use super::connection::{Connection, FlowKey};
 use crate::tcp::TcpState;
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 /// How a live connection is found. Sockets are keyed by kernel address;
 /// snapshot sockets whose address was not given get a key of their own until

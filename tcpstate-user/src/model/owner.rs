@@ -7,7 +7,8 @@
 //! sockets.
 use crate::tcp::TcpState;
 use crate::wire::{Comm, Transition};
-use std::collections::{HashMap, VecDeque};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::VecDeque;
 
 /// How the owner of a socket was learnt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -4,7 +4,8 @@
 //! a later batch) would otherwise look like the first transition of a new
 //! socket and leave a phantom connection behind. Anything older than the
 //! CLOSE at its address belongs to the finished socket.
-use std::collections::{HashMap, VecDeque};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::VecDeque;
 
 #[derive(Debug)]
 pub(crate) struct RecentlyClosed {

@@ -8,8 +8,9 @@ use super::{
     owner::Owner,
 };
 use crate::{addr::Endpoint, tcp::Family, wire::Comm};
+use foldhash::{HashMap, HashMapExt};
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 

@@ -19,10 +19,8 @@ use crate::{
     tcp::{Family, TcpState},
     wire::{Comm, OwnerSeen, ResetSent, Task, Transition},
 };
-use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use foldhash::{HashMap, HashMapExt};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Head bytes below this are transitions: `(old - 1) * 12 + (new - 1)`.
 pub const HEAD_TRANSITIONS: u8 = 144;

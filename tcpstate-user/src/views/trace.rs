@@ -6,8 +6,8 @@ use crate::{
     tcp::TcpState,
     wire::Transition,
 };
+use foldhash::{HashMap, HashMapExt};
 use serde::Serialize;
-use std::collections::HashMap;
 
 /// Remembers when each live socket entered its current state.
 ///
