@@ -2,10 +2,13 @@
 //!
 //! Every line has `"type"`: `"transition"` for a transition, `"lost"` when
 //! the kernel's count of undeliverable records grows.
-use super::{Annotation, TraceSink};
+use super::{
+    json_line::{write_transition, SecondPrefix},
+    Annotation, TraceSink,
+};
 use crate::{
     clock::{rfc3339_utc, BootClock},
-    views::trace::{TraceRow, TransitionRecord},
+    views::trace::TraceRow,
 };
 use serde::Serialize;
 use std::io::{self, Write};
@@ -22,11 +25,19 @@ struct LostLine {
 pub struct JsonSink<W: Write> {
     out: W,
     clock: BootClock,
+    /// One line at a time, reused: no allocation per transition.
+    line_buf: Vec<u8>,
+    second: SecondPrefix,
 }
 
 impl<W: Write> JsonSink<W> {
     pub fn new(out: W, clock: BootClock) -> Self {
-        Self { out, clock }
+        Self {
+            out,
+            clock,
+            line_buf: Vec::with_capacity(512),
+            second: SecondPrefix::default(),
+        }
     }
 
     fn line(&mut self, value: &impl Serialize) -> io::Result<()> {
@@ -37,12 +48,15 @@ impl<W: Write> JsonSink<W> {
 
 impl<W: Write> TraceSink for JsonSink<W> {
     fn transition(&mut self, row: &TraceRow, annotation: &Annotation) -> io::Result<()> {
-        self.line(&TransitionRecord::new(
+        self.line_buf.clear();
+        write_transition(
+            &mut self.line_buf,
+            &mut self.second,
             row,
             &self.clock,
-            annotation.connection_id,
-            annotation.owner.as_ref(),
-        ))
+            annotation,
+        );
+        self.out.write_all(&self.line_buf)
     }
 
     fn lost(&mut self, total: u64, ts_boot_ns: u64) -> io::Result<()> {

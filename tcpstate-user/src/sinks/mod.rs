@@ -2,6 +2,7 @@
 pub mod csv;
 pub mod http;
 pub mod json;
+pub mod json_line;
 pub mod parquet;
 pub mod table;
 
