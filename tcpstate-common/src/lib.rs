@@ -126,16 +126,26 @@ pub struct StructOffsets {
     pub skb_network_header: u32,
     pub skb_transport_header: u32,
     /// For the raw tracepoint, which gets the `struct sock *` itself: the
-    /// fields the `inet_sock_set_state` event copies out of it.
+    /// fields the `inet_sock_set_state` event copies out of it. All but
+    /// `sk_protocol` lie in the first [`SOCK_HEAD_BYTES`] of the socket
+    /// (its `sock_common`), which the program reads at once.
     pub skc_family: u32,
     pub sk_protocol: u32,
     pub skc_daddr: u32,
     pub skc_dport: u32,
     pub skc_v6_daddr: u32,
     pub skc_v6_rcv_saddr: u32,
-    pub inet_saddr: u32,
-    pub inet_sport: u32,
+    pub skc_rcv_saddr: u32,
+    /// The local port in host order (the event's `sport` is `inet_sport`,
+    /// the same port in network order, set together with it).
+    pub skc_num: u32,
 }
+
+/// Bytes at the start of a `struct sock` (its `sock_common`: addresses,
+/// ports, family, namespace) the raw program reads in one probe read
+/// instead of one per field. A power of two: the program masks field
+/// offsets with it, which is how the verifier sees them stay inside.
+pub const SOCK_HEAD_BYTES: usize = 128;
 
 const _: () = assert!(core::mem::size_of::<StructOffsets>() == 76);
 
@@ -159,8 +169,8 @@ impl StructOffsets {
             skc_dport: 0,
             skc_v6_daddr: 0,
             skc_v6_rcv_saddr: 0,
-            inet_saddr: 0,
-            inet_sport: 0,
+            skc_rcv_saddr: 0,
+            skc_num: 0,
         }
     }
 }

@@ -21,7 +21,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use tcpstate_common::{
     kind, reset_offsets, syscall_exit_offsets, tp_offsets as off, Event, StructOffsets,
-    DEFAULT_RING_BYTES, IPPROTO_TCP, LOST_OWNERS, LOST_RESETS, LOST_TRANSITIONS,
+    DEFAULT_RING_BYTES, IPPROTO_TCP, LOST_OWNERS, LOST_RESETS, LOST_TRANSITIONS, SOCK_HEAD_BYTES,
 };
 
 #[map(name = "EVENTS")]
@@ -109,6 +109,7 @@ struct Fields {
     dport: u16,
     saddr: [u8; 16],
     daddr: [u8; 16],
+    netns: u32,
 }
 
 #[inline(always)]
@@ -137,6 +138,11 @@ fn try_set_state(ctx: &TracePointContext) {
         dport: field(ctx, off::DPORT),
         saddr: address(ctx, off::SADDR_V6),
         daddr: address(ctx, off::DADDR_V6),
+        netns: 0,
+    };
+    let fields = Fields {
+        netns: netns_of(fields.skaddr),
+        ..fields
     };
     if emit_transition(ctx, &fields) && raw_mode {
         if let Some(rescued) = RESCUED.get_ptr_mut(0) {
@@ -173,36 +179,72 @@ fn try_set_state_raw(ctx: &RawTracePointContext) {
     emit_transition(ctx, &fields);
 }
 
+/// Three probe reads: the protocol, the socket's first bytes (its
+/// `sock_common`: addresses, ports, family, namespace) at once, and the
+/// namespace's inode.
 #[inline(always)]
 fn sock_fields(sk: u64, oldstate: i32, newstate: i32, o: &StructOffsets) -> Option<Fields> {
     let protocol: u16 = read_kernel(sk, o.sk_protocol)?;
     if protocol != IPPROTO_TCP {
         return None;
     }
-    let family: u16 = read_kernel(sk, o.skc_family)?;
-    let sport: u16 = read_kernel(sk, o.inet_sport)?;
-    let dport: u16 = read_kernel(sk, o.skc_dport)?;
+    let head = sock_head(sk)?;
+    let family: u16 = head_field(&head, o.skc_family)?;
     let (saddr, daddr) = if family == tcpstate_common::AF_INET6 {
         (
-            read_kernel::<[u8; 16]>(sk, o.skc_v6_rcv_saddr)?,
-            read_kernel::<[u8; 16]>(sk, o.skc_v6_daddr)?,
+            head_field::<[u8; 16]>(&head, o.skc_v6_rcv_saddr)?,
+            head_field::<[u8; 16]>(&head, o.skc_v6_daddr)?,
         )
     } else {
         (
-            mapped(read_kernel::<[u8; 4]>(sk, o.inet_saddr)?),
-            mapped(read_kernel::<[u8; 4]>(sk, o.skc_daddr)?),
+            mapped(head_field::<[u8; 4]>(&head, o.skc_rcv_saddr)?),
+            mapped(head_field::<[u8; 4]>(&head, o.skc_daddr)?),
         )
+    };
+    let net: u64 = head_field(&head, o.sock_common_net)?;
+    let netns = if o.net_ns_inum == 0 {
+        0
+    } else {
+        read_kernel::<u32>(net, o.net_ns_inum).unwrap_or(0)
     };
     Some(Fields {
         skaddr: sk,
         oldstate,
         newstate,
         family,
-        sport: u16::from_be(sport),
-        dport: u16::from_be(dport),
+        sport: head_field(&head, o.skc_num)?,
+        dport: u16::from_be(head_field(&head, o.skc_dport)?),
         saddr,
         daddr,
+        netns,
     })
+}
+
+/// The socket's first [`SOCK_HEAD_BYTES`], read straight into place (a
+/// `Result<[u8; N]>` would be copied around on the 512-byte stack).
+#[inline(always)]
+fn sock_head(sk: u64) -> Option<[u8; SOCK_HEAD_BYTES]> {
+    let mut head = core::mem::MaybeUninit::<[u8; SOCK_HEAD_BYTES]>::uninit();
+    let status = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            head.as_mut_ptr().cast(),
+            SOCK_HEAD_BYTES as u32,
+            sk as *const aya_ebpf::cty::c_void,
+        )
+    };
+    // The helper zero-fills on failure; either way every byte is written.
+    (status == 0).then(|| unsafe { head.assume_init() })
+}
+
+/// A field of the socket's first bytes. Userspace checked that every offset
+/// lies inside; the mask and the bound are what the verifier needs to see.
+#[inline(always)]
+fn head_field<T: Copy>(head: &[u8; SOCK_HEAD_BYTES], offset: u32) -> Option<T> {
+    let at = offset as usize & (SOCK_HEAD_BYTES - 1);
+    if at > SOCK_HEAD_BYTES - core::mem::size_of::<T>() {
+        return None;
+    }
+    Some(unsafe { core::ptr::read_unaligned(head.as_ptr().add(at) as *const T) })
 }
 
 #[inline(always)]
@@ -236,7 +278,7 @@ fn emit_transition<C: EbpfContext>(ctx: &C, f: &Fields) -> bool {
         tgid: (pid_tgid >> 32) as u32,
         pid: pid_tgid as u32,
         cpu: unsafe { bpf_get_smp_processor_id() },
-        netns: netns_of(f.skaddr),
+        netns: f.netns,
         sport: f.sport,
         dport: f.dport,
         family: f.family,

@@ -76,6 +76,9 @@ pub struct Pipeline {
     /// Boot time of the latest item (replay's notion of now).
     latest_ts: u64,
     finished: bool,
+    /// Off when nothing reads the model (`record`): items then go straight
+    /// from the source to the recording.
+    model_used: bool,
 }
 
 /// The model's settings from the host's sysctls.
@@ -96,6 +99,13 @@ pub struct RecordTo<'a> {
 }
 
 impl Pipeline {
+    /// For views that never look at the model (`record`): it then takes no
+    /// CPU, which at full churn is most of what the tracer spends.
+    pub fn without_model(mut self) -> Pipeline {
+        self.model_used = false;
+        self
+    }
+
     /// Live: loads the BPF program (with the hooks the model needs), takes
     /// the start-up snapshot, and optionally starts a recording.
     pub fn live(
@@ -138,6 +148,7 @@ impl Pipeline {
             items: Vec::new(),
             latest_ts: boot_now_ns(),
             finished: false,
+            model_used: true,
         })
     }
 
@@ -182,6 +193,7 @@ impl Pipeline {
             items: Vec::new(),
             latest_ts: header.clock.boot_ns,
             finished: false,
+            model_used: true,
         })
     }
 
@@ -282,14 +294,20 @@ impl Pipeline {
                 break;
             }
             self.latest_ts = self.latest_ts.max(ts);
+            if !self.model_used {
+                each(&item, &[], &self.model, self.window.shows(ts))?;
+                continue;
+            }
             let ended = self.model.apply(&to_input(item));
             each(&item, &ended, &self.model, self.window.shows(ts))?;
         }
-        let now = match self.source {
-            Source::Live(_) => boot_now_ns(),
-            Source::Replay(_) => self.latest_ts,
-        };
-        self.model.expire(now);
+        if self.model_used {
+            let now = match self.source {
+                Source::Live(_) => boot_now_ns(),
+                Source::Replay(_) => self.latest_ts,
+            };
+            self.model.expire(now);
+        }
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use crate::{
 };
 use std::io;
 
-/// Recording needs no view: the pipeline writes the file.
+/// Recording needs no view and no model: the pipeline writes the file.
 struct Counting(u64);
 
 impl View for Counting {
@@ -33,7 +33,8 @@ pub async fn run(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
         path: &args.output,
         rotate_bytes: args.rotate,
     };
-    let mut pipeline = Pipeline::live(&args.live, &args.filters, verbose, 30, Some(record))?;
+    let mut pipeline =
+        Pipeline::live(&args.live, &args.filters, verbose, 30, Some(record))?.without_model();
     eprintln!("tcpstate: recording to {}", args.output.display());
     pipeline::drive(&mut pipeline, &mut Counting(0), args.duration).await
 }

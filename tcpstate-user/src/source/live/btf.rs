@@ -9,7 +9,7 @@
 //! panic or a hang.
 use std::ops::Range;
 use std::path::Path;
-use tcpstate_common::StructOffsets;
+use tcpstate_common::{StructOffsets, SOCK_HEAD_BYTES};
 
 /// Where the running kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -64,6 +64,8 @@ pub enum BtfError {
         found: u16,
         hint: &'static str,
     },
+    #[error("{file}: unexpected layout: {what}")]
+    Layout { file: String, what: String },
     #[error("{file}: malformed BTF: {reason}")]
     Malformed { file: String, reason: String },
     #[error("{file}: no struct or union named `{name}` (nor a typedef of one)")]
@@ -639,21 +641,44 @@ pub fn fill_kernel_offsets(btf: &Btf, offsets: &mut StructOffsets) -> Result<(),
 
 /// Fills in what the raw tracepoint reads from the `struct sock` it is
 /// given: the fields `sock:inet_sock_set_state` copies. `struct sock`
-/// begins with its `sock_common`, and `inet_sock` with its `sock`, so every
-/// offset is from the start of the socket. Unchanged on error (then only
-/// the raw program is off).
+/// begins with its `sock_common`, so every offset is from the start of the
+/// socket. All but `sk_protocol` must lie in the first [`SOCK_HEAD_BYTES`]
+/// (with `sock_common_net`, filled by [`fill_kernel_offsets`]), which the
+/// program reads at once. Unchanged on error (then only the raw program is
+/// off).
 pub fn fill_sock_offsets(btf: &Btf, offsets: &mut StructOffsets) -> Result<(), BtfError> {
-    *offsets = StructOffsets {
+    let filled = StructOffsets {
         skc_family: btf.member_offset("sock_common", "skc_family")?,
         sk_protocol: btf.member_offset("sock", "sk_protocol")?,
         skc_daddr: btf.member_offset("sock_common", "skc_daddr")?,
         skc_dport: btf.member_offset("sock_common", "skc_dport")?,
         skc_v6_daddr: btf.member_offset("sock_common", "skc_v6_daddr")?,
         skc_v6_rcv_saddr: btf.member_offset("sock_common", "skc_v6_rcv_saddr")?,
-        inet_saddr: btf.member_offset("inet_sock", "inet_saddr")?,
-        inet_sport: btf.member_offset("inet_sock", "inet_sport")?,
+        skc_rcv_saddr: btf.member_offset("sock_common", "skc_rcv_saddr")?,
+        skc_num: btf.member_offset("sock_common", "skc_num")?,
         ..*offsets
     };
+    let in_head = [
+        ("skc_family", filled.skc_family, 2),
+        ("skc_daddr", filled.skc_daddr, 4),
+        ("skc_rcv_saddr", filled.skc_rcv_saddr, 4),
+        ("skc_dport", filled.skc_dport, 2),
+        ("skc_num", filled.skc_num, 2),
+        ("skc_v6_daddr", filled.skc_v6_daddr, 16),
+        ("skc_v6_rcv_saddr", filled.skc_v6_rcv_saddr, 16),
+        ("skc_net", filled.sock_common_net, 8),
+    ];
+    for (member, offset, size) in in_head {
+        if offset as usize + size > SOCK_HEAD_BYTES {
+            return Err(BtfError::Layout {
+                file: btf.source.clone(),
+                what: format!(
+                    "sock_common.{member} at byte {offset} lies beyond the first {SOCK_HEAD_BYTES} bytes the raw program reads"
+                ),
+            });
+        }
+    }
+    *offsets = filled;
     Ok(())
 }
 
@@ -1273,7 +1298,8 @@ mod tests {
         fill_sock_offsets(&btf, &mut s).unwrap();
         eprintln!("{s:#?}");
         assert_eq!((s.skc_daddr, s.skc_dport, s.skc_family), (0, 12, 16));
-        assert!(s.inet_saddr >= btf.struct_size("sock").unwrap());
+        assert_eq!((s.skc_rcv_saddr, s.skc_num), (4, 14));
+        assert!(s.skc_v6_rcv_saddr as usize + 16 <= SOCK_HEAD_BYTES);
         assert!(s.sk_protocol < btf.struct_size("sock").unwrap());
     }
 }
