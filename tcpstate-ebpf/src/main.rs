@@ -89,15 +89,21 @@ fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
     unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset) as *const T) }
 }
 
+/// An address field of the event (16 bytes, IPv4 already mapped), as the
+/// four 32-bit words it is stored in.
 #[inline(always)]
-fn address(ctx: &TracePointContext, offset: usize) -> [u8; 16] {
-    let hi: u64 = field(ctx, offset);
-    let lo: u64 = field(ctx, offset + 8);
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&hi.to_ne_bytes());
-    out[8..].copy_from_slice(&lo.to_ne_bytes());
-    out
+fn address(ctx: &TracePointContext, offset: usize) -> Address {
+    [
+        field(ctx, offset),
+        field(ctx, offset + 4),
+        field(ctx, offset + 8),
+        field(ctx, offset + 12),
+    ]
 }
+
+/// A 16-byte address (network byte order) as four native 32-bit words:
+/// copied word by word, never byte by byte.
+type Address = [u32; 4];
 
 /// The fields of one transition, however they were read.
 struct Fields {
@@ -107,8 +113,8 @@ struct Fields {
     family: u16,
     sport: u16,
     dport: u16,
-    saddr: [u8; 16],
-    daddr: [u8; 16],
+    saddr: Address,
+    daddr: Address,
     netns: u32,
 }
 
@@ -189,19 +195,20 @@ fn sock_fields(sk: u64, oldstate: i32, newstate: i32, o: &StructOffsets) -> Opti
         return None;
     }
     let head = sock_head(sk)?;
-    let family: u16 = head_field(&head, o.skc_family)?;
+    let family = head_u16(&head, o.skc_family);
     let (saddr, daddr) = if family == tcpstate_common::AF_INET6 {
         (
-            head_field::<[u8; 16]>(&head, o.skc_v6_rcv_saddr)?,
-            head_field::<[u8; 16]>(&head, o.skc_v6_daddr)?,
+            head_address(&head, o.skc_v6_rcv_saddr),
+            head_address(&head, o.skc_v6_daddr),
         )
     } else {
         (
-            mapped(head_field::<[u8; 4]>(&head, o.skc_rcv_saddr)?),
-            mapped(head_field::<[u8; 4]>(&head, o.skc_daddr)?),
+            mapped(head_word(&head, o.skc_rcv_saddr, 0)),
+            mapped(head_word(&head, o.skc_daddr, 0)),
         )
     };
-    let net: u64 = head_field(&head, o.sock_common_net)?;
+    let net = u64::from(head_word(&head, o.sock_common_net, 0))
+        | u64::from(head_word(&head, o.sock_common_net, 1)) << 32;
     let netns = if o.net_ns_inum == 0 {
         0
     } else {
@@ -212,19 +219,24 @@ fn sock_fields(sk: u64, oldstate: i32, newstate: i32, o: &StructOffsets) -> Opti
         oldstate,
         newstate,
         family,
-        sport: head_field(&head, o.skc_num)?,
-        dport: u16::from_be(head_field(&head, o.skc_dport)?),
+        sport: head_u16(&head, o.skc_num),
+        dport: u16::from_be(head_u16(&head, o.skc_dport)),
         saddr,
         daddr,
         netns,
     })
 }
 
+const SOCK_HEAD_WORDS: usize = SOCK_HEAD_BYTES / 4;
+
+/// The socket's first bytes, as 32-bit words.
+type SockHead = [u32; SOCK_HEAD_WORDS];
+
 /// The socket's first [`SOCK_HEAD_BYTES`], read straight into place (a
 /// `Result<[u8; N]>` would be copied around on the 512-byte stack).
 #[inline(always)]
-fn sock_head(sk: u64) -> Option<[u8; SOCK_HEAD_BYTES]> {
-    let mut head = core::mem::MaybeUninit::<[u8; SOCK_HEAD_BYTES]>::uninit();
+fn sock_head(sk: u64) -> Option<SockHead> {
+    let mut head = core::mem::MaybeUninit::<SockHead>::uninit();
     let status = unsafe {
         aya_ebpf::helpers::generated::bpf_probe_read_kernel(
             head.as_mut_ptr().cast(),
@@ -236,24 +248,35 @@ fn sock_head(sk: u64) -> Option<[u8; SOCK_HEAD_BYTES]> {
     (status == 0).then(|| unsafe { head.assume_init() })
 }
 
-/// A field of the socket's first bytes. Userspace checked that every offset
-/// lies inside; the mask and the bound are what the verifier needs to see.
+/// Word `k` of the field at byte `offset` of the socket's first bytes.
+/// Userspace checked that each field lies inside and is aligned to its
+/// size (up to 4): word reads and shifts, no byte-by-byte loads. The mask
+/// is how the verifier sees the index stay inside.
 #[inline(always)]
-fn head_field<T: Copy>(head: &[u8; SOCK_HEAD_BYTES], offset: u32) -> Option<T> {
-    let at = offset as usize & (SOCK_HEAD_BYTES - 1);
-    if at > SOCK_HEAD_BYTES - core::mem::size_of::<T>() {
-        return None;
-    }
-    Some(unsafe { core::ptr::read_unaligned(head.as_ptr().add(at) as *const T) })
+fn head_word(head: &SockHead, offset: u32, k: usize) -> u32 {
+    head[(offset as usize / 4 + k) & (SOCK_HEAD_WORDS - 1)]
 }
 
 #[inline(always)]
-fn mapped(v4: [u8; 4]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[10] = 0xff;
-    out[11] = 0xff;
-    out[12..].copy_from_slice(&v4);
-    out
+fn head_u16(head: &SockHead, offset: u32) -> u16 {
+    (head_word(head, offset, 0) >> ((offset & 2) * 8)) as u16
+}
+
+#[inline(always)]
+fn head_address(head: &SockHead, offset: u32) -> Address {
+    [
+        head_word(head, offset, 0),
+        head_word(head, offset, 1),
+        head_word(head, offset, 2),
+        head_word(head, offset, 3),
+    ]
+}
+
+/// An IPv4 address (network order, as stored) as IPv4-mapped IPv6
+/// (`::ffff:a.b.c.d`), the way the tracepoint reports it.
+#[inline(always)]
+fn mapped(v4: u32) -> Address {
+    [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), v4]
 }
 
 /// Filters, then writes one transition record. True when it was written.
@@ -268,25 +291,36 @@ fn emit_transition<C: EbpfContext>(ctx: &C, f: &Fields) -> bool {
     };
     let ts = unsafe { bpf_ktime_get_boot_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
-    entry.write(Event {
-        ts_boot_ns: ts,
-        skaddr: f.skaddr,
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        saddr: f.saddr,
-        daddr: f.daddr,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        tgid: (pid_tgid >> 32) as u32,
-        pid: pid_tgid as u32,
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        netns: f.netns,
-        sport: f.sport,
-        dport: f.dport,
-        family: f.family,
-        kind: kind::TRANSITION,
-        oldstate: f.oldstate as u8,
-        newstate: f.newstate as u8,
-        _pad: [0; 7],
-    });
+    // Field by field into the reserved record: no copy of the whole event
+    // through the stack.
+    let e = entry.as_mut_ptr();
+    unsafe {
+        (*e).ts_boot_ns = ts;
+        (*e).skaddr = f.skaddr;
+        (*e).cgroup_id = bpf_get_current_cgroup_id();
+        (*e).saddr = core::mem::transmute::<Address, [u8; 16]>(f.saddr);
+        (*e).daddr = core::mem::transmute::<Address, [u8; 16]>(f.daddr);
+        let comm = (*e).comm.as_mut_ptr().cast();
+        if aya_ebpf::helpers::generated::bpf_get_current_comm(comm, 16) != 0 {
+            (*e).comm = [0; 16];
+        }
+        (*e).tgid = (pid_tgid >> 32) as u32;
+        (*e).pid = pid_tgid as u32;
+        (*e).cpu = bpf_get_smp_processor_id();
+        (*e).netns = f.netns;
+        (*e).sport = f.sport;
+        (*e).dport = f.dport;
+        (*e).family = f.family;
+        (*e).kind = kind::TRANSITION;
+        (*e).oldstate = f.oldstate as u8;
+        // `newstate` and the padding after it as one 8-byte store (BPF is
+        // little-endian here: the state is the low byte); storing the
+        // padding array by itself compiles to a call to a BPF memset loop.
+        e.cast::<u8>()
+            .add(NEWSTATE_AND_PAD)
+            .cast::<u64>()
+            .write(u64::from(f.newstate as u8));
+    }
     entry.submit(wakeup_flag(ts));
     true
 }
@@ -474,6 +508,12 @@ fn passes_filters(family: u16, sport: u16, dport: u16) -> bool {
     let any = setting(&FILTER_ANY_PORT);
     any == 0 || any == sport || any == dport
 }
+
+/// Where `newstate` and the padding that ends the event begin.
+const NEWSTATE_AND_PAD: usize = core::mem::offset_of!(Event, newstate);
+const _: () = assert!(NEWSTATE_AND_PAD % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(Event, _pad) == NEWSTATE_AND_PAD + 1);
+const _: () = assert!(NEWSTATE_AND_PAD + 8 == core::mem::size_of::<Event>());
 
 /// Ring-buffer bytes one record takes: the kernel's 8-byte header + the event.
 const RECORD_BYTES: u64 = (core::mem::size_of::<Event>() + 8) as u64;

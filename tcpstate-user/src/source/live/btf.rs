@@ -668,15 +668,19 @@ pub fn fill_sock_offsets(btf: &Btf, offsets: &mut StructOffsets) -> Result<(), B
         ("skc_v6_rcv_saddr", filled.skc_v6_rcv_saddr, 16),
         ("skc_net", filled.sock_common_net, 8),
     ];
+    // The program reads these as aligned 32-bit words and shifts.
     for (member, offset, size) in in_head {
-        if offset as usize + size > SOCK_HEAD_BYTES {
-            return Err(BtfError::Layout {
-                file: btf.source.clone(),
-                what: format!(
-                    "sock_common.{member} at byte {offset} lies beyond the first {SOCK_HEAD_BYTES} bytes the raw program reads"
-                ),
-            });
-        }
+        let what = if offset as usize + size > SOCK_HEAD_BYTES {
+            format!("lies beyond the first {SOCK_HEAD_BYTES} bytes the raw program reads")
+        } else if !(offset as usize).is_multiple_of(size.min(4)) {
+            format!("is not aligned to {} bytes", size.min(4))
+        } else {
+            continue;
+        };
+        return Err(BtfError::Layout {
+            file: btf.source.clone(),
+            what: format!("sock_common.{member} at byte {offset} {what}"),
+        });
     }
     *offsets = filled;
     Ok(())
@@ -860,6 +864,66 @@ mod tests {
             ],
         );
         b
+    }
+
+    /// `sock_common` and `sock` with what the raw program reads, x86_64's
+    /// layout but for the two offsets given (in bytes).
+    fn sock_kernel(skc_num: u32, skc_v6_rcv_saddr: u32) -> Btf {
+        let mut b = Builder::new();
+        let u16_ty = b.int("__u16", 2);
+        let u32_ty = b.int("__u32", 4);
+        let in6 = b.strukt("in6_addr", 16, &[("s6_addr32", u32_ty, 0, 0)]);
+        let common = b.strukt(
+            "sock_common",
+            136,
+            &[
+                ("skc_daddr", u32_ty, 0, 0),
+                ("skc_rcv_saddr", u32_ty, 32, 0),
+                ("skc_dport", u16_ty, 96, 0),
+                ("skc_num", u16_ty, skc_num * 8, 0),
+                ("skc_family", u16_ty, 128, 0),
+                ("skc_v6_daddr", in6, 448, 0),
+                ("skc_v6_rcv_saddr", in6, skc_v6_rcv_saddr * 8, 0),
+            ],
+        );
+        b.strukt(
+            "sock",
+            760,
+            &[
+                ("__sk_common", common, 0, 0),
+                ("sk_protocol", u16_ty, 4080, 0),
+            ],
+        );
+        Btf::parse(&b.build()).unwrap()
+    }
+
+    #[test]
+    fn sock_offsets_must_fit_the_head_the_program_reads() {
+        let net = StructOffsets {
+            sock_common_net: 48,
+            ..StructOffsets::zeroed()
+        };
+        let mut ok = net;
+        fill_sock_offsets(&sock_kernel(14, 72), &mut ok).unwrap();
+        assert_eq!(
+            (
+                ok.skc_num,
+                ok.skc_v6_rcv_saddr,
+                ok.sk_protocol,
+                ok.skc_family
+            ),
+            (14, 72, 510, 16)
+        );
+        for (num, v6, want) in [
+            (14, 120, "beyond the first 128 bytes"),
+            (15, 72, "not aligned to 2 bytes"),
+            (14, 74, "not aligned to 4 bytes"),
+        ] {
+            let mut k = net;
+            let err = fill_sock_offsets(&sock_kernel(num, v6), &mut k).unwrap_err();
+            assert!(err.to_string().contains(want), "{err}");
+            assert_eq!(k, net, "left unchanged by the failure");
+        }
     }
 
     #[test]
