@@ -280,15 +280,14 @@ pub fn evaluate(i: &Inputs<'_>) -> Vec<Target> {
         || {
             let at_rate = ours(i.rate, |c| c.bpf_ns_per_transition);
             format!(
-                "at the fixed load the same programs take {} per transition: above 200 ns \
-                 already, as the raw tracepoint program reads the socket's fields from kernel \
-                 memory (probe reads at BTF offsets), the task, its cgroup and the clock, and \
-                 reserves and submits a ring buffer record (the count-only bpftrace program \
-                 only updates a map); at saturation the cost per run grows further, most \
-                 likely from the two CPUs contending for the one ring buffer (its lock and the \
-                 producer and consumer positions they share with each other and with the \
-                 reader). run_time_ns also includes the kernel's bpf_stats bookkeeping and any \
-                 interrupt taken during a run",
+                "at the fixed load the same programs take {} per transition: the raw \
+                 tracepoint program makes three probe reads (the protocol, the socket's first \
+                 128 bytes, its namespace's inode), reads the task's ids, name and cgroup and \
+                 the clock, and reserves and submits a 112-byte ring-buffer record (the \
+                 count-only bpftrace program only updates a map); at saturation the two CPUs \
+                 also share the ring buffer's lock and positions. run_time_ns also includes \
+                 the kernel's bpf_stats bookkeeping (a clock read before and after every run, \
+                 for each of tcpstate's two programs) and any interrupt taken during a run",
                 list(&at_rate, 0, " ns")
             )
         },
