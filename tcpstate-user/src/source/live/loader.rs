@@ -73,6 +73,8 @@ pub struct LiveSource {
     reset_tracking: HookStatus,
     raw: HookStatus,
     rescued_map: Option<PerCpuArray<MapData, u64>>,
+    /// When the kernel's lost counters were last read.
+    lost_checked: std::time::Instant,
     _logger: Option<tokio::task::JoinHandle<()>>,
     _ebpf: Ebpf,
 }
@@ -217,6 +219,7 @@ impl LiveSource {
             reset_tracking,
             raw,
             rescued_map,
+            lost_checked: std::time::Instant::now(),
             _logger: logger,
             _ebpf: ebpf,
         })
@@ -320,9 +323,11 @@ impl LiveSource {
             }
             None => drain(self.ring.get_mut(), out, &mut self.stats),
         };
-        if drained_all {
-            // Cheap (one syscall) and only once the ring is empty, so the
-            // count is in order with the records before it.
+        // Only once the ring is empty, so that the count is in order with
+        // the records before it, and at most once per flush interval: it
+        // takes a syscall per counter and per program, which at thousands
+        // of wake-ups a second would cost more than the records.
+        if drained_all && self.lost_checked.elapsed() >= FLUSH_INTERVAL {
             self.push_lost(out);
         }
         Ok(())
@@ -335,6 +340,7 @@ impl LiveSource {
     }
 
     fn push_lost(&mut self, out: &mut Vec<Item>) {
+        self.lost_checked = std::time::Instant::now();
         self.stats.lost_resets =
             self.read_lost(common::LOST_RESETS) + self.read_misses(&[common::PROGRAM_SEND_RESET]);
         let accept = [common::PROGRAM_ACCEPT4_EXIT, common::PROGRAM_ACCEPT_EXIT];
