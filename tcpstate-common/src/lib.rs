@@ -22,6 +22,8 @@ pub const PROGRAM_SET_STATE_RAW: &str = "tcpstate_set_state_raw";
 pub const MAP_RAW_MODE: &str = "RAW_MODE";
 /// Per-CPU: 1 while the raw program runs (a hit now is one it will miss).
 pub const MAP_RAW_ACTIVE: &str = "RAW_ACTIVE";
+/// Per-CPU: the hits the raw program took lately (see the BPF program).
+pub const MAP_RAW_TAKEN: &str = "RAW_TAKEN";
 /// Per-CPU count of hits the classic program recorded for the raw one.
 pub const MAP_RESCUED: &str = "RESCUED";
 
@@ -126,19 +128,19 @@ pub struct StructOffsets {
     pub skb_network_header: u32,
     pub skb_transport_header: u32,
     /// For the raw tracepoint, which gets the `struct sock *` itself: the
-    /// fields the `inet_sock_set_state` event copies out of it. All but
-    /// `sk_protocol` lie in the first [`SOCK_HEAD_BYTES`] of the socket
-    /// (its `sock_common`), which the program reads at once.
+    /// fields the `inet_sock_set_state` event copies out of it. The
+    /// `skc_*` ones lie in the first [`SOCK_HEAD_BYTES`] of the socket (its
+    /// `sock_common`), which the program reads at once.
     pub skc_family: u32,
     pub sk_protocol: u32,
     pub skc_daddr: u32,
     pub skc_dport: u32,
     pub skc_v6_daddr: u32,
     pub skc_v6_rcv_saddr: u32,
-    pub skc_rcv_saddr: u32,
-    /// The local port in host order (the event's `sport` is `inet_sport`,
-    /// the same port in network order, set together with it).
-    pub skc_num: u32,
+    /// `inet_sock` members: the IPv4 source address, and the source port
+    /// within [`INET_SADDR_SPAN`] bytes after it (read together).
+    pub inet_saddr: u32,
+    pub inet_sport: u32,
 }
 
 /// Bytes at the start of a `struct sock` (its `sock_common`: addresses,
@@ -146,6 +148,10 @@ pub struct StructOffsets {
 /// instead of one per field. A power of two: the program masks field
 /// offsets with it, which is how the verifier sees them stay inside.
 pub const SOCK_HEAD_BYTES: usize = 128;
+
+/// Bytes from `inet_saddr` the raw program reads at once; `inet_sport`
+/// must lie inside (it follows within a few bytes). A power of two.
+pub const INET_SADDR_SPAN: usize = 16;
 
 const _: () = assert!(core::mem::size_of::<StructOffsets>() == 76);
 
@@ -169,8 +175,8 @@ impl StructOffsets {
             skc_dport: 0,
             skc_v6_daddr: 0,
             skc_v6_rcv_saddr: 0,
-            skc_rcv_saddr: 0,
-            skc_num: 0,
+            inet_saddr: 0,
+            inet_sport: 0,
         }
     }
 }

@@ -21,7 +21,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use tcpstate_common::{
     kind, reset_offsets, syscall_exit_offsets, tp_offsets as off, Event, StructOffsets,
-    DEFAULT_RING_BYTES, IPPROTO_TCP, LOST_OWNERS, LOST_RESETS, LOST_TRANSITIONS, SOCK_HEAD_BYTES,
+    DEFAULT_RING_BYTES, INET_SADDR_SPAN, IPPROTO_TCP, LOST_OWNERS, LOST_RESETS, LOST_TRANSITIONS,
+    SOCK_HEAD_BYTES,
 };
 
 #[map(name = "EVENTS")]
@@ -32,9 +33,47 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 #[map(name = "RAW_MODE")]
 static RAW_MODE: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Per-CPU: 1 while the raw program runs on that CPU.
+/// Per-CPU: 1 while the raw program's body runs on that CPU.
 #[map(name = "RAW_ACTIVE")]
 static RAW_ACTIVE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// The last hits the raw program took on one CPU, as (socket, new state),
+/// each written when it is done with the hit.
+///
+/// The kernel skips the raw program for a hit that arrives while it is
+/// already running on that CPU (a softirq interrupting it, anywhere from
+/// the kernel's bookkeeping before its first instruction to that after its
+/// last); the classic program then records the hit itself. When the kernel
+/// runs the raw program first for each hit (it was attached first), the
+/// classic program finds every hit the raw one took here, and records any
+/// other. Several slots, because hits nest: the interrupted hit's entry
+/// must survive the nested ones: a hit goes into a free slot (its own
+/// classic program frees it), or else over the oldest (one whose classic
+/// program the kernel skipped). When the classic program runs first (a
+/// perf user of the tracepoint registered the kernel's perf probe before
+/// us), nothing is ever found here, and the `RAW_ACTIVE` flag decides,
+/// which covers the raw program's body only.
+#[repr(C)]
+struct RawTaken {
+    /// 0: free.
+    sk: [u64; RAW_TAKEN_SLOTS],
+    state: [u32; RAW_TAKEN_SLOTS],
+    /// The value of `runs` when the slot was written.
+    written: [u32; RAW_TAKEN_SLOTS],
+    /// Raw program runs on this CPU.
+    runs: u32,
+    _pad: u32,
+}
+
+const RAW_TAKEN_SLOTS: usize = 8;
+
+#[map(name = "RAW_TAKEN")]
+static RAW_TAKEN: PerCpuArray<RawTaken> = PerCpuArray::with_max_entries(1, 0);
+
+/// 1 once the classic program found a hit in `RAW_TAKEN`: the kernel runs
+/// the raw program first (the order is fixed once both are attached).
+#[no_mangle]
+static mut RAW_RUNS_FIRST: u32 = 0;
 
 /// Per-CPU: hits the classic program recorded because the raw one was
 /// running (and so was skipped by the kernel for this hit).
@@ -122,12 +161,19 @@ struct Fields {
 fn try_set_state(ctx: &TracePointContext) {
     let raw_mode = RAW_MODE.get(0).is_some_and(|mode| *mode == 1);
     if raw_mode {
-        // The raw program handles every hit, except those that arrive while
-        // it is itself running on this CPU: the kernel skips it for them.
+        let skaddr: u64 = field(ctx, off::SKADDR);
+        let newstate: i32 = field(ctx, off::NEWSTATE);
+        if raw_took(skaddr, newstate as u32) {
+            unsafe { core::ptr::write_volatile(&raw mut RAW_RUNS_FIRST, 1) };
+            return;
+        }
+        let raw_first = unsafe { core::ptr::read_volatile(&raw const RAW_RUNS_FIRST) } == 1;
         let raw_active = RAW_ACTIVE
             .get_ptr(0)
             .is_some_and(|active| unsafe { core::ptr::read_volatile(active) } == 1);
-        if !raw_active {
+        // Raw program first: it was skipped for this hit. Otherwise only the
+        // flag tells, and only while its body runs.
+        if !raw_first && !raw_active {
             return;
         }
     }
@@ -157,6 +203,22 @@ fn try_set_state(ctx: &TracePointContext) {
     }
 }
 
+/// Whether the raw program took this hit (then the entry is used up).
+#[inline(always)]
+fn raw_took(sk: u64, newstate: u32) -> bool {
+    let Some(taken) = RAW_TAKEN.get_ptr_mut(0) else {
+        return false;
+    };
+    let taken = unsafe { &mut *taken };
+    for i in 0..RAW_TAKEN_SLOTS {
+        if taken.sk[i] == sk && taken.state[i] == newstate {
+            taken.sk[i] = 0;
+            return true;
+        }
+    }
+    false
+}
+
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn tcpstate_set_state_raw(ctx: RawTracePointContext) -> i32 {
     let active = RAW_ACTIVE.get_ptr_mut(0);
@@ -167,7 +229,41 @@ pub fn tcpstate_set_state_raw(ctx: RawTracePointContext) -> i32 {
     if let Some(active) = active {
         unsafe { core::ptr::write_volatile(active, 0) };
     }
+    // Last, and whatever the hit was (even one filtered out): the classic
+    // program must not record a hit this program took.
+    mark_taken(ctx.arg(0), ctx.arg::<u64>(2) as u32);
     0
+}
+
+/// Out of line: inlined, it makes the compiler spill past the 512-byte
+/// stack of the program it ends.
+#[inline(never)]
+fn mark_taken(sk: u64, newstate: u32) {
+    if let Some(taken) = RAW_TAKEN.get_ptr_mut(0) {
+        let taken = unsafe { &mut *taken };
+        taken.runs = taken.runs.wrapping_add(1);
+        let slot = free_or_oldest_slot(taken);
+        taken.sk[slot] = sk;
+        taken.state[slot] = newstate;
+        taken.written[slot] = taken.runs;
+    }
+}
+
+#[inline(always)]
+fn free_or_oldest_slot(taken: &RawTaken) -> usize {
+    let mut oldest = 0;
+    let mut oldest_age = 0;
+    for i in 0..RAW_TAKEN_SLOTS {
+        if taken.sk[i] == 0 {
+            return i;
+        }
+        let age = taken.runs.wrapping_sub(taken.written[i]);
+        if age > oldest_age {
+            oldest = i;
+            oldest_age = age;
+        }
+    }
+    oldest
 }
 
 /// The raw tracepoint gets `(struct sock *sk, int oldstate, int newstate)`:
@@ -185,30 +281,32 @@ fn try_set_state_raw(ctx: &RawTracePointContext) {
     emit_transition(ctx, &fields);
 }
 
-/// Three probe reads: the protocol, the socket's first bytes (its
-/// `sock_common`: addresses, ports, family, namespace) at once, and the
-/// namespace's inode.
+/// Four probe reads: the protocol, the socket's first bytes (its
+/// `sock_common`: addresses, ports, family, namespace) at once, the
+/// `inet_sock` words holding the IPv4 source address and the source port,
+/// and the namespace's inode.
 #[inline(always)]
 fn sock_fields(sk: u64, oldstate: i32, newstate: i32, o: &StructOffsets) -> Option<Fields> {
     let protocol: u16 = read_kernel(sk, o.sk_protocol)?;
     if protocol != IPPROTO_TCP {
         return None;
     }
-    let head = sock_head(sk)?;
-    let family = head_u16(&head, o.skc_family);
+    let head: Words<SOCK_HEAD_WORDS> = read_words(sk)?;
+    // `inet_sport` (and `inet_saddr`), not `skc_num` (and `skc_rcv_saddr`):
+    // the tracepoint runs after a closing socket gave its port back, which
+    // zeroes `skc_num` but leaves `inet_sport`, and reports the latter.
+    let inet: Words<INET_WORDS> = read_words(sk + u64::from(o.inet_saddr))?;
+    let family = u16_at(&head, o.skc_family);
     let (saddr, daddr) = if family == tcpstate_common::AF_INET6 {
         (
-            head_address(&head, o.skc_v6_rcv_saddr),
-            head_address(&head, o.skc_v6_daddr),
+            address_at(&head, o.skc_v6_rcv_saddr),
+            address_at(&head, o.skc_v6_daddr),
         )
     } else {
-        (
-            mapped(head_word(&head, o.skc_rcv_saddr, 0)),
-            mapped(head_word(&head, o.skc_daddr, 0)),
-        )
+        (mapped(inet[0]), mapped(word_at(&head, o.skc_daddr, 0)))
     };
-    let net = u64::from(head_word(&head, o.sock_common_net, 0))
-        | u64::from(head_word(&head, o.sock_common_net, 1)) << 32;
+    let net = u64::from(word_at(&head, o.sock_common_net, 0))
+        | u64::from(word_at(&head, o.sock_common_net, 1)) << 32;
     let netns = if o.net_ns_inum == 0 {
         0
     } else {
@@ -219,8 +317,8 @@ fn sock_fields(sk: u64, oldstate: i32, newstate: i32, o: &StructOffsets) -> Opti
         oldstate,
         newstate,
         family,
-        sport: head_u16(&head, o.skc_num),
-        dport: u16::from_be(head_u16(&head, o.skc_dport)),
+        sport: u16::from_be(u16_at(&inet, o.inet_sport.wrapping_sub(o.inet_saddr))),
+        dport: u16::from_be(u16_at(&head, o.skc_dport)),
         saddr,
         daddr,
         netns,
@@ -228,47 +326,48 @@ fn sock_fields(sk: u64, oldstate: i32, newstate: i32, o: &StructOffsets) -> Opti
 }
 
 const SOCK_HEAD_WORDS: usize = SOCK_HEAD_BYTES / 4;
+const INET_WORDS: usize = INET_SADDR_SPAN / 4;
 
-/// The socket's first bytes, as 32-bit words.
-type SockHead = [u32; SOCK_HEAD_WORDS];
+/// Kernel memory as 32-bit words (a power-of-two count).
+type Words<const N: usize> = [u32; N];
 
-/// The socket's first [`SOCK_HEAD_BYTES`], read straight into place (a
-/// `Result<[u8; N]>` would be copied around on the 512-byte stack).
+/// `N` words at `addr`, read straight into place (a `Result<[u32; N]>`
+/// would be copied around on the 512-byte stack).
 #[inline(always)]
-fn sock_head(sk: u64) -> Option<SockHead> {
-    let mut head = core::mem::MaybeUninit::<SockHead>::uninit();
+fn read_words<const N: usize>(addr: u64) -> Option<Words<N>> {
+    let mut words = core::mem::MaybeUninit::<Words<N>>::uninit();
     let status = unsafe {
         aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-            head.as_mut_ptr().cast(),
-            SOCK_HEAD_BYTES as u32,
-            sk as *const aya_ebpf::cty::c_void,
+            words.as_mut_ptr().cast(),
+            (N * 4) as u32,
+            addr as *const aya_ebpf::cty::c_void,
         )
     };
     // The helper zero-fills on failure; either way every byte is written.
-    (status == 0).then(|| unsafe { head.assume_init() })
+    (status == 0).then(|| unsafe { words.assume_init() })
 }
 
-/// Word `k` of the field at byte `offset` of the socket's first bytes.
-/// Userspace checked that each field lies inside and is aligned to its
-/// size (up to 4): word reads and shifts, no byte-by-byte loads. The mask
-/// is how the verifier sees the index stay inside.
+/// Word `k` of the field at byte `offset` of `words`. Userspace checked
+/// that each field lies inside and is aligned to its size (up to 4): word
+/// reads and shifts, no byte-by-byte loads. The mask is how the verifier
+/// sees the index stay inside.
 #[inline(always)]
-fn head_word(head: &SockHead, offset: u32, k: usize) -> u32 {
-    head[(offset as usize / 4 + k) & (SOCK_HEAD_WORDS - 1)]
-}
-
-#[inline(always)]
-fn head_u16(head: &SockHead, offset: u32) -> u16 {
-    (head_word(head, offset, 0) >> ((offset & 2) * 8)) as u16
+fn word_at<const N: usize>(words: &Words<N>, offset: u32, k: usize) -> u32 {
+    words[(offset as usize / 4 + k) & (N - 1)]
 }
 
 #[inline(always)]
-fn head_address(head: &SockHead, offset: u32) -> Address {
+fn u16_at<const N: usize>(words: &Words<N>, offset: u32) -> u16 {
+    (word_at(words, offset, 0) >> ((offset & 2) * 8)) as u16
+}
+
+#[inline(always)]
+fn address_at<const N: usize>(words: &Words<N>, offset: u32) -> Address {
     [
-        head_word(head, offset, 0),
-        head_word(head, offset, 1),
-        head_word(head, offset, 2),
-        head_word(head, offset, 3),
+        word_at(words, offset, 0),
+        word_at(words, offset, 1),
+        word_at(words, offset, 2),
+        word_at(words, offset, 3),
     ]
 }
 

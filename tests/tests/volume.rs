@@ -24,8 +24,10 @@ fn thousand_connections_all_delivered_none_lost() {
     let collected = tracer.stop();
     assert!(
         complete,
-        "only {} of {expected_total} arrived",
-        collected.transitions.len()
+        "only {} of {expected_total} arrived ({} lost in the kernel; {:?})",
+        collected.transitions.len(),
+        collected.lost,
+        collected.stats
     );
     assert_eq!(collected.lost, 0, "lost events");
     assert_eq!(collected.stats.malformed, 0);

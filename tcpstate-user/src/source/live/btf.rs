@@ -9,7 +9,7 @@
 //! panic or a hang.
 use std::ops::Range;
 use std::path::Path;
-use tcpstate_common::{StructOffsets, SOCK_HEAD_BYTES};
+use tcpstate_common::{StructOffsets, INET_SADDR_SPAN, SOCK_HEAD_BYTES};
 
 /// Where the running kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -641,11 +641,12 @@ pub fn fill_kernel_offsets(btf: &Btf, offsets: &mut StructOffsets) -> Result<(),
 
 /// Fills in what the raw tracepoint reads from the `struct sock` it is
 /// given: the fields `sock:inet_sock_set_state` copies. `struct sock`
-/// begins with its `sock_common`, so every offset is from the start of the
-/// socket. All but `sk_protocol` must lie in the first [`SOCK_HEAD_BYTES`]
-/// (with `sock_common_net`, filled by [`fill_kernel_offsets`]), which the
-/// program reads at once. Unchanged on error (then only the raw program is
-/// off).
+/// begins with its `sock_common`, and `inet_sock` with its `sock`, so every
+/// offset is from the start of the socket. The `sock_common` members (with
+/// `sock_common_net`, filled by [`fill_kernel_offsets`]) must lie in the
+/// first [`SOCK_HEAD_BYTES`], and `inet_sport` within [`INET_SADDR_SPAN`]
+/// bytes of `inet_saddr`: the program reads each group at once. Unchanged
+/// on error (then only the raw program is off).
 pub fn fill_sock_offsets(btf: &Btf, offsets: &mut StructOffsets) -> Result<(), BtfError> {
     let filled = StructOffsets {
         skc_family: btf.member_offset("sock_common", "skc_family")?,
@@ -654,32 +655,76 @@ pub fn fill_sock_offsets(btf: &Btf, offsets: &mut StructOffsets) -> Result<(), B
         skc_dport: btf.member_offset("sock_common", "skc_dport")?,
         skc_v6_daddr: btf.member_offset("sock_common", "skc_v6_daddr")?,
         skc_v6_rcv_saddr: btf.member_offset("sock_common", "skc_v6_rcv_saddr")?,
-        skc_rcv_saddr: btf.member_offset("sock_common", "skc_rcv_saddr")?,
-        skc_num: btf.member_offset("sock_common", "skc_num")?,
+        inet_saddr: btf.member_offset("inet_sock", "inet_saddr")?,
+        inet_sport: btf.member_offset("inet_sock", "inet_sport")?,
         ..*offsets
     };
-    let in_head = [
-        ("skc_family", filled.skc_family, 2),
-        ("skc_daddr", filled.skc_daddr, 4),
-        ("skc_rcv_saddr", filled.skc_rcv_saddr, 4),
-        ("skc_dport", filled.skc_dport, 2),
-        ("skc_num", filled.skc_num, 2),
-        ("skc_v6_daddr", filled.skc_v6_daddr, 16),
-        ("skc_v6_rcv_saddr", filled.skc_v6_rcv_saddr, 16),
-        ("skc_net", filled.sock_common_net, 8),
+    let sport_in_span = filled.inet_sport.checked_sub(filled.inet_saddr);
+    let groups = [
+        (
+            "sock_common.skc_family",
+            Some(filled.skc_family),
+            2,
+            SOCK_HEAD_BYTES,
+        ),
+        (
+            "sock_common.skc_daddr",
+            Some(filled.skc_daddr),
+            4,
+            SOCK_HEAD_BYTES,
+        ),
+        (
+            "sock_common.skc_dport",
+            Some(filled.skc_dport),
+            2,
+            SOCK_HEAD_BYTES,
+        ),
+        (
+            "sock_common.skc_v6_daddr",
+            Some(filled.skc_v6_daddr),
+            16,
+            SOCK_HEAD_BYTES,
+        ),
+        (
+            "sock_common.skc_v6_rcv_saddr",
+            Some(filled.skc_v6_rcv_saddr),
+            16,
+            SOCK_HEAD_BYTES,
+        ),
+        (
+            "sock_common.skc_net",
+            Some(filled.sock_common_net),
+            8,
+            SOCK_HEAD_BYTES,
+        ),
+        (
+            "inet_sock.inet_saddr",
+            Some(filled.inet_saddr),
+            4,
+            usize::MAX,
+        ),
+        (
+            "inet_sock.inet_sport (from inet_saddr)",
+            sport_in_span,
+            2,
+            INET_SADDR_SPAN,
+        ),
     ];
     // The program reads these as aligned 32-bit words and shifts.
-    for (member, offset, size) in in_head {
-        let what = if offset as usize + size > SOCK_HEAD_BYTES {
-            format!("lies beyond the first {SOCK_HEAD_BYTES} bytes the raw program reads")
-        } else if !(offset as usize).is_multiple_of(size.min(4)) {
-            format!("is not aligned to {} bytes", size.min(4))
-        } else {
-            continue;
+    for (member, offset, size, span) in groups {
+        let what = match offset.map(|o| o as usize) {
+            None => "comes before inet_saddr".to_string(),
+            Some(o) if o.saturating_add(size) > span => {
+                format!("at byte {o} lies beyond the {span} bytes the raw program reads at once")
+            }
+            Some(o) if !o.is_multiple_of(size.min(4)) => {
+                format!("at byte {o} is not aligned to {} bytes", size.min(4))
+            }
+            Some(_) => continue,
         };
         return Err(BtfError::Layout {
             file: btf.source.clone(),
-            what: format!("sock_common.{member} at byte {offset} {what}"),
+            what: format!("{member} {what}"),
         });
     }
     *offsets = filled;
@@ -866,9 +911,9 @@ mod tests {
         b
     }
 
-    /// `sock_common` and `sock` with what the raw program reads, x86_64's
-    /// layout but for the two offsets given (in bytes).
-    fn sock_kernel(skc_num: u32, skc_v6_rcv_saddr: u32) -> Btf {
+    /// `sock_common`, `sock` and `inet_sock` with what the raw program
+    /// reads, x86_64's layout but for the offsets given (in bytes).
+    fn sock_kernel(skc_v6_rcv_saddr: u32, inet_sport: u32) -> Btf {
         let mut b = Builder::new();
         let u16_ty = b.int("__u16", 2);
         let u32_ty = b.int("__u32", 4);
@@ -880,13 +925,13 @@ mod tests {
                 ("skc_daddr", u32_ty, 0, 0),
                 ("skc_rcv_saddr", u32_ty, 32, 0),
                 ("skc_dport", u16_ty, 96, 0),
-                ("skc_num", u16_ty, skc_num * 8, 0),
+                ("skc_num", u16_ty, 112, 0),
                 ("skc_family", u16_ty, 128, 0),
                 ("skc_v6_daddr", in6, 448, 0),
                 ("skc_v6_rcv_saddr", in6, skc_v6_rcv_saddr * 8, 0),
             ],
         );
-        b.strukt(
+        let sock = b.strukt(
             "sock",
             760,
             &[
@@ -894,33 +939,49 @@ mod tests {
                 ("sk_protocol", u16_ty, 4080, 0),
             ],
         );
+        b.strukt(
+            "inet_sock",
+            1000,
+            &[
+                ("sk", sock, 0, 0),
+                ("inet_saddr", u32_ty, 784 * 8, 0),
+                ("inet_sport", u16_ty, inet_sport * 8, 0),
+            ],
+        );
         Btf::parse(&b.build()).unwrap()
     }
 
     #[test]
-    fn sock_offsets_must_fit_the_head_the_program_reads() {
+    fn sock_offsets_must_fit_what_the_program_reads_at_once() {
         let net = StructOffsets {
             sock_common_net: 48,
             ..StructOffsets::zeroed()
         };
         let mut ok = net;
-        fill_sock_offsets(&sock_kernel(14, 72), &mut ok).unwrap();
+        fill_sock_offsets(&sock_kernel(72, 790), &mut ok).unwrap();
         assert_eq!(
             (
-                ok.skc_num,
                 ok.skc_v6_rcv_saddr,
                 ok.sk_protocol,
-                ok.skc_family
+                ok.skc_family,
+                ok.inet_saddr,
+                ok.inet_sport
             ),
-            (14, 72, 510, 16)
+            (72, 510, 16, 784, 790)
         );
-        for (num, v6, want) in [
-            (14, 120, "beyond the first 128 bytes"),
-            (15, 72, "not aligned to 2 bytes"),
-            (14, 74, "not aligned to 4 bytes"),
+        for (v6, sport, want) in [
+            (120, 790, "beyond the 128 bytes"),
+            (74, 790, "not aligned to 4 bytes"),
+            (72, 800, "beyond the 16 bytes"),
+            (
+                72,
+                780,
+                "inet_sport (from inet_saddr) comes before inet_saddr",
+            ),
+            (72, 791, "not aligned to 2 bytes"),
         ] {
             let mut k = net;
-            let err = fill_sock_offsets(&sock_kernel(num, v6), &mut k).unwrap_err();
+            let err = fill_sock_offsets(&sock_kernel(v6, sport), &mut k).unwrap_err();
             assert!(err.to_string().contains(want), "{err}");
             assert_eq!(k, net, "left unchanged by the failure");
         }
@@ -1362,7 +1423,8 @@ mod tests {
         fill_sock_offsets(&btf, &mut s).unwrap();
         eprintln!("{s:#?}");
         assert_eq!((s.skc_daddr, s.skc_dport, s.skc_family), (0, 12, 16));
-        assert_eq!((s.skc_rcv_saddr, s.skc_num), (4, 14));
+        assert!(s.inet_saddr >= btf.struct_size("sock").unwrap());
+        assert!(s.inet_sport > s.inet_saddr && s.inet_sport < s.inet_saddr + 16);
         assert!(s.skc_v6_rcv_saddr as usize + 16 <= SOCK_HEAD_BYTES);
         assert!(s.sk_protocol < btf.struct_size("sock").unwrap());
     }

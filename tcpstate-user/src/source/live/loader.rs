@@ -154,7 +154,7 @@ impl LiveSource {
         // only then the classic one, which from then on stands in for the
         // raw program's misses only: no hit is seen twice, none is missed
         // in between.
-        let raw = if offsets.sk_protocol != 0 && offsets.skc_num != 0 {
+        let raw = if offsets.sk_protocol != 0 && offsets.inet_sport != 0 {
             attach_raw(&mut ebpf)
         } else {
             HookStatus::Unavailable("struct sock offsets unknown".into())
