@@ -422,6 +422,26 @@ mod tests {
         })
     }
 
+    /// Whether this namespace holds `tcp_max_tw_buckets` time-wait sockets.
+    fn time_wait_table_full() -> bool {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let max: u64 = read("/proc/sys/net/ipv4/tcp_max_tw_buckets")
+            .trim()
+            .parse()
+            .unwrap_or(u64::MAX);
+        let sockstat = read("/proc/net/sockstat");
+        let tw = sockstat
+            .lines()
+            .find(|l| l.starts_with("TCP:"))
+            .and_then(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                let at = words.iter().position(|w| *w == "tw")?;
+                words.get(at + 1)?.parse::<u64>().ok()
+            })
+            .unwrap_or(0);
+        tw >= max
+    }
+
     /// Sockets of this process, in known states, found with their owner.
     /// Needs a kernel with sock_diag for TCP.
     #[test]
@@ -487,11 +507,20 @@ mod tests {
         let leak_addr = leak.peer_addr().unwrap();
         let lk = find(&snap, TcpState::CloseWait, laddr, Some(leak_addr)).expect("leak");
         owned(lk, "CLOSE_WAIT leak");
-        let tw = find(&snap, TcpState::TimeWait, tw_local, Some(laddr)).expect("TIME_WAIT");
-        let left = tw.time_wait_expires_in_ms.expect("TIME_WAIT expiry");
-        assert!(left > 0 && left <= 60_000, "{left} ms");
-        assert_eq!(tw.timer.map(|t| t.kind), Some(TimerKind::TimeWait));
-        assert_eq!((tw.inode, tw.holders, tw.existing.owner), (0, 0, None));
+        match find(&snap, TcpState::TimeWait, tw_local, Some(laddr)) {
+            Some(tw) => {
+                let left = tw.time_wait_expires_in_ms.expect("TIME_WAIT expiry");
+                assert!(left > 0 && left <= 60_000, "{left} ms");
+                assert_eq!(tw.timer.map(|t| t.kind), Some(TimerKind::TimeWait));
+                assert_eq!((tw.inode, tw.holders, tw.existing.owner), (0, 0, None));
+            }
+            // A namespace whose TIME_WAIT table is full (a benchmark's churn
+            // just ran) closes without one: nothing to find then.
+            None if time_wait_table_full() => {
+                eprintln!("note: this namespace's TIME_WAIT table is full; TIME_WAIT not checked")
+            }
+            None => panic!("TIME_WAIT socket not in the snapshot"),
+        }
         assert!(snap.sockets.iter().all(|s| s.existing.netns == netns));
         assert!(snap
             .sockets
