@@ -34,23 +34,27 @@
 //! returned once and forgotten.
 mod config;
 mod connection;
+mod intern;
 mod leaks;
 mod live;
 mod owner;
 mod recent;
 mod reset;
+mod slab;
 mod snapshot;
 mod stats;
 mod time_wait;
 mod tracker;
+mod visits;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::ModelConfig;
 pub use connection::{
-    ClosedFirst, Connection, EndKind, FlowKey, ListenerRef, OpenKind, StateVisit, TimeWaitFate,
+    ClosedFirst, Connection, EndKind, FlowKey, ListenerRef, OpenKind, TimeWaitFate,
 };
+pub use intern::Interner;
 pub use leaks::{BacklogLeak, LeakReport, OwnerLeak};
 pub use owner::{ObservedHow, Owner, OwnerHow, OwnerObservation};
 pub use reset::ResetSeen;
@@ -61,3 +65,4 @@ pub use time_wait::{
     TimeWaitTable,
 };
 pub use tracker::{Input, Model};
+pub use visits::{Iter as StateVisits, StateVisit, MAX_VISITS};
