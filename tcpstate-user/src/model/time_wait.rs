@@ -6,11 +6,14 @@
 use super::{
     connection::{ClosedFirst, FlowKey},
     owner::Owner,
+    slab::Slab,
 };
 use crate::{addr::Endpoint, tcp::Family, wire::Comm};
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{fast::RandomState, HashMap, HashMapExt};
+use hashbrown::HashTable;
 use std::{
     collections::{BTreeMap, BTreeSet},
+    hash::BuildHasher,
     net::IpAddr,
 };
 
@@ -146,11 +149,18 @@ pub struct ProcessCount {
 
 /// The inferred TIME_WAIT sockets, bounded per namespace by the kernel's
 /// `max_tw_buckets` and overall by a memory bound.
+///
+/// Entries live in a [`Slab`]; the flow index and the expiry order hold
+/// slot numbers (the flow index hashes the flow read out of the slot), so
+/// inserting and removing moves 4-byte values, not entries.
 #[derive(Debug)]
 pub struct TimeWaitTable {
-    entries: HashMap<FlowKey, (TimeWaitEntry, u64)>,
-    /// (expires_ns, sequence) → flow: expiry in order, ties by insertion.
-    by_expiry: BTreeMap<(u64, u64), FlowKey>,
+    /// Each entry with its insertion sequence number.
+    entries: Slab<(TimeWaitEntry, u64)>,
+    by_flow: HashTable<u32>,
+    /// (expires_ns, sequence) → slot: expiry in order, ties by insertion.
+    by_expiry: BTreeMap<(u64, u64), u32>,
+    hasher: RandomState,
     per_netns: HashMap<u32, usize>,
     max_per_netns: usize,
     max_total: usize,
@@ -161,8 +171,10 @@ pub struct TimeWaitTable {
 impl TimeWaitTable {
     pub fn new(max_per_netns: usize, max_total: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: Slab::default(),
+            by_flow: HashTable::new(),
             by_expiry: BTreeMap::new(),
+            hasher: RandomState::default(),
             per_netns: HashMap::new(),
             max_per_netns,
             max_total,
@@ -176,7 +188,7 @@ impl TimeWaitTable {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.len() == 0
     }
 
     pub fn len_in_netns(&self, netns: u32) -> usize {
@@ -184,12 +196,29 @@ impl TimeWaitTable {
     }
 
     pub fn get(&self, flow: &FlowKey) -> Option<&TimeWaitEntry> {
-        self.entries.get(flow).map(|(entry, _)| entry)
+        let slot = self.slot_of(flow)?;
+        self.entries.get(slot).map(|(entry, _)| entry)
     }
 
     /// Entries in the order they expire.
     pub fn iter(&self) -> impl Iterator<Item = &TimeWaitEntry> {
-        self.by_expiry.values().filter_map(|flow| self.get(flow))
+        self.by_expiry
+            .values()
+            .filter_map(|&slot| self.entries.get(slot).map(|(entry, _)| entry))
+    }
+
+    fn slot_of(&self, flow: &FlowKey) -> Option<u32> {
+        let entries = &self.entries;
+        self.by_flow
+            .find(self.hasher.hash_one(flow), |&slot| {
+                entries.get(slot).is_some_and(|(e, _)| e.flow == *flow)
+            })
+            .copied()
+    }
+
+    /// The entries in no particular order.
+    fn values(&self) -> impl Iterator<Item = &TimeWaitEntry> {
+        self.entries.iter().map(|(_, (entry, _))| entry)
     }
 
     pub fn counters(&self) -> TimeWaitCounters {
@@ -211,15 +240,31 @@ impl TimeWaitTable {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.by_expiry.insert((entry.expires_ns, seq), entry.flow);
         *self.per_netns.entry(entry.flow.netns).or_insert(0) += 1;
-        self.entries.insert(entry.flow, (entry, seq));
+        let hash = self.hasher.hash_one(entry.flow);
+        let key = (entry.expires_ns, seq);
+        let slot = self.entries.insert((entry, seq));
+        self.by_expiry.insert(key, slot);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.by_flow.insert_unique(hash, slot, |&slot| {
+            entries
+                .get(slot)
+                .map_or(0, |(e, _)| hasher.hash_one(e.flow))
+        });
         self.counters.inserted += 1;
         Inserted::Yes
     }
 
     pub(crate) fn remove(&mut self, flow: &FlowKey, why: TimeWaitRemoval) -> Option<TimeWaitEntry> {
-        let (entry, seq) = self.entries.remove(flow)?;
+        let entries = &self.entries;
+        let found = self
+            .by_flow
+            .find_entry(self.hasher.hash_one(flow), |&slot| {
+                entries.get(slot).is_some_and(|(e, _)| e.flow == *flow)
+            })
+            .ok()?;
+        let (slot, _) = found.remove();
+        let (entry, seq) = self.entries.remove(slot)?;
         self.by_expiry.remove(&(entry.expires_ns, seq));
         if let Some(count) = self.per_netns.get_mut(&flow.netns) {
             *count -= 1;
@@ -239,11 +284,12 @@ impl TimeWaitTable {
     /// `now_ns`, soonest first.
     pub(crate) fn expire(&mut self, now_ns: u64) -> Vec<TimeWaitEntry> {
         let mut gone = Vec::new();
-        while let Some((&(expires_ns, _), &flow)) = self.by_expiry.first_key_value() {
+        while let Some((&(expires_ns, _), &slot)) = self.by_expiry.first_key_value() {
             if expires_ns > now_ns {
                 break;
             }
-            match self.remove(&flow, TimeWaitRemoval::Expired) {
+            let flow = self.entries.get(slot).map(|(e, _)| e.flow);
+            match flow.and_then(|flow| self.remove(&flow, TimeWaitRemoval::Expired)) {
                 Some(entry) => gone.push(entry),
                 // Unreachable while the two maps agree; never loop forever.
                 None => {
@@ -258,7 +304,10 @@ impl TimeWaitTable {
     /// FIN_WAIT2 substate at `fin_ns`: from then on it lives `time_wait_ns`.
     /// Ignored if the entry is not waiting for it, or had expired by then.
     pub(crate) fn peer_fin(&mut self, flow: &FlowKey, fin_ns: u64, time_wait_ns: u64) {
-        let Some((entry, seq)) = self.entries.get_mut(flow) else {
+        let Some(slot) = self.slot_of(flow) else {
+            return;
+        };
+        let Some((entry, seq)) = self.entries.get_mut(slot) else {
             return;
         };
         if !entry.basis.awaits_peer_fin() || fin_ns > entry.expires_ns {
@@ -267,7 +316,7 @@ impl TimeWaitTable {
         self.by_expiry.remove(&(entry.expires_ns, *seq));
         entry.expires_ns = fin_ns.saturating_add(time_wait_ns);
         entry.basis = ExpiryBasis::PeerFin;
-        self.by_expiry.insert((entry.expires_ns, *seq), *flow);
+        self.by_expiry.insert((entry.expires_ns, *seq), slot);
     }
 
     /// The entry for `local`/`remote` in `netns`; with `netns` 0 (unknown),
@@ -281,13 +330,13 @@ impl TimeWaitTable {
         };
         if netns != 0 {
             let flow = at(netns);
-            return self.entries.contains_key(&flow).then_some(flow).ok_or(0);
+            return self.slot_of(&flow).map(|_| flow).ok_or(0);
         }
         let mut found = self
             .per_netns
             .keys()
             .map(|&ns| at(ns))
-            .filter(|flow| self.entries.contains_key(flow));
+            .filter(|flow| self.slot_of(flow).is_some());
         match (found.next(), found.count()) {
             (Some(flow), 0) => Ok(flow),
             (Some(_), more) => Err(1 + more),
@@ -331,7 +380,7 @@ impl TimeWaitTable {
         let (low, high) = (range.0.min(range.1), range.0.max(range.1));
         let size = f64::from(high - low) + 1.0;
         let mut ports: BTreeMap<Endpoint, BTreeSet<u16>> = BTreeMap::new();
-        for (entry, _) in self.entries.values() {
+        for entry in self.values() {
             ports
                 .entry(entry.flow.remote)
                 .or_default()
@@ -355,7 +404,7 @@ impl TimeWaitTable {
 
     fn count_by<K: Ord>(&self, key: impl Fn(&TimeWaitEntry) -> K) -> BTreeMap<K, usize> {
         let mut counts = BTreeMap::new();
-        for (entry, _) in self.entries.values() {
+        for entry in self.values() {
             *counts.entry(key(entry)).or_insert(0) += 1;
         }
         counts
@@ -364,10 +413,12 @@ impl TimeWaitTable {
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
         assert_eq!(self.entries.len(), self.by_expiry.len());
+        assert_eq!(self.entries.len(), self.by_flow.len());
         assert_eq!(self.per_netns.values().sum::<usize>(), self.entries.len());
-        for (flow, (entry, seq)) in &self.entries {
-            assert_eq!(self.by_expiry.get(&(entry.expires_ns, *seq)), Some(flow));
-            assert!(self.len_in_netns(flow.netns) <= self.max_per_netns);
+        for (slot, (entry, seq)) in self.entries.iter() {
+            assert_eq!(self.by_expiry.get(&(entry.expires_ns, *seq)), Some(&slot));
+            assert_eq!(self.slot_of(&entry.flow), Some(slot));
+            assert!(self.len_in_netns(entry.flow.netns) <= self.max_per_netns);
         }
         assert!(self.entries.len() <= self.max_total);
     }
@@ -442,6 +493,65 @@ mod tests {
         assert_eq!(table.len(), 1);
         assert_eq!(table.counters().expired, 2);
         table.check_invariants();
+    }
+
+    #[test]
+    fn slots_reused_under_churn_keep_the_flow_index_and_expiry_order() {
+        // Inserts (some replacing the same 4-tuple), resets, peer FINs and
+        // expiry, against a plain map of what must be there.
+        let mut table = TimeWaitTable::new(50, 80);
+        // Port → (expiry, still awaiting the peer's FIN).
+        let mut expected: BTreeMap<u16, (u64, bool)> = BTreeMap::new();
+        let mut x = 99u64;
+        let mut now = 0;
+        for _ in 0..20_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let port = 1_000 + ((x >> 35) % 120) as u16;
+            let flow = entry(1, port, 80, 0).flow;
+            match (x >> 20) % 8 {
+                0 => {
+                    let removed = table.remove(&flow, TimeWaitRemoval::Reset);
+                    assert_eq!(removed.is_some(), expected.remove(&port).is_some());
+                }
+                1 => {
+                    table.peer_fin(&flow, now, 30);
+                    if let Some((expires, awaiting)) = expected.get_mut(&port) {
+                        if *awaiting && now <= *expires {
+                            (*expires, *awaiting) = (now + 30, false);
+                        }
+                    }
+                }
+                2 => {
+                    now += 3;
+                    let gone = table.expire(now);
+                    let due: Vec<u16> = expected
+                        .iter()
+                        .filter(|(_, &(e, _))| e <= now)
+                        .map(|(&p, _)| p)
+                        .collect();
+                    assert_eq!(gone.len(), due.len());
+                    assert!(gone.windows(2).all(|w| w[0].expires_ns <= w[1].expires_ns));
+                    for p in due {
+                        expected.remove(&p);
+                    }
+                }
+                _ => {
+                    let expires = now + 1 + (x >> 50) % 40;
+                    expected.remove(&port);
+                    if table.insert(entry(1, port, 80, expires)) == Inserted::Yes {
+                        expected.insert(port, (expires, true));
+                    }
+                }
+            }
+            for (&port, &(expires, _)) in &expected {
+                let flow = entry(1, port, 80, 0).flow;
+                assert_eq!(table.get(&flow).map(|e| e.expires_ns), Some(expires));
+            }
+            assert_eq!(table.len(), expected.len());
+        }
+        table.check_invariants();
+        let order: Vec<u64> = table.iter().map(|e| e.expires_ns).collect();
+        assert!(order.windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]
