@@ -271,7 +271,7 @@ impl Pipeline {
 
     fn consume(
         &mut self,
-        mut each: impl FnMut(&Item, &[Connection], &Model, bool) -> std::io::Result<()>,
+        each: impl FnMut(&Item, &[Connection], &Model, bool) -> std::io::Result<()>,
     ) -> anyhow::Result<()> {
         if let Some(recorder) = &mut self.recorder {
             for item in &self.items {
@@ -280,22 +280,42 @@ impl Pipeline {
             recorder.maybe_rotate()?;
             recorder.writer.maybe_flush(Instant::now())?;
         }
-        for item in self.items.drain(..) {
-            let ts = item_ts(&item).unwrap_or(self.latest_ts);
+        // Taken out and put back: the items are read in place (not moved
+        // out one by one) while the model changes, and the buffer is kept.
+        let items = std::mem::take(&mut self.items);
+        let applied = self.apply_items(&items, each);
+        self.items = items;
+        self.items.clear();
+        applied?;
+        let now = match self.source {
+            Source::Live(_) => boot_now_ns(),
+            Source::Replay(_) => self.latest_ts,
+        };
+        self.model.expire(now);
+        Ok(())
+    }
+
+    /// Applies `items` in order, up to the end of the window.
+    fn apply_items(
+        &mut self,
+        items: &[Item],
+        mut each: impl FnMut(&Item, &[Connection], &Model, bool) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        for item in items {
+            let ts = item_ts(item).unwrap_or(self.latest_ts);
             if self.window.ended_by(ts) {
                 self.finished = true;
                 break;
             }
             self.latest_ts = self.latest_ts.max(ts);
             self.ended.clear();
-            self.model.apply_into(&to_input(item), &mut self.ended);
-            each(&item, &self.ended, &self.model, self.window.shows(ts))?;
+            match item {
+                // Most items: applied without building an Input (a copy).
+                Item::Transition(t) => self.model.apply_transition_into(t, &mut self.ended),
+                _ => self.model.apply_into(&to_input(*item), &mut self.ended),
+            }
+            each(item, &self.ended, &self.model, self.window.shows(ts))?;
         }
-        let now = match self.source {
-            Source::Live(_) => boot_now_ns(),
-            Source::Replay(_) => self.latest_ts,
-        };
-        self.model.expire(now);
         Ok(())
     }
 }

@@ -6,10 +6,10 @@
 //! per entry (with the hash table's control byte) rather than a copy of its
 //! key.
 use super::{
-    connection::{Connection, FlowKey},
+    connection::{tuple_is_complete, Connection, FlowKey},
     slab::Slab,
 };
-use crate::tcp::TcpState;
+use crate::{addr::Endpoint, tcp::TcpState};
 use foldhash::{fast::RandomState, HashMap};
 use hashbrown::HashTable;
 use std::hash::{BuildHasher, Hash};
@@ -58,15 +58,56 @@ pub(crate) struct LiveTable {
 
 /// The 4-tuple a connection is indexed under, if any.
 fn indexed_flow(conn: &Connection) -> Option<FlowKey> {
-    if conn.state == TcpState::Listen {
-        return None;
-    }
-    conn.complete_flow()
+    IndexedBy::of(conn).flow()
 }
 
 /// The listener key a connection is indexed under, if any.
 fn indexed_listen(conn: &Connection) -> Option<ListenKey> {
-    (conn.state == TcpState::Listen).then_some((conn.netns, conn.local.port))
+    IndexedBy::of(conn).listen()
+}
+
+/// Whether `conn` is indexed under `flow` (field by field, without building
+/// its key).
+fn has_indexed_flow(conn: &Connection, flow: &FlowKey) -> bool {
+    conn.local == flow.local
+        && conn.remote == flow.remote
+        && conn.netns == flow.netns
+        && conn.state != TcpState::Listen
+}
+
+/// What a connection's index keys are made of: when this is unchanged, so
+/// are its index entries.
+#[derive(PartialEq)]
+struct IndexedBy {
+    netns: u32,
+    local: Endpoint,
+    remote: Endpoint,
+    listening: bool,
+}
+
+impl IndexedBy {
+    fn of(conn: &Connection) -> Self {
+        IndexedBy {
+            netns: conn.netns,
+            local: conn.local,
+            remote: conn.remote,
+            listening: conn.state == TcpState::Listen,
+        }
+    }
+
+    /// Listeners are not indexed by flow, nor half-known tuples.
+    fn flow(&self) -> Option<FlowKey> {
+        let complete = !self.listening && tuple_is_complete(&self.local, &self.remote);
+        complete.then_some(FlowKey {
+            netns: self.netns,
+            local: self.local,
+            remote: self.remote,
+        })
+    }
+
+    fn listen(&self) -> Option<ListenKey> {
+        self.listening.then_some((self.netns, self.local.port))
+    }
 }
 
 impl LiveTable {
@@ -122,7 +163,7 @@ impl LiveTable {
         let slab = &self.slab;
         self.by_flow
             .find(self.hash(flow), |&i| {
-                slab.get(i).and_then(|e| indexed_flow(&e.conn)).as_ref() == Some(flow)
+                slab.get(i).is_some_and(|e| has_indexed_flow(&e.conn, flow))
             })
             .map(|&i| Slot(i))
     }
@@ -185,9 +226,12 @@ impl LiveTable {
         self.clock += 1;
         let entry = self.slab.get_mut(slot.0)?;
         entry.touched = self.clock;
-        let (old_flow, old_listen) = (indexed_flow(&entry.conn), indexed_listen(&entry.conn));
+        let before = IndexedBy::of(&entry.conn);
         let result = change(&mut entry.conn);
-        Some((result, self.reindex(slot, old_flow, old_listen)))
+        if IndexedBy::of(&entry.conn) == before {
+            return Some((result, None));
+        }
+        Some((result, self.reindex(slot, before.flow(), before.listen())))
     }
 
     /// Moves the connection's index entries from the keys it was indexed
@@ -268,8 +312,7 @@ impl LiveTable {
     fn index_flow(&mut self, slot: Slot, flow: &FlowKey) {
         let hash = self.hash(flow);
         let (slab, hasher) = (&self.slab, &self.hasher);
-        let same_flow =
-            |&i: &u32| slab.get(i).and_then(|e| indexed_flow(&e.conn)).as_ref() == Some(flow);
+        let same_flow = |&i: &u32| slab.get(i).is_some_and(|e| has_indexed_flow(&e.conn, flow));
         match self.by_flow.find_mut(hash, same_flow) {
             Some(held) => *held = slot.0,
             None => {
