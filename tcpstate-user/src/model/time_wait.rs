@@ -12,7 +12,7 @@ use crate::{addr::Endpoint, tcp::Family, wire::Comm};
 use foldhash::{fast::RandomState, HashMap, HashMapExt};
 use hashbrown::HashTable;
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     hash::BuildHasher,
     net::IpAddr,
 };
@@ -379,19 +379,23 @@ impl TimeWaitTable {
     pub fn destinations(&self, range: (u16, u16)) -> Vec<DestinationPorts> {
         let (low, high) = (range.0.min(range.1), range.0.max(range.1));
         let size = f64::from(high - low) + 1.0;
-        let mut ports: BTreeMap<Endpoint, BTreeSet<u16>> = BTreeMap::new();
-        for entry in self.values() {
-            ports
-                .entry(entry.flow.remote)
-                .or_default()
-                .insert(entry.flow.local.port);
-        }
-        let mut out: Vec<DestinationPorts> = ports
-            .into_iter()
-            .map(|(remote, ports)| {
-                let in_range = ports.range(low..=high).count();
+        // Sorted pairs rather than a set per destination: a server's entries
+        // each have a remote of their own (the clients' ephemeral ports).
+        let mut pairs: Vec<(Endpoint, u16)> = self
+            .values()
+            .map(|e| (e.flow.remote, e.flow.local.port))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut out: Vec<DestinationPorts> = pairs
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|ports| {
+                let in_range = ports
+                    .iter()
+                    .filter(|(_, port)| (low..=high).contains(port))
+                    .count();
                 DestinationPorts {
-                    remote,
+                    remote: ports[0].0,
                     local_ports: ports.len(),
                     in_range,
                     share: in_range as f64 / size,
