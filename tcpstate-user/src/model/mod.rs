@@ -34,6 +34,7 @@
 //! returned once and forgotten.
 mod config;
 mod connection;
+mod expiry;
 mod intern;
 mod leaks;
 mod live;

@@ -5,17 +5,14 @@
 //! hand-over and predicts when the kernel will free it.
 use super::{
     connection::{ClosedFirst, FlowKey},
+    expiry::{ExpiryKey, ExpiryOrder},
     owner::Owner,
     slab::Slab,
 };
 use crate::{addr::Endpoint, tcp::Family, wire::Comm};
 use foldhash::{fast::RandomState, HashMap, HashMapExt};
 use hashbrown::HashTable;
-use std::{
-    collections::BTreeMap,
-    hash::BuildHasher,
-    net::IpAddr,
-};
+use std::{collections::BTreeMap, hash::BuildHasher, net::IpAddr};
 
 /// What the predicted expiry is based on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -152,14 +149,14 @@ pub struct ProcessCount {
 ///
 /// Entries live in a [`Slab`]; the flow index and the expiry order hold
 /// slot numbers (the flow index hashes the flow read out of the slot), so
-/// inserting and removing moves 4-byte values, not entries.
+/// inserting and removing moves small values, not entries.
 #[derive(Debug)]
 pub struct TimeWaitTable {
     /// Each entry with its insertion sequence number.
     entries: Slab<(TimeWaitEntry, u64)>,
     by_flow: HashTable<u32>,
-    /// (expires_ns, sequence) → slot: expiry in order, ties by insertion.
-    by_expiry: BTreeMap<(u64, u64), u32>,
+    /// Expiry in order, ties by insertion.
+    by_expiry: ExpiryOrder,
     hasher: RandomState,
     per_netns: HashMap<u32, usize>,
     max_per_netns: usize,
@@ -173,7 +170,7 @@ impl TimeWaitTable {
         Self {
             entries: Slab::default(),
             by_flow: HashTable::new(),
-            by_expiry: BTreeMap::new(),
+            by_expiry: ExpiryOrder::default(),
             hasher: RandomState::default(),
             per_netns: HashMap::new(),
             max_per_netns,
@@ -202,9 +199,10 @@ impl TimeWaitTable {
 
     /// Entries in the order they expire.
     pub fn iter(&self) -> impl Iterator<Item = &TimeWaitEntry> {
+        let entries = &self.entries;
         self.by_expiry
-            .values()
-            .filter_map(|&slot| self.entries.get(slot).map(|(entry, _)| entry))
+            .iter(move |key| is_current(entries, key))
+            .filter_map(move |key| entries.get(key.slot).map(|(entry, _)| entry))
     }
 
     fn slot_of(&self, flow: &FlowKey) -> Option<u32> {
@@ -242,9 +240,13 @@ impl TimeWaitTable {
         self.next_seq += 1;
         *self.per_netns.entry(entry.flow.netns).or_insert(0) += 1;
         let hash = self.hasher.hash_one(entry.flow);
-        let key = (entry.expires_ns, seq);
+        let expires_ns = entry.expires_ns;
         let slot = self.entries.insert((entry, seq));
-        self.by_expiry.insert(key, slot);
+        self.by_expiry.insert(ExpiryKey {
+            expires_ns,
+            seq,
+            slot,
+        });
         let (entries, hasher) = (&self.entries, &self.hasher);
         self.by_flow.insert_unique(hash, slot, |&slot| {
             entries
@@ -256,16 +258,26 @@ impl TimeWaitTable {
     }
 
     pub(crate) fn remove(&mut self, flow: &FlowKey, why: TimeWaitRemoval) -> Option<TimeWaitEntry> {
-        let entries = &self.entries;
-        let found = self
-            .by_flow
-            .find_entry(self.hasher.hash_one(flow), |&slot| {
-                entries.get(slot).is_some_and(|(e, _)| e.flow == *flow)
-            })
-            .ok()?;
-        let (slot, _) = found.remove();
+        let slot = self.slot_of(flow)?;
+        self.remove_slot(slot, why)
+    }
+
+    fn remove_slot(&mut self, slot: u32, why: TimeWaitRemoval) -> Option<TimeWaitEntry> {
         let (entry, seq) = self.entries.remove(slot)?;
-        self.by_expiry.remove(&(entry.expires_ns, seq));
+        let flow = &entry.flow;
+        if let Ok(found) = self
+            .by_flow
+            .find_entry(self.hasher.hash_one(flow), |&s| s == slot)
+        {
+            found.remove();
+        }
+        let entries = &self.entries;
+        let key = ExpiryKey {
+            expires_ns: entry.expires_ns,
+            seq,
+            slot,
+        };
+        self.by_expiry.remove(key, |k| is_current(entries, k));
         if let Some(count) = self.per_netns.get_mut(&flow.netns) {
             *count -= 1;
             if *count == 0 {
@@ -284,17 +296,18 @@ impl TimeWaitTable {
     /// `now_ns`, soonest first.
     pub(crate) fn expire(&mut self, now_ns: u64) -> Vec<TimeWaitEntry> {
         let mut gone = Vec::new();
-        while let Some((&(expires_ns, _), &slot)) = self.by_expiry.first_key_value() {
-            if expires_ns > now_ns {
+        loop {
+            let entries = &self.entries;
+            let Some(first) = self.by_expiry.first(|k| is_current(entries, k)) else {
+                break;
+            };
+            if first.expires_ns > now_ns {
                 break;
             }
-            let flow = self.entries.get(slot).map(|(e, _)| e.flow);
-            match flow.and_then(|flow| self.remove(&flow, TimeWaitRemoval::Expired)) {
+            // Always current (`first` skips the rest), so this never loops.
+            match self.remove_slot(first.slot, TimeWaitRemoval::Expired) {
                 Some(entry) => gone.push(entry),
-                // Unreachable while the two maps agree; never loop forever.
-                None => {
-                    self.by_expiry.pop_first();
-                }
+                None => break,
             }
         }
         gone
@@ -313,10 +326,22 @@ impl TimeWaitTable {
         if !entry.basis.awaits_peer_fin() || fin_ns > entry.expires_ns {
             return;
         }
-        self.by_expiry.remove(&(entry.expires_ns, *seq));
+        let old = ExpiryKey {
+            expires_ns: entry.expires_ns,
+            seq: *seq,
+            slot,
+        };
         entry.expires_ns = fin_ns.saturating_add(time_wait_ns);
         entry.basis = ExpiryBasis::PeerFin;
-        self.by_expiry.insert((entry.expires_ns, *seq), slot);
+        let new = ExpiryKey {
+            expires_ns: entry.expires_ns,
+            ..old
+        };
+        if new != old {
+            let entries = &self.entries;
+            self.by_expiry.remove(old, |k| is_current(entries, k));
+            self.by_expiry.insert(new);
+        }
     }
 
     /// The entry for `local`/`remote` in `netns`; with `netns` 0 (unknown),
@@ -416,16 +441,29 @@ impl TimeWaitTable {
 
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
-        assert_eq!(self.entries.len(), self.by_expiry.len());
+        let order: Vec<ExpiryKey> = self
+            .by_expiry
+            .iter(|k| is_current(&self.entries, k))
+            .collect();
+        assert_eq!(self.entries.len(), order.len());
+        assert!(order.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(self.entries.len(), self.by_flow.len());
         assert_eq!(self.per_netns.values().sum::<usize>(), self.entries.len());
-        for (slot, (entry, seq)) in self.entries.iter() {
-            assert_eq!(self.by_expiry.get(&(entry.expires_ns, *seq)), Some(&slot));
+        for (slot, (entry, _)) in self.entries.iter() {
+            assert!(order.iter().any(|k| k.slot == slot));
             assert_eq!(self.slot_of(&entry.flow), Some(slot));
             assert!(self.len_in_netns(entry.flow.netns) <= self.max_per_netns);
         }
         assert!(self.entries.len() <= self.max_total);
     }
+}
+
+/// Whether `key` is the expiry key of the entry in its slot now (not of an
+/// entry removed since, or of an expiry moved since).
+fn is_current(entries: &Slab<(TimeWaitEntry, u64)>, key: &ExpiryKey) -> bool {
+    entries
+        .get(key.slot)
+        .is_some_and(|(entry, seq)| *seq == key.seq && entry.expires_ns == key.expires_ns)
 }
 
 fn most_first<K: Ord>(counts: BTreeMap<K, usize>) -> Vec<(K, usize)> {
