@@ -154,7 +154,9 @@ pub struct ProcessCount {
 pub struct TimeWaitTable {
     /// Each entry with its insertion sequence number.
     entries: Slab<(TimeWaitEntry, u64)>,
-    by_flow: HashTable<u32>,
+    /// Slots by flow, each with its [`FlowHash`]: the table rehashes (to
+    /// clear what removals left) without reading every entry.
+    by_flow: HashTable<(u32, FlowHash)>,
     /// Expiry in order, ties by insertion.
     by_expiry: ExpiryOrder,
     hasher: RandomState,
@@ -207,11 +209,12 @@ impl TimeWaitTable {
 
     fn slot_of(&self, flow: &FlowKey) -> Option<u32> {
         let entries = &self.entries;
+        let hash = FlowHash::of(&self.hasher, flow);
         self.by_flow
-            .find(self.hasher.hash_one(flow), |&slot| {
-                entries.get(slot).is_some_and(|(e, _)| e.flow == *flow)
+            .find(hash.spread(), |&(slot, h)| {
+                h == hash && entries.get(slot).is_some_and(|(e, _)| e.flow == *flow)
             })
-            .copied()
+            .map(|&(slot, _)| slot)
     }
 
     /// The entries in no particular order.
@@ -239,7 +242,7 @@ impl TimeWaitTable {
         let seq = self.next_seq;
         self.next_seq += 1;
         *self.per_netns.entry(entry.flow.netns).or_insert(0) += 1;
-        let hash = self.hasher.hash_one(entry.flow);
+        let hash = FlowHash::of(&self.hasher, &entry.flow);
         let expires_ns = entry.expires_ns;
         let slot = self.entries.insert((entry, seq));
         self.by_expiry.insert(ExpiryKey {
@@ -247,12 +250,8 @@ impl TimeWaitTable {
             seq,
             slot,
         });
-        let (entries, hasher) = (&self.entries, &self.hasher);
-        self.by_flow.insert_unique(hash, slot, |&slot| {
-            entries
-                .get(slot)
-                .map_or(0, |(e, _)| hasher.hash_one(e.flow))
-        });
+        self.by_flow
+            .insert_unique(hash.spread(), (slot, hash), |(_, h)| h.spread());
         self.counters.inserted += 1;
         Inserted::Yes
     }
@@ -265,10 +264,8 @@ impl TimeWaitTable {
     fn remove_slot(&mut self, slot: u32, why: TimeWaitRemoval) -> Option<TimeWaitEntry> {
         let (entry, seq) = self.entries.remove(slot)?;
         let flow = &entry.flow;
-        if let Ok(found) = self
-            .by_flow
-            .find_entry(self.hasher.hash_one(flow), |&s| s == slot)
-        {
+        let hash = FlowHash::of(&self.hasher, flow);
+        if let Ok(found) = self.by_flow.find_entry(hash.spread(), |&(s, _)| s == slot) {
             found.remove();
         }
         let entries = &self.entries;
@@ -296,6 +293,16 @@ impl TimeWaitTable {
     /// `now_ns`, soonest first.
     pub(crate) fn expire(&mut self, now_ns: u64) -> Vec<TimeWaitEntry> {
         let mut gone = Vec::new();
+        self.expire_each(now_ns, |entry| gone.push(entry));
+        gone
+    }
+
+    /// [`Self::expire`], without collecting them (before each insertion).
+    pub(crate) fn drop_expired(&mut self, now_ns: u64) {
+        self.expire_each(now_ns, drop);
+    }
+
+    fn expire_each(&mut self, now_ns: u64, mut each: impl FnMut(TimeWaitEntry)) {
         loop {
             let entries = &self.entries;
             let Some(first) = self.by_expiry.first(|k| is_current(entries, k)) else {
@@ -306,11 +313,10 @@ impl TimeWaitTable {
             }
             // Always current (`first` skips the rest), so this never loops.
             match self.remove_slot(first.slot, TimeWaitRemoval::Expired) {
-                Some(entry) => gone.push(entry),
+                Some(entry) => each(entry),
                 None => break,
             }
         }
-        gone
     }
 
     /// The peer's FIN reached a socket that entered time-wait in the
@@ -455,6 +461,23 @@ impl TimeWaitTable {
             assert!(self.len_in_netns(entry.flow.netns) <= self.max_per_netns);
         }
         assert!(self.entries.len() <= self.max_total);
+    }
+}
+
+/// A flow's hash in 32 bits, kept next to its slot in the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FlowHash(u32);
+
+impl FlowHash {
+    fn of(hasher: &RandomState, flow: &FlowKey) -> Self {
+        let hash = hasher.hash_one(flow);
+        FlowHash((hash >> 32) as u32 ^ hash as u32)
+    }
+
+    /// The 64 bits the table wants, from the 32 kept: an odd multiplier
+    /// carries them into the top bits (the table's tag) too.
+    fn spread(self) -> u64 {
+        u64::from(self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15)
     }
 }
 

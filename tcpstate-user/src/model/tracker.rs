@@ -846,7 +846,7 @@ impl Model {
         };
         // What the kernel has freed by now does not count against the limit.
         self.time_wait
-            .expire(ts.saturating_sub(self.config.time_wait_grace_ns()));
+            .drop_expired(ts.saturating_sub(self.config.time_wait_grace_ns()));
         let closed_first = match conn.closed_first {
             ClosedFirst::Local | ClosedFirst::Both => conn.closed_first,
             _ if closing_state == TcpState::Closing => ClosedFirst::Both,
@@ -908,7 +908,7 @@ impl Model {
             return Err(ExistingSocketError::IncompleteTuple);
         }
         self.time_wait
-            .expire(now_ns.saturating_sub(self.config.time_wait_grace_ns()));
+            .drop_expired(now_ns.saturating_sub(self.config.time_wait_grace_ns()));
         if self.time_wait.get(&flow).is_some() {
             // Seen entering TIME_WAIT while tracing: that entry knows more.
             return Ok(());
