@@ -16,6 +16,9 @@ pub struct Interner<T> {
     /// twice what was in use at the last sweep, so sweeps cost O(1) per
     /// value interned and the table stays within twice what is in use.
     sweep_at: usize,
+    /// The value interned last: consecutive connections often share one
+    /// (children of one listener), and comparing is cheaper than hashing.
+    last: Option<Arc<T>>,
 }
 
 impl<T: Copy + Eq + Hash> Default for Interner<T> {
@@ -23,6 +26,7 @@ impl<T: Copy + Eq + Hash> Default for Interner<T> {
         Self {
             shared: HashMap::new(),
             sweep_at: FIRST_SWEEP,
+            last: None,
         }
     }
 }
@@ -30,14 +34,21 @@ impl<T: Copy + Eq + Hash> Default for Interner<T> {
 impl<T: Copy + Eq + Hash> Interner<T> {
     /// The shared copy of `value`.
     pub fn intern(&mut self, value: T) -> Arc<T> {
-        if let Some(shared) = self.shared.get(&value) {
-            return Arc::clone(shared);
+        if let Some(last) = self.last.as_ref().filter(|last| ***last == value) {
+            return Arc::clone(last);
         }
-        if self.shared.len() >= self.sweep_at {
-            self.sweep();
-        }
-        let shared = Arc::new(value);
-        self.shared.insert(value, Arc::clone(&shared));
+        let shared = match self.shared.get(&value) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                if self.shared.len() >= self.sweep_at {
+                    self.sweep();
+                }
+                let shared = Arc::new(value);
+                self.shared.insert(value, Arc::clone(&shared));
+                shared
+            }
+        };
+        self.last = Some(Arc::clone(&shared));
         shared
     }
 
