@@ -31,6 +31,10 @@ pub(crate) struct Slot(u32);
 /// A listener's namespace and port.
 type ListenKey = (u32, u16);
 
+/// What one live connection takes in the table's storage (the indexes add
+/// a 4-byte slot number and a control byte per hash-table bucket each).
+pub const SLOT_BYTES: usize = std::mem::size_of::<Option<Entry>>();
+
 #[derive(Debug)]
 struct Entry {
     conn: Connection,

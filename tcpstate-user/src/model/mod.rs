@@ -57,6 +57,7 @@ pub use connection::{
 };
 pub use intern::Interner;
 pub use leaks::{BacklogLeak, LeakReport, OwnerLeak};
+pub use live::SLOT_BYTES as LIVE_SLOT_BYTES;
 pub use owner::{ObservedHow, Owner, OwnerHow, OwnerObservation};
 pub use reset::ResetSeen;
 pub use snapshot::{ExistingSocket, ExistingSocketError};
@@ -66,4 +67,4 @@ pub use time_wait::{
     TimeWaitTable,
 };
 pub use tracker::{Input, Model};
-pub use visits::{Iter as StateVisits, StateVisit, MAX_VISITS};
+pub use visits::{Iter as StateVisits, StateVisit, INLINE as INLINE_VISITS, MAX_VISITS};

@@ -12,7 +12,7 @@ pub const MAX_VISITS: usize = 32;
 /// (SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE; or SYN_RECV,
 /// ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE). With 4, every orderly close
 /// would allocate.
-const INLINE: usize = 5;
+pub const INLINE: usize = 5;
 
 /// One state the connection was in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
