@@ -152,8 +152,8 @@ pub struct ProcessCount {
 /// inserting and removing moves small values, not entries.
 #[derive(Debug)]
 pub struct TimeWaitTable {
-    /// Each entry with its insertion sequence number.
-    entries: Slab<(TimeWaitEntry, u64)>,
+    /// Each entry with its insertion sequence number and flow hash.
+    entries: Slab<(TimeWaitEntry, u64, FlowHash)>,
     /// Slots by flow, each with its [`FlowHash`]: the table rehashes (to
     /// clear what removals left) without reading every entry.
     by_flow: HashTable<(u32, FlowHash)>,
@@ -196,7 +196,7 @@ impl TimeWaitTable {
 
     pub fn get(&self, flow: &FlowKey) -> Option<&TimeWaitEntry> {
         let slot = self.slot_of(flow)?;
-        self.entries.get(slot).map(|(entry, _)| entry)
+        self.entries.get(slot).map(|(entry, _, _)| entry)
     }
 
     /// Entries in the order they expire.
@@ -204,22 +204,25 @@ impl TimeWaitTable {
         let entries = &self.entries;
         self.by_expiry
             .iter(move |key| is_current(entries, key))
-            .filter_map(move |key| entries.get(key.slot).map(|(entry, _)| entry))
+            .filter_map(move |key| entries.get(key.slot).map(|(entry, _, _)| entry))
     }
 
     fn slot_of(&self, flow: &FlowKey) -> Option<u32> {
+        self.slot_with_hash(flow, FlowHash::of(&self.hasher, flow))
+    }
+
+    fn slot_with_hash(&self, flow: &FlowKey, hash: FlowHash) -> Option<u32> {
         let entries = &self.entries;
-        let hash = FlowHash::of(&self.hasher, flow);
         self.by_flow
             .find(hash.spread(), |&(slot, h)| {
-                h == hash && entries.get(slot).is_some_and(|(e, _)| e.flow == *flow)
+                h == hash && entries.get(slot).is_some_and(|(e, _, _)| e.flow == *flow)
             })
             .map(|&(slot, _)| slot)
     }
 
     /// The entries in no particular order.
     fn values(&self) -> impl Iterator<Item = &TimeWaitEntry> {
-        self.entries.iter().map(|(_, (entry, _))| entry)
+        self.entries.iter().map(|(_, (entry, _, _))| entry)
     }
 
     pub fn counters(&self) -> TimeWaitCounters {
@@ -230,7 +233,10 @@ impl TimeWaitTable {
     /// evidently reused and is replaced, so a 4-tuple is never counted
     /// twice.
     pub(crate) fn insert(&mut self, entry: TimeWaitEntry) -> Inserted {
-        self.remove(&entry.flow, TimeWaitRemoval::Reused);
+        let hash = FlowHash::of(&self.hasher, &entry.flow);
+        if let Some(slot) = self.slot_with_hash(&entry.flow, hash) {
+            self.remove_slot(slot, TimeWaitRemoval::Reused);
+        }
         if self.len_in_netns(entry.flow.netns) >= self.max_per_netns {
             self.counters.skipped_overflow += 1;
             return Inserted::Overflow;
@@ -242,9 +248,8 @@ impl TimeWaitTable {
         let seq = self.next_seq;
         self.next_seq += 1;
         *self.per_netns.entry(entry.flow.netns).or_insert(0) += 1;
-        let hash = FlowHash::of(&self.hasher, &entry.flow);
         let expires_ns = entry.expires_ns;
-        let slot = self.entries.insert((entry, seq));
+        let slot = self.entries.insert((entry, seq, hash));
         self.by_expiry.insert(ExpiryKey {
             expires_ns,
             seq,
@@ -257,14 +262,24 @@ impl TimeWaitTable {
     }
 
     pub(crate) fn remove(&mut self, flow: &FlowKey, why: TimeWaitRemoval) -> Option<TimeWaitEntry> {
+        self.remove_if(flow, |_| Some(why))
+    }
+
+    /// Removes the entry for `flow` if `why` gives a reason for it (one
+    /// lookup where a get and a remove would take two).
+    pub(crate) fn remove_if(
+        &mut self,
+        flow: &FlowKey,
+        why: impl FnOnce(&TimeWaitEntry) -> Option<TimeWaitRemoval>,
+    ) -> Option<TimeWaitEntry> {
         let slot = self.slot_of(flow)?;
+        let why = why(&self.entries.get(slot)?.0)?;
         self.remove_slot(slot, why)
     }
 
     fn remove_slot(&mut self, slot: u32, why: TimeWaitRemoval) -> Option<TimeWaitEntry> {
-        let (entry, seq) = self.entries.remove(slot)?;
+        let (entry, seq, hash) = self.entries.remove(slot)?;
         let flow = &entry.flow;
-        let hash = FlowHash::of(&self.hasher, flow);
         if let Ok(found) = self.by_flow.find_entry(hash.spread(), |&(s, _)| s == slot) {
             found.remove();
         }
@@ -326,7 +341,7 @@ impl TimeWaitTable {
         let Some(slot) = self.slot_of(flow) else {
             return;
         };
-        let Some((entry, seq)) = self.entries.get_mut(slot) else {
+        let Some((entry, seq, _)) = self.entries.get_mut(slot) else {
             return;
         };
         if !entry.basis.awaits_peer_fin() || fin_ns > entry.expires_ns {
@@ -455,7 +470,8 @@ impl TimeWaitTable {
         assert!(order.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(self.entries.len(), self.by_flow.len());
         assert_eq!(self.per_netns.values().sum::<usize>(), self.entries.len());
-        for (slot, (entry, _)) in self.entries.iter() {
+        for (slot, (entry, _, hash)) in self.entries.iter() {
+            assert_eq!(*hash, FlowHash::of(&self.hasher, &entry.flow));
             assert!(order.iter().any(|k| k.slot == slot));
             assert_eq!(self.slot_of(&entry.flow), Some(slot));
             assert!(self.len_in_netns(entry.flow.netns) <= self.max_per_netns);
@@ -483,10 +499,10 @@ impl FlowHash {
 
 /// Whether `key` is the expiry key of the entry in its slot now (not of an
 /// entry removed since, or of an expiry moved since).
-fn is_current(entries: &Slab<(TimeWaitEntry, u64)>, key: &ExpiryKey) -> bool {
+fn is_current(entries: &Slab<(TimeWaitEntry, u64, FlowHash)>, key: &ExpiryKey) -> bool {
     entries
         .get(key.slot)
-        .is_some_and(|(entry, seq)| *seq == key.seq && entry.expires_ns == key.expires_ns)
+        .is_some_and(|(entry, seq, _)| *seq == key.seq && entry.expires_ns == key.expires_ns)
 }
 
 fn most_first<K: Ord>(counts: BTreeMap<K, usize>) -> Vec<(K, usize)> {

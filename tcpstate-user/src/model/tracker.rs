@@ -680,15 +680,13 @@ impl Model {
     /// A live connection now uses `flow`: a time-wait socket with the same
     /// 4-tuple is gone (reused, or expired if its time had come).
     fn tuple_taken(&mut self, flow: FlowKey, ts: u64) {
-        let Some(entry) = self.time_wait.get(&flow) else {
-            return;
-        };
-        let why = if entry.expires_ns <= ts {
-            TimeWaitRemoval::Expired
-        } else {
-            TimeWaitRemoval::Reused
-        };
-        self.time_wait.remove(&flow, why);
+        self.time_wait.remove_if(&flow, |entry| {
+            Some(if entry.expires_ns <= ts {
+                TimeWaitRemoval::Expired
+            } else {
+                TimeWaitRemoval::Reused
+            })
+        });
     }
 
     /// A transition for an unknown address that is older than what ended
