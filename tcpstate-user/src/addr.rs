@@ -30,6 +30,14 @@ impl Endpoint {
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Padding needs the whole text first; without it (`to_string`, one
+        // per TIME_WAIT destination in `stat`), write it out directly.
+        if f.width().is_none() && f.precision().is_none() {
+            return match self.ip {
+                IpAddr::V4(ip) => write!(f, "{ip}:{}", self.port),
+                IpAddr::V6(ip) => write!(f, "[{ip}]:{}", self.port),
+            };
+        }
         let text = match self.ip {
             IpAddr::V4(ip) => format!("{ip}:{}", self.port),
             IpAddr::V6(ip) => format!("[{ip}]:{}", self.port),
@@ -49,6 +57,17 @@ mod tests {
         assert_eq!(ip_from_wire(mapped), IpAddr::V4(Ipv4Addr::LOCALHOST));
         let ep = Endpoint::new(ip_from_wire(mapped), 8080);
         assert_eq!(ep.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn width_pads_the_whole_endpoint() {
+        let v4 = Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 80);
+        assert_eq!(
+            format!("{v4:<15}|{v4:>14}|{v4}"),
+            "127.0.0.1:80   |  127.0.0.1:80|127.0.0.1:80"
+        );
+        let v6 = Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 1);
+        assert_eq!(format!("{v6:>8}|{v6:.3}"), " [::1]:1|[::");
     }
 
     #[test]

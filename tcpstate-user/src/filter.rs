@@ -201,7 +201,7 @@ impl Filter {
     pub fn matches_connection(&self, c: &crate::model::Connection) -> bool {
         self.matches_endpoints(&c.local, &c.remote)
             && (self.netns.is_empty() || self.netns.contains(&c.netns))
-            && self.matches_owner(c.owner.as_ref())
+            && self.matches_owner(c.owner().as_ref())
     }
 
     /// The address and port filters alone.

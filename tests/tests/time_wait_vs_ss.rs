@@ -57,8 +57,7 @@ fn explain(pipeline: &Pipeline, tuples: &[&Tuple]) -> String {
                 c.closed_first,
                 c.time_wait,
                 c.uncertain,
-                c.states
-                    .iter()
+                c.states()
                     .map(|v| (v.state.name(), v.entered_ns))
                     .collect::<Vec<_>>()
             );

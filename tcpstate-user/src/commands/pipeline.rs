@@ -73,6 +73,9 @@ pub struct Pipeline {
     pub window: Window,
     recorder: Option<Recorder>,
     items: Vec<Item>,
+    /// The connections the current item finished (reused: most items finish
+    /// none, and allocating per item showed in replay profiles).
+    ended: Vec<Connection>,
     /// Boot time of the latest item (replay's notion of now).
     latest_ts: u64,
     finished: bool,
@@ -146,6 +149,7 @@ impl Pipeline {
             window: Window::default(),
             recorder,
             items: Vec::new(),
+            ended: Vec::new(),
             latest_ts: boot_now_ns(),
             finished: false,
             model_used: true,
@@ -191,6 +195,7 @@ impl Pipeline {
             window,
             recorder: None,
             items: Vec::new(),
+            ended: Vec::new(),
             latest_ts: header.clock.boot_ns,
             finished: false,
             model_used: true,
@@ -278,7 +283,7 @@ impl Pipeline {
 
     fn consume(
         &mut self,
-        mut each: impl FnMut(&Item, &[Connection], &Model, bool) -> std::io::Result<()>,
+        each: impl FnMut(&Item, &[Connection], &Model, bool) -> std::io::Result<()>,
     ) -> anyhow::Result<()> {
         if let Some(recorder) = &mut self.recorder {
             for item in &self.items {
@@ -287,26 +292,47 @@ impl Pipeline {
             recorder.maybe_rotate()?;
             recorder.writer.maybe_flush(Instant::now())?;
         }
-        for item in self.items.drain(..) {
-            let ts = item_ts(&item).unwrap_or(self.latest_ts);
-            if self.window.ended_by(ts) {
-                self.finished = true;
-                break;
-            }
-            self.latest_ts = self.latest_ts.max(ts);
-            if !self.model_used {
-                each(&item, &[], &self.model, self.window.shows(ts))?;
-                continue;
-            }
-            let ended = self.model.apply(&to_input(item));
-            each(&item, &ended, &self.model, self.window.shows(ts))?;
-        }
+        // Taken out and put back: the items are read in place (not moved
+        // out one by one) while the model changes, and the buffer is kept.
+        let items = std::mem::take(&mut self.items);
+        let applied = self.apply_items(&items, each);
+        self.items = items;
+        self.items.clear();
+        applied?;
         if self.model_used {
             let now = match self.source {
                 Source::Live(_) => boot_now_ns(),
                 Source::Replay(_) => self.latest_ts,
             };
             self.model.expire(now);
+        }
+        Ok(())
+    }
+
+    /// Applies `items` in order, up to the end of the window.
+    fn apply_items(
+        &mut self,
+        items: &[Item],
+        mut each: impl FnMut(&Item, &[Connection], &Model, bool) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        for item in items {
+            let ts = item_ts(item).unwrap_or(self.latest_ts);
+            if self.window.ended_by(ts) {
+                self.finished = true;
+                break;
+            }
+            self.latest_ts = self.latest_ts.max(ts);
+            self.ended.clear();
+            if !self.model_used {
+                each(item, &[], &self.model, self.window.shows(ts))?;
+                continue;
+            }
+            match item {
+                // Most items: applied without building an Input (a copy).
+                Item::Transition(t) => self.model.apply_transition_into(t, &mut self.ended),
+                _ => self.model.apply_into(&to_input(*item), &mut self.ended),
+            }
+            each(item, &self.ended, &self.model, self.window.shows(ts))?;
         }
         Ok(())
     }

@@ -98,7 +98,7 @@ impl ReportView {
         if c.time_wait != TimeWaitFate::Entered {
             return;
         }
-        let process = c.owner.map_or("(owner unknown)".to_string(), |o| {
+        let process = c.owner().map_or("(owner unknown)".to_string(), |o| {
             format!("{}/{}", o.tgid, o.comm)
         });
         let producer = self

@@ -281,7 +281,7 @@ impl View for TopView {
                 if let Some(conn) = model.connection(seen.skaddr) {
                     if conn.open == OpenKind::Passive
                         && conn.birth_seen
-                        && conn.owner.is_some()
+                        && conn.owner().is_some()
                         && self.counted_opens.insert(conn.id)
                     {
                         self.opened(conn);

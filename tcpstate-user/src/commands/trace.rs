@@ -46,11 +46,11 @@ impl View for TraceView<'_> {
                 if shown && self.filter.matches(t) {
                     let conn = ended
                         .iter()
-                        .find(|c| c.skaddr == Some(t.skaddr))
+                        .find(|c| c.skaddr() == Some(t.skaddr))
                         .or_else(|| model.connection(t.skaddr));
                     let annotation = Annotation {
                         connection_id: conn.map(|c| c.id),
-                        owner: conn.and_then(|c| c.owner),
+                        owner: conn.and_then(|c| c.owner()),
                     };
                     if !self.filter.matches_owner(annotation.owner.as_ref()) {
                         return Ok(());

@@ -1,22 +1,53 @@
 //! One socket lifetime, as reconstructed from its transitions.
 use super::{
     config::ModelConfig,
+    intern::Interner,
     owner::{Owner, OwnerHow},
+    visits::{Iter as VisitIter, Visits},
 };
 use crate::{addr::Endpoint, tcp::Family, tcp::TcpState, wire::Transition};
-
-/// States kept per connection; a socket bouncing between states (possible
-/// only with inconsistent input) must not grow without limit.
-const MAX_VISITS: usize = 32;
+use std::{
+    hash::{Hash, Hasher},
+    net::IpAddr,
+    sync::Arc,
+};
 
 /// A TCP 4-tuple within a network namespace: the identity of a connection
 /// as the kernel's hash tables see it. The same 4-tuple in two namespaces
 /// (containers) is two different connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowKey {
     pub netns: u32,
     pub local: Endpoint,
     pub remote: Endpoint,
+}
+
+/// Two or three words instead of the dozen writes a derived hash makes (it
+/// hashes every part of both `IpAddr`s separately): flow lookups are on the
+/// per-transition path. An IPv4 address among IPv6 ones hashes as its
+/// IPv4-mapped form, which only makes those two collide; equality still
+/// tells them apart.
+impl Hash for FlowKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let ports = u64::from(self.local.port) | u64::from(self.remote.port) << 16;
+        state.write_u64(u64::from(self.netns) << 32 | ports);
+        match (self.local.ip, self.remote.ip) {
+            (IpAddr::V4(local), IpAddr::V4(remote)) => {
+                state.write_u64(u64::from(local.to_bits()) << 32 | u64::from(remote.to_bits()))
+            }
+            (local, remote) => {
+                state.write_u128(ipv6_bits(local));
+                state.write_u128(ipv6_bits(remote));
+            }
+        }
+    }
+}
+
+fn ipv6_bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(v6) => v6.to_bits(),
+    }
 }
 
 impl FlowKey {
@@ -200,26 +231,8 @@ pub fn is_birth(t: &Transition) -> bool {
         || (t.old == TcpState::Listen && t.new == TcpState::SynRecv)
 }
 
-/// One state the connection was in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StateVisit {
-    pub state: TcpState,
-    /// None when the connection was already in this state when first seen.
-    pub entered_ns: Option<u64>,
-    /// None while still in it.
-    pub left_ns: Option<u64>,
-}
-
-impl StateVisit {
-    /// None when either end is unknown, or when the timestamps are out of
-    /// order.
-    pub fn duration_ns(&self) -> Option<u64> {
-        self.left_ns?.checked_sub(self.entered_ns?)
-    }
-}
-
 /// The listener a passive connection came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ListenerRef {
     /// None for a listener from the snapshot whose address was not given.
     pub skaddr: Option<u64>,
@@ -248,83 +261,84 @@ pub enum TimeWaitFate {
 
 /// One socket lifetime: from its first transition (or the snapshot) to its
 /// CLOSE. A later transition on the same address starts a new connection.
+///
+/// Kept compact, since a million may be live at once: owners and listeners
+/// are shared (see [`Interner`]), the states visited are stored inline for
+/// an ordinary life, and what can be derived is read through methods.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Connection {
     /// Monotonic, unique within a model.
     pub id: u64,
-    /// None for a socket from the snapshot not matched to a transition yet.
-    pub skaddr: Option<u64>,
+    /// The kernel address; meaningful only when `skaddr_known`.
+    skaddr: u64,
+    /// First transition seen (or snapshot time).
+    pub started_ns: u64,
+    /// Time of the latest transition applied.
+    pub last_ns: u64,
     pub netns: u32,
-    pub family: Family,
     /// The real 4-tuple, filled in as transitions reveal it (the source port
     /// of a connecting socket is 0 at CLOSE→SYN_SENT; a listener's child may
     /// carry the listener's addresses at LISTEN→SYN_RECV).
     pub local: Endpoint,
     pub remote: Endpoint,
+    owner: Option<Arc<Owner>>,
+    listener: Option<Arc<ListenerRef>>,
+    visits: Visits,
+    pub family: Family,
     pub open: OpenKind,
-    /// Who holds the socket. None until known: a passive socket has no owner
-    /// until it is accepted (or used).
-    pub owner: Option<Owner>,
-    /// For passive connections: the listener they came from.
-    pub listener: Option<ListenerRef>,
-    /// States in the order visited, the current one last. When more than
-    /// `MAX_VISITS` were seen, the oldest after the first are dropped.
-    pub states: Vec<StateVisit>,
-    pub states_dropped: u32,
     pub state: TcpState,
     pub closed_first: ClosedFirst,
     /// None while live.
     pub end: Option<EndKind>,
     pub time_wait: TimeWaitFate,
-    /// First transition seen (or snapshot time).
-    pub started_ns: u64,
     /// Whether the transition that created the socket was seen.
     pub birth_seen: bool,
-    /// Time of the CLOSE; None while live or when the end was not seen.
-    pub ended_ns: Option<u64>,
-    /// Time of the latest transition applied.
-    pub last_ns: u64,
     /// Transitions may have been missed (lost events, or an inconsistent
     /// sequence): the states and classification may be wrong.
     pub uncertain: bool,
+    skaddr_known: bool,
+    /// The CLOSE (or TIME_WAIT) was seen, at `last_ns`.
+    end_seen: bool,
 }
 
 impl Connection {
     /// A connection starting with its first seen transition `t` (which may
     /// also be its last).
-    pub fn from_first(id: u64, t: &Transition, config: &ModelConfig) -> Connection {
+    pub fn from_first(
+        id: u64,
+        t: &Transition,
+        config: &ModelConfig,
+        owners: &mut Interner<Owner>,
+    ) -> Connection {
         let birth_seen = is_birth(t);
         let mut conn = Connection {
             id,
-            skaddr: Some(t.skaddr),
+            skaddr: t.skaddr,
+            started_ns: t.ts_boot_ns,
+            last_ns: t.ts_boot_ns,
             netns: t.netns,
-            family: t.family,
             local: t.local,
             remote: t.remote,
-            open: OpenKind::of_first(t),
-            owner: Owner::from_transition(t),
+            owner: Owner::from_transition(t).map(|o| owners.intern(o)),
             listener: None,
-            states: Vec::with_capacity(4),
-            states_dropped: 0,
+            // The state it was in before; CLOSE before a birth is not a
+            // state the socket lived in, and a child was never in LISTEN.
+            visits: if birth_seen {
+                Visits::new()
+            } else {
+                Visits::starting(t.old, None)
+            },
+            family: t.family,
+            open: OpenKind::of_first(t),
             state: t.old,
             closed_first: ClosedFirst::NotClosed,
             end: None,
             time_wait: TimeWaitFate::None,
-            started_ns: t.ts_boot_ns,
             birth_seen,
-            ended_ns: None,
-            last_ns: t.ts_boot_ns,
             uncertain: false,
+            skaddr_known: true,
+            end_seen: false,
         };
-        if !birth_seen {
-            // The state it was in before; CLOSE before a birth is not a state
-            // the socket lived in, and a child was never in LISTEN.
-            conn.states.push(StateVisit {
-                state: t.old,
-                entered_ns: None,
-                left_ns: None,
-            });
-        }
         conn.enter(t, config);
         conn
     }
@@ -339,34 +353,30 @@ impl Connection {
         state: TcpState,
         local: Endpoint,
         remote: Endpoint,
-        owner: Option<Owner>,
+        owner: Option<Arc<Owner>>,
         now_ns: u64,
     ) -> Connection {
         Connection {
             id,
-            skaddr,
+            skaddr: skaddr.unwrap_or(0),
+            started_ns: now_ns,
+            last_ns: now_ns,
             netns,
-            family,
             local,
             remote,
-            open: OpenKind::Preexisting,
             owner,
             listener: None,
-            states: vec![StateVisit {
-                state,
-                entered_ns: None,
-                left_ns: None,
-            }],
-            states_dropped: 0,
+            visits: Visits::starting(state, None),
+            family,
+            open: OpenKind::Preexisting,
             state,
             closed_first: ClosedFirst::NotClosed.implied_by(state),
             end: None,
             time_wait: TimeWaitFate::None,
-            started_ns: now_ns,
             birth_seen: false,
-            ended_ns: None,
-            last_ns: now_ns,
             uncertain: false,
+            skaddr_known: skaddr.is_some(),
+            end_seen: false,
         }
     }
 
@@ -374,57 +384,94 @@ impl Connection {
     /// counts it when it is not). Returns whether `t` ended the connection.
     pub fn enter(&mut self, t: &Transition, config: &ModelConfig) -> bool {
         let ts = t.ts_boot_ns;
-        let in_syn_sent_ns = match self.states.last_mut() {
-            Some(last) => {
-                last.left_ns = Some(ts);
-                if last.state == TcpState::SynSent {
-                    last.duration_ns()
-                } else {
-                    None
-                }
-            }
-            None => None,
-        };
-        self.push_visit(StateVisit {
-            state: t.new,
-            entered_ns: Some(ts),
-            left_ns: None,
-        });
+        let in_syn_sent_ns = self
+            .visits
+            .last()
+            .filter(|last| last.state == TcpState::SynSent)
+            .and_then(|last| ts.checked_sub(last.entered_ns?));
+        self.visits.push(t.new, ts);
         self.closed_first = self.closed_first.after(t.old, t.new);
         self.local = merge_endpoint(self.local, t.local);
         self.remote = merge_endpoint(self.remote, t.remote);
         self.state = t.new;
         self.last_ns = ts;
         if is_terminal(t.new) {
-            self.ended_ns = Some(ts);
+            self.end_seen = true;
             self.end = Some(EndKind::of_last(t, in_syn_sent_ns, config));
             return true;
         }
         false
     }
 
-    fn push_visit(&mut self, visit: StateVisit) {
-        if self.states.len() >= MAX_VISITS {
-            self.states.remove(1);
-            self.states_dropped = self.states_dropped.saturating_add(1);
-        }
-        self.states.push(visit);
+    /// None for a socket from the snapshot not matched to a transition yet.
+    pub fn skaddr(&self) -> Option<u64> {
+        self.skaddr_known.then_some(self.skaddr)
+    }
+
+    pub(crate) fn set_skaddr(&mut self, skaddr: u64) {
+        self.skaddr = skaddr;
+        self.skaddr_known = true;
+    }
+
+    /// Who holds the socket. None until known: a passive socket has no
+    /// owner until it is accepted (or used).
+    pub fn owner(&self) -> Option<Owner> {
+        self.owner.as_deref().copied()
     }
 
     /// Adopts `owner` if it is better evidence than the current one.
-    pub fn offer_owner(&mut self, owner: Owner) -> bool {
-        if owner.replaces(self.owner.as_ref()) {
-            self.owner = Some(owner);
+    pub fn offer_owner(&mut self, owner: Owner, owners: &mut Interner<Owner>) -> bool {
+        if owner.replaces(self.owner.as_deref()) {
+            self.owner = Some(owners.intern(owner));
             return true;
         }
         false
     }
 
+    /// For passive connections: the listener they came from.
+    pub fn listener(&self) -> Option<ListenerRef> {
+        self.listener.as_deref().copied()
+    }
+
+    pub fn has_listener(&self) -> bool {
+        self.listener.is_some()
+    }
+
+    pub(crate) fn set_listener(&mut self, listener: Option<Arc<ListenerRef>>) {
+        self.listener = listener;
+    }
+
+    /// States in the order visited, the current one last. When more than
+    /// [`MAX_VISITS`](super::visits::MAX_VISITS) were seen, the oldest after
+    /// the first are dropped.
+    pub fn states(&self) -> VisitIter<'_> {
+        self.visits.iter()
+    }
+
+    /// How many states [`Self::states`] holds.
+    pub fn state_count(&self) -> usize {
+        self.visits.len()
+    }
+
+    /// States dropped from [`Self::states`] to stay within the limit.
+    pub fn states_dropped(&self) -> u32 {
+        self.visits.dropped()
+    }
+
+    pub(crate) fn visits_mut(&mut self) -> &mut Visits {
+        &mut self.visits
+    }
+
+    /// Time of the CLOSE; None while live or when the end was not seen.
+    pub fn ended_ns(&self) -> Option<u64> {
+        self.end_seen.then_some(self.last_ns)
+    }
+
     /// The owner to charge for this socket: its own, or for a passive socket
     /// never seen accepted, its listener's (marked as inherited).
     pub fn attributed_owner(&self) -> Option<Owner> {
-        self.owner.or_else(|| {
-            let listener = self.listener.filter(|l| !l.ambiguous)?;
+        self.owner().or_else(|| {
+            let listener = self.listener.as_deref().filter(|l| !l.ambiguous)?;
             Some(Owner {
                 how: OwnerHow::InheritedFromListener,
                 ..listener.owner?
@@ -448,12 +495,12 @@ impl Connection {
     /// When the current state was entered; None when it already was when
     /// first seen.
     pub fn state_entered_ns(&self) -> Option<u64> {
-        self.states.last().and_then(|v| v.entered_ns)
+        self.visits.last().and_then(|v| v.entered_ns)
     }
 
     /// From the first transition seen to the CLOSE.
     pub fn lifetime_ns(&self) -> Option<u64> {
-        self.ended_ns?.checked_sub(self.started_ns)
+        self.ended_ns()?.checked_sub(self.started_ns)
     }
 
     /// Time since the first transition seen.
@@ -518,15 +565,5 @@ mod tests {
         // FIN_WAIT1 and FIN_WAIT2 missed: the old state still tells.
         assert_eq!(NotClosed.after(FinWait2, Close), Local);
         assert_eq!(NotClosed.after(LastAck, Close), Remote);
-    }
-
-    #[test]
-    fn durations_are_unknown_rather_than_negative() {
-        let visit = StateVisit {
-            state: TcpState::Established,
-            entered_ns: Some(10),
-            left_ns: Some(5),
-        };
-        assert_eq!(visit.duration_ns(), None);
     }
 }

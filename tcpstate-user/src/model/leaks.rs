@@ -98,15 +98,13 @@ pub(crate) fn close_wait_leaks<'a>(
         if age_ns <= threshold_ns {
             continue;
         }
-        match (&conn.owner, conn.open) {
+        match (conn.owner(), conn.open) {
             (None, OpenKind::Passive) => {
-                let key = (
-                    conn.listener.and_then(|l| l.skaddr),
-                    conn.listener.map(|l| l.local),
-                );
+                let listener = conn.listener();
+                let key = (listener.and_then(|l| l.skaddr), listener.map(|l| l.local));
                 let (_, group) = backlogs
                     .entry(key)
-                    .or_insert_with(|| (conn.listener.and_then(|l| l.owner), Group::default()));
+                    .or_insert_with(|| (listener.and_then(|l| l.owner), Group::default()));
                 group.add(conn, age_ns, lower_bound);
             }
             (owner, _) => {

@@ -34,24 +34,30 @@
 //! returned once and forgotten.
 mod config;
 mod connection;
+mod expiry;
+mod intern;
 mod leaks;
 mod live;
 mod owner;
 mod recent;
 mod reset;
+mod slab;
 mod snapshot;
 mod stats;
 mod time_wait;
 mod tracker;
+mod visits;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::ModelConfig;
 pub use connection::{
-    ClosedFirst, Connection, EndKind, FlowKey, ListenerRef, OpenKind, StateVisit, TimeWaitFate,
+    ClosedFirst, Connection, EndKind, FlowKey, ListenerRef, OpenKind, TimeWaitFate,
 };
+pub use intern::Interner;
 pub use leaks::{BacklogLeak, LeakReport, OwnerLeak};
+pub use live::SLOT_BYTES as LIVE_SLOT_BYTES;
 pub use owner::{ObservedHow, Owner, OwnerHow, OwnerObservation};
 pub use reset::ResetSeen;
 pub use snapshot::{ExistingSocket, ExistingSocketError};
@@ -61,3 +67,4 @@ pub use time_wait::{
     TimeWaitTable,
 };
 pub use tracker::{Input, Model};
+pub use visits::{Iter as StateVisits, StateVisit, INLINE as INLINE_VISITS, MAX_VISITS};

@@ -54,7 +54,7 @@ impl OwnerHow {
 }
 
 /// The process that owns a socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Owner {
     pub tgid: u32,
     pub pid: u32,
@@ -63,6 +63,15 @@ pub struct Owner {
     /// The owner's cgroup (v2 id, the cgroup directory's inode); 0 when
     /// unknown.
     pub cgroup_id: u64,
+}
+
+/// By task and cgroup only: the comm is compared, not hashed (interning
+/// hashes an owner per connection). Equal owners still hash equal.
+impl std::hash::Hash for Owner {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from(self.tgid) << 32 | u64::from(self.pid));
+        state.write_u64(self.cgroup_id ^ (self.how as u64) << 56);
+    }
 }
 
 impl Owner {

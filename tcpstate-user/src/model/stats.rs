@@ -55,7 +55,7 @@ impl StateCounts {
         conns.sort_by_key(|c| c.id);
         let live = conns.iter().map(|c| {
             let remote = (c.state != TcpState::Listen).then_some(c.remote.ip);
-            (c.state, c.owner, c.local.port, remote)
+            (c.state, c.owner(), c.local.port, remote)
         });
         let waiting = time_wait.iter().map(|e| {
             *counts

@@ -136,7 +136,7 @@ fn finish(m: &mut Model, t: Transition) -> Connection {
 }
 
 fn visited(conn: &Connection) -> Vec<TcpState> {
-    conn.states.iter().map(|v| v.state).collect()
+    conn.states().map(|v| v.state).collect()
 }
 
 fn owner_of(owner: Option<Owner>) -> Option<(u32, OwnerHow)> {
@@ -175,12 +175,12 @@ fn client_closes_first() {
     let c = m.connection(C_SK).unwrap();
     assert_eq!(c.open, OpenKind::Active);
     assert_eq!(c.local, ep(CLIENT), "source port from SYN_SENT→ESTABLISHED");
-    assert_eq!(owner_of(c.owner), Some((CLIENT_TGID, OwnerHow::Connect)));
+    assert_eq!(owner_of(c.owner()), Some((CLIENT_TGID, OwnerHow::Connect)));
     let s = m.connection(S_SK).unwrap();
     assert_eq!(s.open, OpenKind::Passive);
     assert_eq!((s.local, s.remote), (ep(SERVER), ep(CLIENT)));
-    assert_eq!(owner_of(s.owner), Some((SERVER_TGID, OwnerHow::Accept)));
-    let listener = s.listener.unwrap();
+    assert_eq!(owner_of(s.owner()), Some((SERVER_TGID, OwnerHow::Accept)));
+    let listener = s.listener().unwrap();
     assert_eq!(listener.skaddr, Some(L_SK));
     assert_eq!(
         owner_of(listener.owner),
@@ -279,11 +279,15 @@ fn server_closes_first_time_wait_goes_to_the_accepting_process() {
 fn unaccepted_server_socket_is_charged_to_its_listener_as_inherited() {
     let mut m = Model::default();
     let Pair { server, .. } = open_pair(&mut m, None);
-    assert_eq!(m.connection(S_SK).unwrap().owner, None, "not yet accepted");
+    assert_eq!(
+        m.connection(S_SK).unwrap().owner(),
+        None,
+        "not yet accepted"
+    );
     step(&mut m, server.t(2 * S, Established, FinWait1));
     step(&mut m, server.t(2 * S + 10 * US, FinWait1, FinWait2));
     let s = finish(&mut m, server.t(2 * S + 20 * US, FinWait2, Close));
-    assert_eq!(s.owner, None);
+    assert_eq!(s.owner(), None);
     let entry = m.time_wait().get(&flow(SERVER, CLIENT)).unwrap();
     let inherited = Some((SERVER_TGID, OwnerHow::InheritedFromListener));
     assert_eq!(owner_of(entry.owner), inherited);
@@ -301,7 +305,7 @@ fn accept_replaces_an_owner_seen_through_io_but_not_the_reverse() {
         "other",
         ObservedHow::SocketIo,
     ));
-    let owner = m.connection(S_SK).unwrap().owner;
+    let owner = m.connection(S_SK).unwrap().owner();
     assert_eq!(owner_of(owner), Some((300, OwnerHow::Accept)));
     // Observations from interrupt context are never owners.
     m.apply_owner(&seen(
@@ -311,7 +315,7 @@ fn accept_replaces_an_owner_seen_through_io_but_not_the_reverse() {
         "swapper/0",
         ObservedHow::SocketIo,
     ));
-    let owner = m.connection(C_SK).unwrap().owner;
+    let owner = m.connection(C_SK).unwrap().owner();
     assert_eq!(owner_of(owner), Some((CLIENT_TGID, OwnerHow::Connect)));
     assert_eq!(m.stats().owner_ignored, 1);
 }
@@ -322,14 +326,14 @@ fn owner_comes_only_from_process_context() {
     // A connect() from the idle task cannot be: no owner rather than pid 0.
     let idle = Sock::new(1, "10.0.0.1:0", "10.0.0.2:80", softirq());
     step(&mut m, idle.t(10, Close, SynSent));
-    assert_eq!(m.connection(1).unwrap().owner, None);
+    assert_eq!(m.connection(1).unwrap().owner(), None);
     // Mid-life transitions never give an owner, whatever task runs them.
     let busy = Sock::new(2, "10.0.0.1:1", "10.0.0.2:80", task(77, "busy"));
     step(&mut m, busy.t(20, Established, CloseWait));
     let conn = m.connection(2).unwrap();
-    assert_eq!((conn.owner, conn.open), (None, OpenKind::Unknown));
+    assert_eq!((conn.owner(), conn.open), (None, OpenKind::Unknown));
     assert_eq!(visited(conn), vec![Established, CloseWait]);
-    assert_eq!(conn.states[0].entered_ns, None);
+    assert_eq!(conn.states().next().unwrap().entered_ns, None);
     assert_eq!(conn.closed_first, ClosedFirst::Remote);
 }
 
@@ -410,10 +414,13 @@ fn refused_and_timed_out_connects() {
         "tuple from the last transition"
     );
     assert_eq!(
-        owner_of(refused.owner),
+        owner_of(refused.owner()),
         Some((CLIENT_TGID, OwnerHow::Connect))
     );
-    assert_eq!(refused.states[0].duration_ns(), Some(80 * US));
+    assert_eq!(
+        refused.states().next().unwrap().duration_ns(),
+        Some(80 * US)
+    );
 
     let sock = Sock::new(1, "10.0.0.1:41001", "192.0.2.1:80", client_task());
     step(
@@ -424,7 +431,7 @@ fn refused_and_timed_out_connects() {
     let timeout = finish(&mut m, sock.on(softirq()).t(5 * S, SynSent, Close));
     assert_eq!(timeout.end, Some(EndKind::Timeout));
     assert_ne!(timeout.id, refused.id);
-    assert_eq!(timeout.owner.unwrap().tgid, CLIENT_TGID);
+    assert_eq!(timeout.owner().unwrap().tgid, CLIENT_TGID);
 
     // First seen at SYN_SENT→CLOSE: how long it waited is unknown.
     let sock = Sock::new(2, "10.0.0.1:41002", "192.0.2.1:80", client_task());
@@ -445,7 +452,7 @@ fn listen_then_close() {
     assert_eq!(listener.end, Some(EndKind::Normal));
     assert_eq!(listener.closed_first, ClosedFirst::NotClosed);
     assert_eq!(
-        owner_of(listener.owner),
+        owner_of(listener.owner()),
         Some((SERVER_TGID, OwnerHow::Listen))
     );
     assert_eq!(listener.lifetime_ns(), Some(4 * S));
@@ -470,7 +477,7 @@ fn address_reuse_after_close_starts_a_new_connection() {
     let second = m.connection(7).unwrap().clone();
     assert_ne!(second.id, first.id);
     assert_eq!(second.open, OpenKind::Listener);
-    assert_eq!(owner_of(second.owner), Some((1, OwnerHow::Listen)));
+    assert_eq!(owner_of(second.owner()), Some((1, OwnerHow::Listen)));
     assert_eq!(visited(&second), vec![Listen]);
 
     // A CLOSE that was missed: the next birth at the address ends the old
@@ -481,7 +488,7 @@ fn address_reuse_after_close_starts_a_new_connection() {
     assert_eq!(finished[0].id, second.id);
     assert_eq!(finished[0].end, Some(EndKind::Unknown));
     assert!(finished[0].uncertain);
-    assert_eq!(finished[0].ended_ns, None);
+    assert_eq!(finished[0].ended_ns(), None);
     assert_eq!(m.stats().missed_close, 1);
     assert_eq!(m.connection(7).unwrap().open, OpenKind::Active);
 }
@@ -578,7 +585,7 @@ fn late_transitions_from_a_later_batch_are_merged_or_ignored() {
         SynSent,
         Established,
     ))]);
-    assert_eq!(m.connection(C_SK).unwrap().owner, None);
+    assert_eq!(m.connection(C_SK).unwrap().owner(), None);
     // Its birth comes one batch later: merged, not a new socket.
     let birth = client.at("127.0.0.1:0", SERVER).on(client_task());
     let finished = m.apply_batch(&[Input::Transition(birth.t(S, Close, SynSent))]);
@@ -586,8 +593,8 @@ fn late_transitions_from_a_later_batch_are_merged_or_ignored() {
     let c = m.connection(C_SK).unwrap();
     assert!(c.birth_seen);
     assert_eq!(c.started_ns, S);
-    assert_eq!(owner_of(c.owner), Some((CLIENT_TGID, OwnerHow::Connect)));
-    assert_eq!(c.states[0].duration_ns(), Some(20 * US));
+    assert_eq!(owner_of(c.owner()), Some((CLIENT_TGID, OwnerHow::Connect)));
+    assert_eq!(c.states().next().unwrap().duration_ns(), Some(20 * US));
     assert_eq!(c.local, ep(CLIENT), "the later, complete tuple is kept");
     assert_eq!((m.stats().out_of_order, m.stats().missed_close), (1, 0));
     // Older than the socket: about a previous one at the address.
@@ -941,13 +948,13 @@ fn listener_matching_prefers_the_exact_address_then_reports_ambiguity() {
     step(&mut m, exact.t(2, Close, Listen));
     let child = Sock::new(0x20, "127.0.0.1:9000", "0.0.0.0:1", softirq());
     step(&mut m, child.t(3, Listen, SynRecv));
-    let listener = m.connection(0x20).unwrap().listener.unwrap();
+    let listener = m.connection(0x20).unwrap().listener().unwrap();
     assert_eq!((listener.skaddr, listener.ambiguous), (Some(0x11), false));
     // A child on another local address only fits the wildcard listener.
     let child = Sock::new(0x21, "10.1.1.1:9000", "0.0.0.0:1", softirq());
     step(&mut m, child.t(4, Listen, SynRecv));
     assert_eq!(
-        m.connection(0x21).unwrap().listener.unwrap().skaddr,
+        m.connection(0x21).unwrap().listener().unwrap().skaddr,
         Some(0x10)
     );
     // SO_REUSEPORT: a second exact listener, in another process.
@@ -955,7 +962,7 @@ fn listener_matching_prefers_the_exact_address_then_reports_ambiguity() {
     step(&mut m, exact2.t(5, Close, Listen));
     let child = Sock::new(0x22, "127.0.0.1:9000", "0.0.0.0:2", softirq());
     step(&mut m, child.t(6, Listen, SynRecv));
-    let listener = m.connection(0x22).unwrap().listener.unwrap();
+    let listener = m.connection(0x22).unwrap().listener().unwrap();
     assert!(listener.ambiguous);
     assert_eq!(listener.skaddr, Some(0x12), "the newest of the equals");
 }
@@ -1016,7 +1023,7 @@ fn snapshot_sockets_are_continued_by_their_transitions() {
     assert_eq!(m.len(), 4);
     let conn = m.connection(0xa).unwrap();
     assert_eq!(conn.open, OpenKind::Preexisting);
-    assert_eq!(owner_of(conn.owner), Some((42, OwnerHow::Snapshot)));
+    assert_eq!(owner_of(conn.owner()), Some((42, OwnerHow::Snapshot)));
 
     // Known address: continued. Unknown address: matched by 4-tuple, and a
     // listener by its local endpoint.
@@ -1031,8 +1038,11 @@ fn snapshot_sockets_are_continued_by_their_transitions() {
     assert_eq!(m.stats().inconsistent, 0);
     assert_eq!(m.len(), 3);
     let conn = m.connection(0xb).unwrap();
-    assert_eq!((conn.open, conn.skaddr), (OpenKind::Preexisting, Some(0xb)));
-    assert_eq!(conn.owner.unwrap().tgid, 42);
+    assert_eq!(
+        (conn.open, conn.skaddr()),
+        (OpenKind::Preexisting, Some(0xb))
+    );
+    assert_eq!(conn.owner().unwrap().tgid, 42);
     assert_eq!(visited(conn), vec![Established, FinWait1]);
     // Already in CLOSE_WAIT at the snapshot: its age is a lower bound.
     let report = m.leaks(200 * S);
@@ -1053,13 +1063,13 @@ fn owner_seen_before_the_first_transition_waits_for_it() {
     assert_eq!(m.pending_owners(), 1);
     let old = Sock::new(0x77, "10.0.0.1:1", "10.0.0.2:2", softirq());
     step(&mut m, old.t(2 * S, Established, CloseWait));
-    assert_eq!(m.connection(0x77).unwrap().owner.unwrap().tgid, 9);
+    assert_eq!(m.connection(0x77).unwrap().owner().unwrap().tgid, 9);
     // An observation older than a birth at its address was about the
     // previous socket.
     m.apply_owner(&seen(3 * S, 0x78, 9, "app", ObservedHow::SocketIo));
     let new = Sock::new(0x78, "10.0.0.1:0", "10.0.0.2:2", task(10, "new"));
     step(&mut m, new.t(4 * S, Close, SynSent));
-    assert_eq!(m.connection(0x78).unwrap().owner.unwrap().tgid, 10);
+    assert_eq!(m.connection(0x78).unwrap().owner().unwrap().tgid, 10);
     assert_eq!(m.pending_owners(), 0);
     assert_eq!(m.stats().owner_unmatched, 1);
 }
@@ -1123,11 +1133,11 @@ fn missed_client_close_is_recovered_from_the_local_peer_last_ack() {
         let finished = step(&mut m, server.on(softirq()).t(closed_at, LastAck, Close));
         assert_eq!(finished.len(), 2, "{finished:#?}");
         let (c, s) = (&finished[0], &finished[1]);
-        assert_eq!(s.skaddr, Some(S_SK));
+        assert_eq!(s.skaddr(), Some(S_SK));
         assert_eq!(s.end, Some(EndKind::Normal));
-        assert_eq!(c.skaddr, Some(C_SK));
+        assert_eq!(c.skaddr(), Some(C_SK));
         assert_eq!(c.end, Some(EndKind::Normal));
-        assert_eq!(c.ended_ns, Some(closed_at));
+        assert_eq!(c.ended_ns(), Some(closed_at));
         assert!(c.uncertain);
         assert_eq!(c.time_wait, TimeWaitFate::Entered);
         assert_eq!(visited(c).last(), Some(&Close));
@@ -1208,7 +1218,7 @@ fn supersede_of_a_closing_connection_infers_time_wait_with_or_without_lost_event
         let finished = step(&mut m, next.t(reborn, Close, SynSent));
         assert_eq!(finished.len(), 1);
         let c = &finished[0];
-        assert_eq!((c.end, c.ended_ns), (Some(EndKind::Unknown), None));
+        assert_eq!((c.end, c.ended_ns()), (Some(EndKind::Unknown), None));
         assert!(c.uncertain);
         assert_eq!(m.stats().missed_close, 1);
         // The lost counter usually arrives a batch after the miss: the

@@ -5,14 +5,14 @@
 //! hand-over and predicts when the kernel will free it.
 use super::{
     connection::{ClosedFirst, FlowKey},
+    expiry::{ExpiryKey, ExpiryOrder},
     owner::Owner,
+    slab::Slab,
 };
 use crate::{addr::Endpoint, tcp::Family, wire::Comm};
-use foldhash::{HashMap, HashMapExt};
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-};
+use foldhash::{fast::RandomState, HashMap, HashMapExt};
+use hashbrown::HashTable;
+use std::{collections::BTreeMap, hash::BuildHasher, net::IpAddr};
 
 /// What the predicted expiry is based on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -146,11 +146,20 @@ pub struct ProcessCount {
 
 /// The inferred TIME_WAIT sockets, bounded per namespace by the kernel's
 /// `max_tw_buckets` and overall by a memory bound.
+///
+/// Entries live in a [`Slab`]; the flow index and the expiry order hold
+/// slot numbers (the flow index hashes the flow read out of the slot), so
+/// inserting and removing moves small values, not entries.
 #[derive(Debug)]
 pub struct TimeWaitTable {
-    entries: HashMap<FlowKey, (TimeWaitEntry, u64)>,
-    /// (expires_ns, sequence) → flow: expiry in order, ties by insertion.
-    by_expiry: BTreeMap<(u64, u64), FlowKey>,
+    /// Each entry with its insertion sequence number and flow hash.
+    entries: Slab<(TimeWaitEntry, u64, FlowHash)>,
+    /// Slots by flow, each with its [`FlowHash`]: the table rehashes (to
+    /// clear what removals left) without reading every entry.
+    by_flow: HashTable<(u32, FlowHash)>,
+    /// Expiry in order, ties by insertion.
+    by_expiry: ExpiryOrder,
+    hasher: RandomState,
     per_netns: HashMap<u32, usize>,
     max_per_netns: usize,
     max_total: usize,
@@ -161,8 +170,10 @@ pub struct TimeWaitTable {
 impl TimeWaitTable {
     pub fn new(max_per_netns: usize, max_total: usize) -> Self {
         Self {
-            entries: HashMap::new(),
-            by_expiry: BTreeMap::new(),
+            entries: Slab::default(),
+            by_flow: HashTable::new(),
+            by_expiry: ExpiryOrder::default(),
+            hasher: RandomState::default(),
             per_netns: HashMap::new(),
             max_per_netns,
             max_total,
@@ -176,7 +187,7 @@ impl TimeWaitTable {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.len() == 0
     }
 
     pub fn len_in_netns(&self, netns: u32) -> usize {
@@ -184,12 +195,34 @@ impl TimeWaitTable {
     }
 
     pub fn get(&self, flow: &FlowKey) -> Option<&TimeWaitEntry> {
-        self.entries.get(flow).map(|(entry, _)| entry)
+        let slot = self.slot_of(flow)?;
+        self.entries.get(slot).map(|(entry, _, _)| entry)
     }
 
     /// Entries in the order they expire.
     pub fn iter(&self) -> impl Iterator<Item = &TimeWaitEntry> {
-        self.by_expiry.values().filter_map(|flow| self.get(flow))
+        let entries = &self.entries;
+        self.by_expiry
+            .iter(move |key| is_current(entries, key))
+            .filter_map(move |key| entries.get(key.slot).map(|(entry, _, _)| entry))
+    }
+
+    fn slot_of(&self, flow: &FlowKey) -> Option<u32> {
+        self.slot_with_hash(flow, FlowHash::of(&self.hasher, flow))
+    }
+
+    fn slot_with_hash(&self, flow: &FlowKey, hash: FlowHash) -> Option<u32> {
+        let entries = &self.entries;
+        self.by_flow
+            .find(hash.spread(), |&(slot, h)| {
+                h == hash && entries.get(slot).is_some_and(|(e, _, _)| e.flow == *flow)
+            })
+            .map(|&(slot, _)| slot)
+    }
+
+    /// The entries in no particular order.
+    fn values(&self) -> impl Iterator<Item = &TimeWaitEntry> {
+        self.entries.iter().map(|(_, (entry, _, _))| entry)
     }
 
     pub fn counters(&self) -> TimeWaitCounters {
@@ -200,7 +233,10 @@ impl TimeWaitTable {
     /// evidently reused and is replaced, so a 4-tuple is never counted
     /// twice.
     pub(crate) fn insert(&mut self, entry: TimeWaitEntry) -> Inserted {
-        self.remove(&entry.flow, TimeWaitRemoval::Reused);
+        let hash = FlowHash::of(&self.hasher, &entry.flow);
+        if let Some(slot) = self.slot_with_hash(&entry.flow, hash) {
+            self.remove_slot(slot, TimeWaitRemoval::Reused);
+        }
         if self.len_in_netns(entry.flow.netns) >= self.max_per_netns {
             self.counters.skipped_overflow += 1;
             return Inserted::Overflow;
@@ -211,16 +247,49 @@ impl TimeWaitTable {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.by_expiry.insert((entry.expires_ns, seq), entry.flow);
         *self.per_netns.entry(entry.flow.netns).or_insert(0) += 1;
-        self.entries.insert(entry.flow, (entry, seq));
+        let expires_ns = entry.expires_ns;
+        let slot = self.entries.insert((entry, seq, hash));
+        self.by_expiry.insert(ExpiryKey {
+            expires_ns,
+            seq,
+            slot,
+        });
+        self.by_flow
+            .insert_unique(hash.spread(), (slot, hash), |(_, h)| h.spread());
         self.counters.inserted += 1;
         Inserted::Yes
     }
 
     pub(crate) fn remove(&mut self, flow: &FlowKey, why: TimeWaitRemoval) -> Option<TimeWaitEntry> {
-        let (entry, seq) = self.entries.remove(flow)?;
-        self.by_expiry.remove(&(entry.expires_ns, seq));
+        self.remove_if(flow, |_| Some(why))
+    }
+
+    /// Removes the entry for `flow` if `why` gives a reason for it (one
+    /// lookup where a get and a remove would take two).
+    pub(crate) fn remove_if(
+        &mut self,
+        flow: &FlowKey,
+        why: impl FnOnce(&TimeWaitEntry) -> Option<TimeWaitRemoval>,
+    ) -> Option<TimeWaitEntry> {
+        let slot = self.slot_of(flow)?;
+        let why = why(&self.entries.get(slot)?.0)?;
+        self.remove_slot(slot, why)
+    }
+
+    fn remove_slot(&mut self, slot: u32, why: TimeWaitRemoval) -> Option<TimeWaitEntry> {
+        let (entry, seq, hash) = self.entries.remove(slot)?;
+        let flow = &entry.flow;
+        if let Ok(found) = self.by_flow.find_entry(hash.spread(), |&(s, _)| s == slot) {
+            found.remove();
+        }
+        let entries = &self.entries;
+        let key = ExpiryKey {
+            expires_ns: entry.expires_ns,
+            seq,
+            slot,
+        };
+        self.by_expiry.remove(key, |k| is_current(entries, k));
         if let Some(count) = self.per_netns.get_mut(&flow.netns) {
             *count -= 1;
             if *count == 0 {
@@ -239,35 +308,61 @@ impl TimeWaitTable {
     /// `now_ns`, soonest first.
     pub(crate) fn expire(&mut self, now_ns: u64) -> Vec<TimeWaitEntry> {
         let mut gone = Vec::new();
-        while let Some((&(expires_ns, _), &flow)) = self.by_expiry.first_key_value() {
-            if expires_ns > now_ns {
+        self.expire_each(now_ns, |entry| gone.push(entry));
+        gone
+    }
+
+    /// [`Self::expire`], without collecting them (before each insertion).
+    pub(crate) fn drop_expired(&mut self, now_ns: u64) {
+        self.expire_each(now_ns, drop);
+    }
+
+    fn expire_each(&mut self, now_ns: u64, mut each: impl FnMut(TimeWaitEntry)) {
+        loop {
+            let entries = &self.entries;
+            let Some(first) = self.by_expiry.first(|k| is_current(entries, k)) else {
+                break;
+            };
+            if first.expires_ns > now_ns {
                 break;
             }
-            match self.remove(&flow, TimeWaitRemoval::Expired) {
-                Some(entry) => gone.push(entry),
-                // Unreachable while the two maps agree; never loop forever.
-                None => {
-                    self.by_expiry.pop_first();
-                }
+            // Always current (`first` skips the rest), so this never loops.
+            match self.remove_slot(first.slot, TimeWaitRemoval::Expired) {
+                Some(entry) => each(entry),
+                None => break,
             }
         }
-        gone
     }
 
     /// The peer's FIN reached a socket that entered time-wait in the
     /// FIN_WAIT2 substate at `fin_ns`: from then on it lives `time_wait_ns`.
     /// Ignored if the entry is not waiting for it, or had expired by then.
     pub(crate) fn peer_fin(&mut self, flow: &FlowKey, fin_ns: u64, time_wait_ns: u64) {
-        let Some((entry, seq)) = self.entries.get_mut(flow) else {
+        let Some(slot) = self.slot_of(flow) else {
+            return;
+        };
+        let Some((entry, seq, _)) = self.entries.get_mut(slot) else {
             return;
         };
         if !entry.basis.awaits_peer_fin() || fin_ns > entry.expires_ns {
             return;
         }
-        self.by_expiry.remove(&(entry.expires_ns, *seq));
+        let old = ExpiryKey {
+            expires_ns: entry.expires_ns,
+            seq: *seq,
+            slot,
+        };
         entry.expires_ns = fin_ns.saturating_add(time_wait_ns);
         entry.basis = ExpiryBasis::PeerFin;
-        self.by_expiry.insert((entry.expires_ns, *seq), *flow);
+        let new = ExpiryKey {
+            expires_ns: entry.expires_ns,
+            ..old
+        };
+        if new != old {
+            let entries = &self.entries;
+            self.by_expiry.remove(old, |k| is_current(entries, k));
+            self.by_expiry.insert(new);
+        }
     }
 
     /// The entry for `local`/`remote` in `netns`; with `netns` 0 (unknown),
@@ -281,13 +376,13 @@ impl TimeWaitTable {
         };
         if netns != 0 {
             let flow = at(netns);
-            return self.entries.contains_key(&flow).then_some(flow).ok_or(0);
+            return self.slot_of(&flow).map(|_| flow).ok_or(0);
         }
         let mut found = self
             .per_netns
             .keys()
             .map(|&ns| at(ns))
-            .filter(|flow| self.entries.contains_key(flow));
+            .filter(|flow| self.slot_of(flow).is_some());
         match (found.next(), found.count()) {
             (Some(flow), 0) => Ok(flow),
             (Some(_), more) => Err(1 + more),
@@ -330,19 +425,23 @@ impl TimeWaitTable {
     pub fn destinations(&self, range: (u16, u16)) -> Vec<DestinationPorts> {
         let (low, high) = (range.0.min(range.1), range.0.max(range.1));
         let size = f64::from(high - low) + 1.0;
-        let mut ports: BTreeMap<Endpoint, BTreeSet<u16>> = BTreeMap::new();
-        for (entry, _) in self.entries.values() {
-            ports
-                .entry(entry.flow.remote)
-                .or_default()
-                .insert(entry.flow.local.port);
-        }
-        let mut out: Vec<DestinationPorts> = ports
-            .into_iter()
-            .map(|(remote, ports)| {
-                let in_range = ports.range(low..=high).count();
+        // Sorted pairs rather than a set per destination: a server's entries
+        // each have a remote of their own (the clients' ephemeral ports).
+        let mut pairs: Vec<(Endpoint, u16)> = self
+            .values()
+            .map(|e| (e.flow.remote, e.flow.local.port))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut out: Vec<DestinationPorts> = pairs
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|ports| {
+                let in_range = ports
+                    .iter()
+                    .filter(|(_, port)| (low..=high).contains(port))
+                    .count();
                 DestinationPorts {
-                    remote,
+                    remote: ports[0].0,
                     local_ports: ports.len(),
                     in_range,
                     share: in_range as f64 / size,
@@ -355,7 +454,7 @@ impl TimeWaitTable {
 
     fn count_by<K: Ord>(&self, key: impl Fn(&TimeWaitEntry) -> K) -> BTreeMap<K, usize> {
         let mut counts = BTreeMap::new();
-        for (entry, _) in self.entries.values() {
+        for entry in self.values() {
             *counts.entry(key(entry)).or_insert(0) += 1;
         }
         counts
@@ -363,14 +462,47 @@ impl TimeWaitTable {
 
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
-        assert_eq!(self.entries.len(), self.by_expiry.len());
+        let order: Vec<ExpiryKey> = self
+            .by_expiry
+            .iter(|k| is_current(&self.entries, k))
+            .collect();
+        assert_eq!(self.entries.len(), order.len());
+        assert!(order.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(self.entries.len(), self.by_flow.len());
         assert_eq!(self.per_netns.values().sum::<usize>(), self.entries.len());
-        for (flow, (entry, seq)) in &self.entries {
-            assert_eq!(self.by_expiry.get(&(entry.expires_ns, *seq)), Some(flow));
-            assert!(self.len_in_netns(flow.netns) <= self.max_per_netns);
+        for (slot, (entry, _, hash)) in self.entries.iter() {
+            assert_eq!(*hash, FlowHash::of(&self.hasher, &entry.flow));
+            assert!(order.iter().any(|k| k.slot == slot));
+            assert_eq!(self.slot_of(&entry.flow), Some(slot));
+            assert!(self.len_in_netns(entry.flow.netns) <= self.max_per_netns);
         }
         assert!(self.entries.len() <= self.max_total);
     }
+}
+
+/// A flow's hash in 32 bits, kept next to its slot in the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FlowHash(u32);
+
+impl FlowHash {
+    fn of(hasher: &RandomState, flow: &FlowKey) -> Self {
+        let hash = hasher.hash_one(flow);
+        FlowHash((hash >> 32) as u32 ^ hash as u32)
+    }
+
+    /// The 64 bits the table wants, from the 32 kept: an odd multiplier
+    /// carries them into the top bits (the table's tag) too.
+    fn spread(self) -> u64 {
+        u64::from(self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// Whether `key` is the expiry key of the entry in its slot now (not of an
+/// entry removed since, or of an expiry moved since).
+fn is_current(entries: &Slab<(TimeWaitEntry, u64, FlowHash)>, key: &ExpiryKey) -> bool {
+    entries
+        .get(key.slot)
+        .is_some_and(|(entry, seq, _)| *seq == key.seq && entry.expires_ns == key.expires_ns)
 }
 
 fn most_first<K: Ord>(counts: BTreeMap<K, usize>) -> Vec<(K, usize)> {
@@ -442,6 +574,65 @@ mod tests {
         assert_eq!(table.len(), 1);
         assert_eq!(table.counters().expired, 2);
         table.check_invariants();
+    }
+
+    #[test]
+    fn slots_reused_under_churn_keep_the_flow_index_and_expiry_order() {
+        // Inserts (some replacing the same 4-tuple), resets, peer FINs and
+        // expiry, against a plain map of what must be there.
+        let mut table = TimeWaitTable::new(50, 80);
+        // Port → (expiry, still awaiting the peer's FIN).
+        let mut expected: BTreeMap<u16, (u64, bool)> = BTreeMap::new();
+        let mut x = 99u64;
+        let mut now = 0;
+        for _ in 0..20_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let port = 1_000 + ((x >> 35) % 120) as u16;
+            let flow = entry(1, port, 80, 0).flow;
+            match (x >> 20) % 8 {
+                0 => {
+                    let removed = table.remove(&flow, TimeWaitRemoval::Reset);
+                    assert_eq!(removed.is_some(), expected.remove(&port).is_some());
+                }
+                1 => {
+                    table.peer_fin(&flow, now, 30);
+                    if let Some((expires, awaiting)) = expected.get_mut(&port) {
+                        if *awaiting && now <= *expires {
+                            (*expires, *awaiting) = (now + 30, false);
+                        }
+                    }
+                }
+                2 => {
+                    now += 3;
+                    let gone = table.expire(now);
+                    let due: Vec<u16> = expected
+                        .iter()
+                        .filter(|(_, &(e, _))| e <= now)
+                        .map(|(&p, _)| p)
+                        .collect();
+                    assert_eq!(gone.len(), due.len());
+                    assert!(gone.windows(2).all(|w| w[0].expires_ns <= w[1].expires_ns));
+                    for p in due {
+                        expected.remove(&p);
+                    }
+                }
+                _ => {
+                    let expires = now + 1 + (x >> 50) % 40;
+                    expected.remove(&port);
+                    if table.insert(entry(1, port, 80, expires)) == Inserted::Yes {
+                        expected.insert(port, (expires, true));
+                    }
+                }
+            }
+            for (&port, &(expires, _)) in &expected {
+                let flow = entry(1, port, 80, 0).flow;
+                assert_eq!(table.get(&flow).map(|e| e.expires_ns), Some(expires));
+            }
+            assert_eq!(table.len(), expected.len());
+        }
+        table.check_invariants();
+        let order: Vec<u64> = table.iter().map(|e| e.expires_ns).collect();
+        assert!(order.windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]

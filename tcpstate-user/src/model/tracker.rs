@@ -6,8 +6,9 @@ use super::{
         is_birth, leaves_time_wait, tuple_is_complete, ClosedFirst, Connection, EndKind, FlowKey,
         ListenerRef, OpenKind, TimeWaitFate,
     },
+    intern::Interner,
     leaks::{close_wait_leaks, LeakReport},
-    live::{LiveTable, SocketKey},
+    live::{LiveTable, Slot, SocketKey},
     owner::{Owner, OwnerHow, OwnerObservation, PendingOwners},
     recent::RecentlyClosed,
     reset::ResetSeen,
@@ -55,6 +56,9 @@ impl Input {
 pub struct Model {
     config: ModelConfig,
     live: LiveTable,
+    /// Owners and listeners, shared by the connections that refer to them.
+    owners: Interner<Owner>,
+    listener_refs: Interner<ListenerRef>,
     time_wait: TimeWaitTable,
     pending: PendingOwners,
     recently_closed: RecentlyClosed,
@@ -78,6 +82,8 @@ impl Model {
         };
         Self {
             live: LiveTable::default(),
+            owners: Interner::default(),
+            listener_refs: Interner::default(),
             time_wait: TimeWaitTable::new(config.max_tw_buckets, config.max_connections),
             pending: PendingOwners::new(config.max_pending_owners),
             recently_closed: RecentlyClosed::new(RECENTLY_CLOSED),
@@ -109,20 +115,27 @@ impl Model {
         order.sort_by_key(|&(ts, _)| ts);
         let mut finished = Vec::new();
         for (_, i) in order {
-            finished.extend(self.apply(&batch[i]));
+            self.apply_into(&batch[i], &mut finished);
         }
         finished
     }
 
     /// Applies one input; returns the connections it finished.
     pub fn apply(&mut self, input: &Input) -> Vec<Connection> {
+        let mut finished = Vec::new();
+        self.apply_into(input, &mut finished);
+        finished
+    }
+
+    /// [`Model::apply`], appending the connections it finished to
+    /// `finished` (a buffer the caller reuses).
+    pub fn apply_into(&mut self, input: &Input, finished: &mut Vec<Connection>) {
         match input {
-            Input::Transition(t) => return self.apply_transition(t),
+            Input::Transition(t) => self.apply_transition_into(t, finished),
             Input::Owner(o) => self.apply_owner(o),
             Input::Lost { total } => self.on_lost(*total),
             Input::Reset(r) => self.apply_reset(r),
         }
-        Vec::new()
     }
 
     /// Applies one transition. Returns the connections it finished: usually
@@ -130,14 +143,20 @@ impl Model {
     /// missed when this transition is the birth of a new socket at its
     /// address. Finished connections are forgotten.
     pub fn apply_transition(&mut self, t: &Transition) -> Vec<Connection> {
-        self.stats.transitions += 1;
         let mut finished = Vec::new();
-        let key = SocketKey::Addr(t.skaddr);
-        if self.live.get(key).is_none() && !is_birth(t) {
-            self.adopt_snapshot(t, key);
+        self.apply_transition_into(t, &mut finished);
+        finished
+    }
+
+    /// [`Model::apply_transition`], appending to `finished`.
+    pub fn apply_transition_into(&mut self, t: &Transition, finished: &mut Vec<Connection>) {
+        self.stats.transitions += 1;
+        let mut slot = self.live.find(SocketKey::Addr(t.skaddr));
+        if slot.is_none() && !is_birth(t) {
+            slot = self.adopt_snapshot(t);
         }
         let ts = t.ts_boot_ns;
-        let Some(conn) = self.live.get(key) else {
+        let Some((slot, conn)) = slot.and_then(|s| Some((s, self.live.get(s)?))) else {
             if self.predates_a_close(t) {
                 self.stats.out_of_order += 1;
             } else if t.old == TcpState::TimeWait
@@ -147,25 +166,24 @@ impl Model {
                 // leaving TIME_WAIT), or no change at all.
                 self.stats.ignored += 1;
             } else {
-                self.start(t, &mut finished);
+                self.start(t, finished);
             }
-            return finished;
+            return;
         };
         if ts < conn.started_ns || ts < conn.last_ns {
             // Older than what was applied: it arrived late (another batch).
             self.stats.out_of_order += 1;
             if is_birth(t) && ts < conn.started_ns {
-                self.merge_late_birth(key, t);
+                self.merge_late_birth(slot, t);
             }
-            return finished;
+            return;
         }
         if is_birth(t) {
-            self.supersede(key, ts, &mut finished);
-            self.start(t, &mut finished);
+            self.supersede(slot, ts, finished);
+            self.start(t, finished);
         } else {
-            self.advance(key, t, &mut finished);
+            self.advance(slot, t, finished);
         }
-        finished
     }
 
     /// Records who holds a socket. Observations from task 0 (interrupt
@@ -177,16 +195,17 @@ impl Model {
             self.stats.owner_ignored += 1;
             return;
         }
-        let key = SocketKey::Addr(obs.skaddr);
-        match self.live.get_mut(key) {
-            Some(conn) => {
+        let slot = self.live.find(SocketKey::Addr(obs.skaddr));
+        match slot.and_then(|s| Some((s, self.live.get(s)?))) {
+            Some((slot, conn)) => {
                 if conn.birth_seen && obs.ts_boot_ns < conn.started_ns {
                     // About an earlier socket at the same address.
                     self.stats.owner_unmatched += 1;
                     return;
                 }
-                conn.offer_owner(obs.owner());
-                self.live.update(key);
+                let owners = &mut self.owners;
+                self.live
+                    .update(slot, |conn| conn.offer_owner(obs.owner(), owners));
             }
             None if self
                 .recently_closed
@@ -280,7 +299,7 @@ impl Model {
     /// entry was made.
     fn received_by_live(&self, flow: &FlowKey, entry: &TimeWaitEntry) -> bool {
         use TcpState::*;
-        let Some(conn) = self.live.by_flow(flow).and_then(|key| self.live.get(key)) else {
+        let Some(conn) = self.live.by_flow(flow).and_then(|slot| self.live.get(slot)) else {
             return false;
         };
         let synchronized = matches!(
@@ -340,17 +359,17 @@ impl Model {
             _ => {}
         }
         let known = match sock.skaddr_or_cookie {
-            Some(addr) => Some(SocketKey::Addr(addr)).filter(|k| self.live.get(*k).is_some()),
+            Some(addr) => self.live.find(SocketKey::Addr(addr)),
             None if sock.state == TcpState::Listen => self
                 .live
                 .listeners(sock.netns, sock.local.port)
                 .find(|(_, c)| c.local == sock.local && c.family == sock.family)
-                .map(|(key, _)| key),
+                .map(|(slot, _)| slot),
             None => self.live.by_flow(&flow),
         };
-        if let Some(key) = known {
-            if let (Some(owner), Some(conn)) = (owner, self.live.get_mut(key)) {
-                conn.offer_owner(owner);
+        if let Some(slot) = known {
+            if let (Some(owner), Some(conn)) = (owner, self.live.get_mut(slot)) {
+                conn.offer_owner(owner, &mut self.owners);
             }
             return Ok(());
         }
@@ -369,14 +388,14 @@ impl Model {
             sock.state,
             sock.local,
             sock.remote,
-            owner,
+            owner.map(|o| self.owners.intern(o)),
             now_ns,
         );
         if let Some(pending) = sock.skaddr_or_cookie.and_then(|a| self.pending.take(a)) {
-            conn.offer_owner(pending.owner);
+            conn.offer_owner(pending.owner, &mut self.owners);
         }
         self.stats.connections_started += 1;
-        if let Some(flow) = self.live.insert(key, conn) {
+        if let (_, Some(flow)) = self.live.insert(key, conn) {
             self.tuple_taken(flow, now_ns);
         }
         self.evict();
@@ -419,7 +438,7 @@ impl Model {
 
     /// The live connection at a kernel address.
     pub fn connection(&self, skaddr: u64) -> Option<&Connection> {
-        self.live.get(SocketKey::Addr(skaddr))
+        self.live.get_by_key(SocketKey::Addr(skaddr))
     }
 
     /// Live connections.
@@ -451,19 +470,21 @@ impl Model {
 
     /// A connection begins with `t`, its first transition seen.
     fn start(&mut self, t: &Transition, finished: &mut Vec<Connection>) {
-        let mut conn = Connection::from_first(self.take_id(), t, &self.config);
+        let id = self.take_id();
+        let mut conn = Connection::from_first(id, t, &self.config, &mut self.owners);
         self.stats.connections_started += 1;
         if let Some(pending) = self.pending.take(t.skaddr) {
             // Only an observation made after a birth can be about this
             // socket; before one, it was about its predecessor.
             if !conn.birth_seen || pending.ts_boot_ns >= t.ts_boot_ns {
-                conn.offer_owner(pending.owner);
+                conn.offer_owner(pending.owner, &mut self.owners);
             } else {
                 self.stats.owner_unmatched += 1;
             }
         }
         if conn.open == OpenKind::Passive {
-            conn.listener = self.find_listener(&conn);
+            let listener = self.find_listener(&conn);
+            conn.set_listener(listener.map(|l| self.listener_refs.intern(l)));
         }
         if conn.end.is_some() {
             if let Some(flow) = conn.complete_flow() {
@@ -472,39 +493,49 @@ impl Model {
             self.finish(conn, t, finished);
             return;
         }
-        if let Some(flow) = self.live.insert(SocketKey::Addr(t.skaddr), conn) {
+        if let (_, Some(flow)) = self.live.insert(SocketKey::Addr(t.skaddr), conn) {
             self.tuple_taken(flow, t.ts_boot_ns);
         }
         self.evict();
     }
 
-    /// Applies `t` to the live connection at `key`.
-    fn advance(&mut self, key: SocketKey, t: &Transition, finished: &mut Vec<Connection>) {
-        let Some(conn) = self.live.get_mut(key) else {
+    /// Applies `t` to the live connection at `slot`.
+    fn advance(&mut self, slot: Slot, t: &Transition, finished: &mut Vec<Connection>) {
+        let Some(conn) = self.live.get(slot) else {
             return;
         };
-        if conn.state != t.old {
+        let inconsistent = conn.state != t.old;
+        if inconsistent {
             self.stats.inconsistent += 1;
-            conn.uncertain = true;
         }
-        let ended = conn.enter(t, &self.config);
-        let needs_listener = conn.open == OpenKind::Passive && conn.listener.is_none();
-        let flow = conn.flow();
-        if let Some(flow) = self.live.update(key) {
+        let config = &self.config;
+        let Some((ended, new_flow)) = self.live.update(slot, |conn| {
+            conn.uncertain |= inconsistent;
+            conn.enter(t, config)
+        }) else {
+            return;
+        };
+        if let Some(flow) = new_flow {
             self.tuple_taken(flow, t.ts_boot_ns);
         }
         if ended {
-            if let Some(conn) = self.live.remove(key) {
+            if let Some(conn) = self.live.remove(slot) {
                 self.finish(conn, t, finished);
             }
             return;
         }
+        let Some(conn) = self.live.get(slot) else {
+            return;
+        };
+        let needs_listener = conn.open == OpenKind::Passive && !conn.has_listener();
+        let flow = conn.flow();
         if needs_listener {
             // A child's first transition may carry the listener's
             // addresses; the real ones are known now.
-            let listener = self.live.get(key).and_then(|c| self.find_listener(c));
-            if let Some(conn) = self.live.get_mut(key) {
-                conn.listener = listener;
+            let listener = self.find_listener(conn);
+            let listener = listener.map(|l| self.listener_refs.intern(l));
+            if let Some(conn) = self.live.get_mut(slot) {
+                conn.set_listener(listener);
             }
         }
         if t.new == TcpState::LastAck {
@@ -525,8 +556,8 @@ impl Model {
     /// active closer is freed through the time-wait hand-over far more
     /// often than by a reset or a timeout. It gets an inferred entry; its
     /// end stays Unknown. Without lost events nothing is inferred.
-    fn supersede(&mut self, key: SocketKey, ts: u64, finished: &mut Vec<Connection>) {
-        if let Some(mut conn) = self.live.remove(key) {
+    fn supersede(&mut self, slot: Slot, ts: u64, finished: &mut Vec<Connection>) {
+        if let Some(mut conn) = self.live.remove(slot) {
             conn.uncertain = true;
             conn.end = Some(EndKind::Unknown);
             let closing = matches!(
@@ -559,61 +590,57 @@ impl Model {
 
     /// A birth that arrives after later transitions of its socket: fills in
     /// what only the birth tells (owner, start).
-    fn merge_late_birth(&mut self, key: SocketKey, t: &Transition) {
-        let Some(conn) = self.live.get_mut(key) else {
+    fn merge_late_birth(&mut self, slot: Slot, t: &Transition) {
+        let Some(conn) = self.live.get_mut(slot) else {
             return;
         };
         let fits = !conn.birth_seen
             && conn
-                .states
-                .first()
+                .states()
+                .next()
                 .is_some_and(|v| v.state == t.new && v.entered_ns.is_none());
         if !fits {
             return;
         }
-        conn.states[0].entered_ns = Some(t.ts_boot_ns);
+        conn.visits_mut().set_first_entered(t.ts_boot_ns);
         conn.started_ns = t.ts_boot_ns;
         conn.birth_seen = true;
         if conn.open != OpenKind::Preexisting {
             conn.open = OpenKind::of_first(t);
         }
         if let Some(owner) = Owner::from_transition(t) {
-            conn.offer_owner(owner);
+            conn.offer_owner(owner, &mut self.owners);
         }
     }
 
     /// A transition for an unknown address may be the first one of a
     /// snapshot socket whose address was not known: match it by 4-tuple (or
     /// a listener by local endpoint) and move it to its address.
-    fn adopt_snapshot(&mut self, t: &Transition, key: SocketKey) {
-        let is_snapshot = |k: &SocketKey| matches!(k, SocketKey::Snapshot(_));
+    /// Returns where the adopted socket is now.
+    fn adopt_snapshot(&mut self, t: &Transition) -> Option<Slot> {
+        let live = &self.live;
         let candidate = if t.old == TcpState::Listen {
-            self.live
-                .listeners(t.netns, t.local.port)
-                .find(|(k, c)| is_snapshot(k) && c.local == t.local && c.family == t.family)
-                .map(|(k, _)| k)
+            live.listeners(t.netns, t.local.port)
+                .find(|(s, c)| live.is_snapshot(*s) && c.local == t.local && c.family == t.family)
+                .map(|(s, _)| s)
         } else if tuple_is_complete(&t.local, &t.remote) {
-            self.live
-                .by_flow(&FlowKey {
-                    netns: t.netns,
-                    local: t.local,
-                    remote: t.remote,
-                })
-                .filter(is_snapshot)
+            live.by_flow(&FlowKey {
+                netns: t.netns,
+                local: t.local,
+                remote: t.remote,
+            })
+            .filter(|s| live.is_snapshot(*s))
         } else {
             None
         };
-        let Some(from) = candidate else {
-            return;
-        };
-        if let Some(conn) = self.live.get_mut(from) {
-            conn.skaddr = Some(t.skaddr);
-            if let Some(pending) = self.pending.take(t.skaddr) {
-                conn.offer_owner(pending.owner);
+        let slot = self.live.rekey(candidate?, t.skaddr)?;
+        if let Some(pending) = self.pending.take(t.skaddr) {
+            if let Some(conn) = self.live.get_mut(slot) {
+                conn.offer_owner(pending.owner, &mut self.owners);
             }
         }
-        self.live.rekey(from, key);
         self.stats.snapshot_adopted += 1;
+        Some(slot)
     }
 
     /// The live listener a passive connection came from: same namespace,
@@ -640,28 +667,26 @@ impl Model {
             best.push((score, listener));
         }
         let (_, chosen) = best.iter().max_by_key(|(_, l)| l.id)?;
-        let tgid = chosen.owner.map(|o| o.tgid);
+        let tgid = chosen.owner().map(|o| o.tgid);
         Some(ListenerRef {
-            skaddr: chosen.skaddr,
+            skaddr: chosen.skaddr(),
             connection_id: chosen.id,
             local: chosen.local,
-            owner: chosen.owner,
-            ambiguous: best.iter().any(|(_, l)| l.owner.map(|o| o.tgid) != tgid),
+            owner: chosen.owner(),
+            ambiguous: best.iter().any(|(_, l)| l.owner().map(|o| o.tgid) != tgid),
         })
     }
 
     /// A live connection now uses `flow`: a time-wait socket with the same
     /// 4-tuple is gone (reused, or expired if its time had come).
     fn tuple_taken(&mut self, flow: FlowKey, ts: u64) {
-        let Some(entry) = self.time_wait.get(&flow) else {
-            return;
-        };
-        let why = if entry.expires_ns <= ts {
-            TimeWaitRemoval::Expired
-        } else {
-            TimeWaitRemoval::Reused
-        };
-        self.time_wait.remove(&flow, why);
+        self.time_wait.remove_if(&flow, |entry| {
+            Some(if entry.expires_ns <= ts {
+                TimeWaitRemoval::Expired
+            } else {
+                TimeWaitRemoval::Reused
+            })
+        });
     }
 
     /// A transition for an unknown address that is older than what ended
@@ -726,17 +751,17 @@ impl Model {
         let Some(flow) = peer.complete_flow().map(|f| f.mirrored()) else {
             return;
         };
-        let Some(key) = self.live.by_flow(&flow) else {
+        let Some(slot) = self.live.by_flow(&flow) else {
             return;
         };
         let believed_closing = self
             .live
-            .get(key)
+            .get(slot)
             .is_some_and(|c| matches!(c.state, FinWait1 | FinWait2 | Closing) && c.last_ns <= ts);
         if !believed_closing {
             return;
         }
-        let Some(mut conn) = self.live.remove(key) else {
+        let Some(mut conn) = self.live.remove(slot) else {
             return;
         };
         let old = if conn.state == Closing {
@@ -746,7 +771,7 @@ impl Model {
         };
         let inferred = Transition {
             ts_boot_ns: ts,
-            skaddr: conn.skaddr.unwrap_or(0),
+            skaddr: conn.skaddr().unwrap_or(0),
             family: conn.family,
             local: conn.local,
             remote: conn.remote,
@@ -757,14 +782,13 @@ impl Model {
         };
         conn.enter(&inferred, &self.config);
         conn.uncertain = true;
-        if let Some(skaddr) = conn.skaddr {
+        if let Some(skaddr) = conn.skaddr() {
             // Late records of the transitions that were missed (if they were
             // only delayed) are then recognised as such.
             self.recently_closed.insert(skaddr, ts);
         }
         let fin_ns = peer
-            .states
-            .iter()
+            .states()
             .rev()
             .find(|v| v.state == LastAck)
             .and_then(|v| v.entered_ns)
@@ -820,7 +844,7 @@ impl Model {
         };
         // What the kernel has freed by now does not count against the limit.
         self.time_wait
-            .expire(ts.saturating_sub(self.config.time_wait_grace_ns()));
+            .drop_expired(ts.saturating_sub(self.config.time_wait_grace_ns()));
         let closed_first = match conn.closed_first {
             ClosedFirst::Local | ClosedFirst::Both => conn.closed_first,
             _ if closing_state == TcpState::Closing => ClosedFirst::Both,
@@ -882,7 +906,7 @@ impl Model {
             return Err(ExistingSocketError::IncompleteTuple);
         }
         self.time_wait
-            .expire(now_ns.saturating_sub(self.config.time_wait_grace_ns()));
+            .drop_expired(now_ns.saturating_sub(self.config.time_wait_grace_ns()));
         if self.time_wait.get(&flow).is_some() {
             // Seen entering TIME_WAIT while tracing: that entry knows more.
             return Ok(());
@@ -912,8 +936,8 @@ impl Model {
         assert!(self.live.len() <= self.config.max_connections);
         for conn in self.live.values() {
             assert!(conn.is_live());
-            assert!(!conn.states.is_empty());
-            assert_eq!(conn.states.last().map(|v| v.state), Some(conn.state));
+            assert!(conn.state_count() > 0);
+            assert_eq!(conn.states().next_back().map(|v| v.state), Some(conn.state));
         }
     }
 }

@@ -45,7 +45,7 @@ impl From<&Connection> for LifeRecord {
             kind: "connection",
             id: c.id,
             start_boot_ns: c.started_ns,
-            end_boot_ns: c.ended_ns,
+            end_boot_ns: c.ended_ns(),
             duration_ms: c.lifetime_ns().map(ms),
             family: c.family.name(),
             laddr: c.local.ip.to_string(),
@@ -54,7 +54,7 @@ impl From<&Connection> for LifeRecord {
             rport: c.remote.port,
             netns: c.netns,
             open: c.open.name(),
-            owner: c.owner.as_ref().map(OwnerView::from),
+            owner: c.owner().as_ref().map(OwnerView::from),
             closed_first: c.closed_first.name(),
             end: c.end.map(|e| e.name()),
             time_wait: match c.time_wait {
@@ -65,8 +65,7 @@ impl From<&Connection> for LifeRecord {
             },
             uncertain: c.uncertain,
             states: c
-                .states
-                .iter()
+                .states()
                 .filter(|v| v.state != crate::tcp::TcpState::Close)
                 .map(|v| StateTime {
                     state: v.state.name(),
@@ -91,7 +90,7 @@ pub fn table_row(c: &Connection) -> String {
         .collect();
     format!(
         "{:<26} {:<24} {:<24} {:<8} {:<12} {:<8} {:<9} {:>10}  {}{}",
-        owner_text(c.owner.as_ref()),
+        owner_text(c.owner().as_ref()),
         c.local.to_string(),
         c.remote.to_string(),
         c.open.name(),

@@ -344,13 +344,14 @@ pub fn evaluate(i: &Inputs<'_>) -> Vec<Target> {
                     .map_or("?".to_string(), |v| v.to_string())
             };
             format!(
-                "each live connection is a Connection of {} bytes in a hash-map slot (with its \
-                 eviction clock and index keys), its list of state visits on the heap ({} bytes \
-                 each, room for 4 reserved), and an entry in a second hash map by 4-tuple \
-                 (key {} bytes); hash maps keep spare capacity up to the next power of two",
+                "each live connection is a Connection of {} bytes in a {}-byte slot of the \
+                 model's storage (with its eviction clock; owners and listeners shared, up to {} \
+                 state visits inline), and an entry in each of two hash tables (by socket \
+                 address, by 4-tuple) holding a 4-byte slot number and a control byte; hash \
+                 tables keep spare capacity up to the next power of two",
                 n("connection_struct_bytes"),
-                n("state_visit_bytes"),
-                n("flow_key_bytes")
+                n("live_slot_bytes"),
+                n("inline_state_visits")
             )
         },
     ));
