@@ -9,6 +9,7 @@ use crate::{
     recording::{item_ts, RecordingHeader, RecordingReader, RecordingWriter, WriterOptions},
     source::{
         live::{HookStatus, LiveSource, OwnerTracking},
+        replay::Replay,
         snapshot::{self, Snapshot},
         sysctl::TcpSysctls,
         Item, SourceStats,
@@ -24,17 +25,6 @@ use std::{
 pub enum Source {
     Live(Box<LiveSource>),
     Replay(Box<Replay>),
-}
-
-/// Recordings read one after the other (a capture rotated into several
-/// files is given in order).
-pub struct Replay {
-    files: Vec<PathBuf>,
-    reader: Option<RecordingReader>,
-    next_file: usize,
-    stats: SourceStats,
-    /// Damaged parts met, already reported on stderr.
-    pub damaged: u64,
 }
 
 /// A time window of the analysis, in boot-time nanoseconds: the model sees
@@ -182,13 +172,7 @@ impl Pipeline {
             load_snapshot(&mut model, snapshot, header.clock.boot_ns);
         }
         Ok(Pipeline {
-            source: Source::Replay(Box::new(Replay {
-                files: input.input.clone(),
-                reader: Some(reader),
-                next_file: 1,
-                stats: SourceStats::default(),
-                damaged: 0,
-            })),
+            source: Source::Replay(Box::new(Replay::start(reader, input.input.clone()))),
             model,
             clock: header.clock,
             sysctls: header.sysctls,
@@ -231,7 +215,7 @@ impl Pipeline {
     pub fn stats(&self) -> SourceStats {
         match &self.source {
             Source::Live(live) => live.stats(),
-            Source::Replay(replay) => replay.stats,
+            Source::Replay(replay) => replay.stats(),
         }
     }
 
@@ -335,52 +319,6 @@ impl Pipeline {
             each(item, &self.ended, &self.model, self.window.shows(ts))?;
         }
         Ok(())
-    }
-}
-
-impl Replay {
-    /// Fills `items` with the next block of the current file, going on to
-    /// the next file at the end; false when all are read. Damage is
-    /// reported and passed over: what is readable is analysed.
-    fn next(&mut self, items: &mut Vec<Item>) -> bool {
-        loop {
-            let Some(reader) = &mut self.reader else {
-                return false;
-            };
-            match reader.next_batch(items) {
-                Ok(true) => {
-                    for item in items.iter() {
-                        match item {
-                            Item::Transition(_) => self.stats.delivered += 1,
-                            Item::Accepted(_) => self.stats.owners += 1,
-                            Item::ResetSent(_) => self.stats.resets += 1,
-                            Item::Lost { total, .. } => self.stats.lost = *total,
-                        }
-                    }
-                    return true;
-                }
-                // The reader logs its warnings (an incomplete last block).
-                Ok(false) => self.reader = self.open_next(),
-                Err(e) => {
-                    self.damaged += 1;
-                    eprintln!("tcpstate: error: {e}");
-                }
-            }
-        }
-    }
-
-    fn open_next(&mut self) -> Option<RecordingReader> {
-        while let Some(path) = self.files.get(self.next_file) {
-            self.next_file += 1;
-            match RecordingReader::open(path) {
-                Ok(reader) => return Some(reader),
-                Err(e) => {
-                    self.damaged += 1;
-                    eprintln!("tcpstate: error: {e}");
-                }
-            }
-        }
-        None
     }
 }
 
@@ -609,10 +547,10 @@ pub async fn drive_until<F: std::future::Future<Output = ()>>(
         model.evicted
     );
     if let Source::Replay(replay) = &pipeline.source {
-        if replay.damaged > 0 {
+        if replay.damaged() > 0 {
             anyhow::bail!(
                 "{} damaged part(s) in the recordings (reported above); everything readable was analysed",
-                replay.damaged
+                replay.damaged()
             );
         }
     }

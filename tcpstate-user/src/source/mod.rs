@@ -4,6 +4,7 @@
 //! live tracing and offline analysis share the rest of the pipeline.
 pub mod cgroup;
 pub mod live;
+pub mod replay;
 pub mod snapshot;
 pub mod sysctl;
 
