@@ -44,8 +44,8 @@ pub fn notes(settings: &Settings, sat: &Phase) -> Vec<String> {
          tcpstate's and bpftrace's alike. BPF ns / transition: the run time of the tracer's \
          programs on sock:inet_sock_set_state in the window per transition: bpftrace has one \
          program there; tcpstate has a raw tracepoint program, and a classic one that stands in \
-         for the raw one's misses (it returns at once otherwise). Their cost per run is in the \
-         targets and in the JSON."
+         for the raw one's misses (otherwise it only finds the hit among the raw one's last few \
+         and returns). Their cost per run is in the targets and in the JSON."
             .to_string(),
         "Lost: tcpstate's exit summary (\"L lost in the kernel\"): records that found the ring \
          buffer full, plus transitions for which the kernel did not run the program at all: a \
@@ -57,9 +57,10 @@ pub fn notes(settings: &Settings, sat: &Phase) -> Vec<String> {
          buffer full); the bench adds its program's recursion_misses. In parentheses: the \
          recursion_misses of the tracer's programs on the tracepoint. Summed over the runs."
             .to_string(),
-        "Wake-ups: tcpstate batches them: its program wakes the reader once 64 records are \
-         queued or when no wake-up happened for 50 ms, and the reader also looks every 50 ms \
-         (so an isolated event still shows at once)."
+        "Wake-ups: tcpstate batches them: its program wakes the reader when the backlog grows \
+         past 64 records (not again while it stays above: the reader is awake then) or when no \
+         wake-up happened for 50 ms, and the reader also looks every 50 ms (so an isolated \
+         event still shows at once)."
             .to_string(),
         "Peak RSS: VmHWM of the tracer process at the end of its run (bpftrace's includes the \
          LLVM that compiles its script)."
