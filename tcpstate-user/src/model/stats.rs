@@ -2,6 +2,7 @@
 //! bookkeeping counters.
 use super::{
     connection::{ClosedFirst, Connection},
+    owner::Owner,
     time_wait::{TimeWaitCounters, TimeWaitTable},
 };
 use crate::{tcp::TcpState, wire::Comm};
@@ -48,50 +49,104 @@ impl StateCounts {
         conns: impl Iterator<Item = &'a Connection>,
         time_wait: &TimeWaitTable,
     ) -> StateCounts {
-        let mut counts = StateCounts::default();
-        let mut processes: BTreeMap<Option<u32>, ProcessStates> = BTreeMap::new();
+        let mut tallies = Tallies::default();
+        let mut time_wait_by_closed_first = BTreeMap::new();
         let mut conns: Vec<&Connection> = conns.collect();
         // Ordered by id so that the comm kept per process is deterministic.
         conns.sort_by_key(|c| c.id);
-        let live = conns.iter().map(|c| {
+        for c in conns {
             let remote = (c.state != TcpState::Listen).then_some(c.remote.ip);
-            (c.state, c.owner(), c.local.port, remote)
-        });
-        let waiting = time_wait.iter().map(|e| {
-            *counts
-                .time_wait_by_closed_first
-                .entry(e.closed_first)
-                .or_insert(0) += 1;
-            (
-                TcpState::TimeWait,
-                e.owner,
-                e.flow.local.port,
-                Some(e.flow.remote.ip),
-            )
-        });
-        let all: Vec<_> = live.chain(waiting).collect();
-        for (state, owner, local_port, remote_ip) in all {
-            bump(&mut counts.by_state, state);
-            let tgid = owner.map(|o| o.tgid);
-            let process = processes.entry(tgid).or_insert_with(|| ProcessStates {
-                tgid,
-                comm: owner.map(|o| o.comm),
-                cgroup_id: owner.map_or(0, |o| o.cgroup_id),
-                states: StateTally::new(),
-            });
-            bump(&mut process.states, state);
-            bump(counts.by_local_port.entry(local_port).or_default(), state);
-            if let Some(ip) = remote_ip.filter(|ip| !ip.is_unspecified()) {
-                bump(counts.by_remote_ip.entry(ip).or_default(), state);
-            }
+            tallies.add(c.state, c.owner(), c.local.port, remote);
         }
-        counts.by_process = processes.into_values().collect();
-        counts
+        for e in time_wait.iter() {
+            *time_wait_by_closed_first.entry(e.closed_first).or_insert(0) += 1;
+            let remote = Some(e.flow.remote.ip);
+            tallies.add(TcpState::TimeWait, e.owner, e.flow.local.port, remote);
+        }
+        tallies.into_counts(time_wait_by_closed_first)
     }
 }
 
-fn bump(tally: &mut StateTally, state: TcpState) {
-    *tally.entry(state).or_insert(0) += 1;
+/// Sockets per state, as a plain array indexed by the state's number.
+type Counts = [usize; STATE_SLOTS];
+const STATE_SLOTS: usize = 13;
+
+/// What [`StateCounts::collect`] adds up, in flat arrays and hash maps
+/// (hundreds of thousands of TIME_WAIT entries a second for `stat` on a busy
+/// host), made into the ordered maps of [`StateCounts`] once at the end.
+#[derive(Default)]
+struct Tallies {
+    by_state: Counts,
+    /// First-seen comm and cgroup of each process, in first-seen order.
+    processes: foldhash::HashMap<Option<u32>, (Option<Comm>, u64, Counts)>,
+    by_local_port: foldhash::HashMap<u16, Counts>,
+    by_remote_ip: foldhash::HashMap<IpAddr, Counts>,
+}
+
+impl Tallies {
+    fn add(
+        &mut self,
+        state: TcpState,
+        owner: Option<Owner>,
+        local_port: u16,
+        remote_ip: Option<IpAddr>,
+    ) {
+        let at = state as usize;
+        self.by_state[at] += 1;
+        let tgid = owner.map(|o| o.tgid);
+        let process = self.processes.entry(tgid).or_insert_with(|| {
+            (
+                owner.map(|o| o.comm),
+                owner.map_or(0, |o| o.cgroup_id),
+                [0; STATE_SLOTS],
+            )
+        });
+        process.2[at] += 1;
+        self.by_local_port
+            .entry(local_port)
+            .or_insert([0; STATE_SLOTS])[at] += 1;
+        if let Some(ip) = remote_ip.filter(|ip| !ip.is_unspecified()) {
+            self.by_remote_ip.entry(ip).or_insert([0; STATE_SLOTS])[at] += 1;
+        }
+    }
+
+    fn into_counts(self, time_wait_by_closed_first: BTreeMap<ClosedFirst, usize>) -> StateCounts {
+        let mut by_process: Vec<ProcessStates> = self
+            .processes
+            .into_iter()
+            .map(|(tgid, (comm, cgroup_id, counts))| ProcessStates {
+                tgid,
+                comm,
+                cgroup_id,
+                states: tally(&counts),
+            })
+            .collect();
+        by_process.sort_by_key(|p| p.tgid);
+        StateCounts {
+            by_state: tally(&self.by_state),
+            by_process,
+            by_local_port: self
+                .by_local_port
+                .into_iter()
+                .map(|(port, counts)| (port, tally(&counts)))
+                .collect(),
+            by_remote_ip: self
+                .by_remote_ip
+                .into_iter()
+                .map(|(ip, counts)| (ip, tally(&counts)))
+                .collect(),
+            time_wait_by_closed_first,
+        }
+    }
+}
+
+/// The states with a count, as the ordered map views print.
+fn tally(counts: &Counts) -> StateTally {
+    TcpState::ALL
+        .iter()
+        .filter(|s| counts[**s as usize] > 0)
+        .map(|s| (*s, counts[*s as usize]))
+        .collect()
 }
 
 /// What the model did with its input, and what it had to give up on.
