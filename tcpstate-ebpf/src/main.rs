@@ -75,8 +75,8 @@ static RAW_TAKEN: PerCpuArray<RawTaken> = PerCpuArray::with_max_entries(1, 0);
 #[no_mangle]
 static mut RAW_RUNS_FIRST: u32 = 0;
 
-/// Per-CPU: hits the classic program recorded because the raw one was
-/// running (and so was skipped by the kernel for this hit).
+/// Per-CPU: hits the classic program answered for because the kernel
+/// skipped the raw one for them (recorded, filtered out, or counted lost).
 #[map(name = "RESCUED")]
 static RESCUED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
@@ -176,6 +176,12 @@ fn try_set_state(ctx: &TracePointContext) {
         if !raw_first && !raw_active {
             return;
         }
+        // This program now answers for the hit the raw one missed, whatever
+        // becomes of it: filtered out (not lost), written, or counted lost
+        // below when the ring buffer is full (counted once, there).
+        if let Some(rescued) = RESCUED.get_ptr_mut(0) {
+            unsafe { *rescued += 1 };
+        }
     }
     let protocol: u16 = field(ctx, off::PROTOCOL);
     if protocol != IPPROTO_TCP {
@@ -196,11 +202,7 @@ fn try_set_state(ctx: &TracePointContext) {
         netns: netns_of(fields.skaddr),
         ..fields
     };
-    if emit_transition(ctx, &fields) && raw_mode {
-        if let Some(rescued) = RESCUED.get_ptr_mut(0) {
-            unsafe { *rescued += 1 };
-        }
-    }
+    emit_transition(ctx, &fields);
 }
 
 /// Whether the raw program took this hit (then the entry is used up).
@@ -378,15 +380,15 @@ fn mapped(v4: u32) -> Address {
     [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), v4]
 }
 
-/// Filters, then writes one transition record. True when it was written.
+/// Filters, then writes one transition record (or counts it lost).
 #[inline(always)]
-fn emit_transition<C: EbpfContext>(ctx: &C, f: &Fields) -> bool {
+fn emit_transition<C: EbpfContext>(ctx: &C, f: &Fields) {
     if !passes_filters(f.family, f.sport, f.dport) {
-        return false;
+        return;
     }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_lost(ctx, LOST_TRANSITIONS);
-        return false;
+        return;
     };
     let ts = unsafe { bpf_ktime_get_boot_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -421,7 +423,6 @@ fn emit_transition<C: EbpfContext>(ctx: &C, f: &Fields) -> bool {
             .write(u64::from(f.newstate as u8));
     }
     entry.submit(wakeup_flag(ts));
-    true
 }
 
 /// Network namespace inode of a socket (`sk->__sk_common.skc_net->ns.inum`),
