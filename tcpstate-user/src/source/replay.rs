@@ -22,8 +22,40 @@ use std::{
 /// of items).
 const BLOCKS_AHEAD: usize = 4;
 
+/// A block of items, with what the reading thread counted in it (so that
+/// the model's thread does not walk the items once more).
+struct Batch {
+    items: Vec<Item>,
+    transitions: u64,
+    owners: u64,
+    resets: u64,
+    /// The last lost count in the block, if any.
+    lost: Option<u64>,
+}
+
+impl Batch {
+    fn counted(items: Vec<Item>) -> Batch {
+        let mut batch = Batch {
+            items,
+            transitions: 0,
+            owners: 0,
+            resets: 0,
+            lost: None,
+        };
+        for item in &batch.items {
+            match item {
+                Item::Transition(_) => batch.transitions += 1,
+                Item::Accepted(_) => batch.owners += 1,
+                Item::ResetSent(_) => batch.resets += 1,
+                Item::Lost { total, .. } => batch.lost = Some(*total),
+            }
+        }
+        batch
+    }
+}
+
 pub struct Replay {
-    batches: Receiver<Vec<Item>>,
+    batches: Receiver<Batch>,
     /// Emptied batches go back to the reader, which refills them.
     spent: SyncSender<Vec<Item>>,
     stats: SourceStats,
@@ -63,16 +95,14 @@ impl Replay {
             return false;
         };
         items.clear();
-        let spent = std::mem::replace(items, batch);
+        let spent = std::mem::replace(items, batch.items);
         // The reader may have stopped (at the end); then it is dropped.
         let _ = self.spent.try_send(spent);
-        for item in items.iter() {
-            match item {
-                Item::Transition(_) => self.stats.delivered += 1,
-                Item::Accepted(_) => self.stats.owners += 1,
-                Item::ResetSent(_) => self.stats.resets += 1,
-                Item::Lost { total, .. } => self.stats.lost = *total,
-            }
+        self.stats.delivered += batch.transitions;
+        self.stats.owners += batch.owners;
+        self.stats.resets += batch.resets;
+        if let Some(total) = batch.lost {
+            self.stats.lost = total;
         }
         true
     }
@@ -100,12 +130,12 @@ impl ReadAhead {
     /// Sends every block of every file, in order. Damage is reported and
     /// passed over: what is readable is analysed. Ends early when the
     /// analysis stops listening (the end of its time window).
-    fn run(mut self, batches: &SyncSender<Vec<Item>>, spent: &Receiver<Vec<Item>>) {
+    fn run(mut self, batches: &SyncSender<Batch>, spent: &Receiver<Vec<Item>>) {
         while let Some(reader) = &mut self.reader {
             let mut batch = spent.try_recv().unwrap_or_default();
             match reader.next_batch(&mut batch) {
                 Ok(true) => {
-                    if batches.send(batch).is_err() {
+                    if batches.send(Batch::counted(batch)).is_err() {
                         return;
                     }
                 }

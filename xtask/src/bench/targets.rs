@@ -281,8 +281,9 @@ pub fn evaluate(i: &Inputs<'_>) -> Vec<Target> {
             let at_rate = ours(i.rate, |c| c.bpf_ns_per_transition);
             format!(
                 "at the fixed load the same programs take {} per transition: the raw \
-                 tracepoint program makes three probe reads (the protocol, the socket's first \
-                 128 bytes, its namespace's inode), reads the task's ids, name and cgroup and \
+                 tracepoint program makes four probe reads (the protocol, the socket's first \
+                 128 bytes, the 16 bytes with its IPv4 source address and port, its \
+                 namespace's inode), reads the task's ids, name and cgroup and \
                  the clock, and reserves and submits a 112-byte ring-buffer record (the \
                  count-only bpftrace program only updates a map); at saturation the two CPUs \
                  also share the ring buffer's lock and positions. run_time_ns also includes \
