@@ -424,12 +424,8 @@ mod tests {
 
     /// Whether this namespace holds `tcp_max_tw_buckets` time-wait sockets.
     fn time_wait_table_full() -> bool {
-        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-        let max: u64 = read("/proc/sys/net/ipv4/tcp_max_tw_buckets")
-            .trim()
-            .parse()
-            .unwrap_or(u64::MAX);
-        let sockstat = read("/proc/net/sockstat");
+        let max = crate::source::sysctl::TcpSysctls::read().max_tw_buckets as u64;
+        let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
         let tw = sockstat
             .lines()
             .find(|l| l.starts_with("TCP:"))
