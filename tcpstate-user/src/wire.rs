@@ -30,9 +30,14 @@ impl Comm {
         Comm(bytes)
     }
 
-    pub fn as_string(&self) -> String {
+    /// The name's bytes, up to the first NUL.
+    pub fn name_bytes(&self) -> &[u8] {
         let len = self.0.iter().position(|&b| b == 0).unwrap_or(self.0.len());
-        String::from_utf8_lossy(&self.0[..len]).into_owned()
+        &self.0[..len]
+    }
+
+    pub fn as_string(&self) -> String {
+        String::from_utf8_lossy(self.name_bytes()).into_owned()
     }
 }
 

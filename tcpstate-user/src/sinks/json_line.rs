@@ -163,8 +163,7 @@ fn ip(out: &mut Vec<u8>, ip: IpAddr, num: &mut itoa::Buffer) {
 /// copied as they are; anything else goes through serde's escaping (of the
 /// same lossy UTF-8 conversion [`Comm::as_string`] does).
 fn comm(out: &mut Vec<u8>, comm: &Comm) {
-    let len = comm.0.iter().position(|&b| b == 0).unwrap_or(comm.0.len());
-    let name = &comm.0[..len];
+    let name = comm.name_bytes();
     if name
         .iter()
         .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
