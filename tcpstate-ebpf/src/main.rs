@@ -159,50 +159,54 @@ struct Fields {
 
 #[inline(always)]
 fn try_set_state(ctx: &TracePointContext) {
+    let skaddr: u64 = field(ctx, off::SKADDR);
+    let newstate: i32 = field(ctx, off::NEWSTATE);
     let raw_mode = RAW_MODE.get(0).is_some_and(|mode| *mode == 1);
-    if raw_mode {
-        let skaddr: u64 = field(ctx, off::SKADDR);
-        let newstate: i32 = field(ctx, off::NEWSTATE);
-        if raw_took(skaddr, newstate as u32) {
-            unsafe { core::ptr::write_volatile(&raw mut RAW_RUNS_FIRST, 1) };
-            return;
-        }
-        let raw_first = unsafe { core::ptr::read_volatile(&raw const RAW_RUNS_FIRST) } == 1;
-        let raw_active = RAW_ACTIVE
-            .get_ptr(0)
-            .is_some_and(|active| unsafe { core::ptr::read_volatile(active) } == 1);
-        // Raw program first: it was skipped for this hit. Otherwise only the
-        // flag tells, and only while its body runs.
-        if !raw_first && !raw_active {
-            return;
-        }
-        // This program now answers for the hit the raw one missed, whatever
-        // becomes of it: filtered out (not lost), written, or counted lost
-        // below when the ring buffer is full (counted once, there).
-        if let Some(rescued) = RESCUED.get_ptr_mut(0) {
-            unsafe { *rescued += 1 };
-        }
+    if raw_mode && !stands_in_for_raw(skaddr, newstate as u32) {
+        return;
     }
     let protocol: u16 = field(ctx, off::PROTOCOL);
     if protocol != IPPROTO_TCP {
         return;
     }
     let fields = Fields {
-        skaddr: field(ctx, off::SKADDR),
+        skaddr,
         oldstate: field(ctx, off::OLDSTATE),
-        newstate: field(ctx, off::NEWSTATE),
+        newstate,
         family: field(ctx, off::FAMILY),
         sport: field(ctx, off::SPORT),
         dport: field(ctx, off::DPORT),
         saddr: address(ctx, off::SADDR_V6),
         daddr: address(ctx, off::DADDR_V6),
-        netns: 0,
-    };
-    let fields = Fields {
-        netns: netns_of(fields.skaddr),
-        ..fields
+        netns: netns_of(skaddr),
     };
     emit_transition(ctx, &fields);
+}
+
+/// With the raw program attached: whether the kernel skipped it for this
+/// hit, so that this program answers for it (then counted as rescued).
+#[inline(always)]
+fn stands_in_for_raw(skaddr: u64, newstate: u32) -> bool {
+    if raw_took(skaddr, newstate) {
+        unsafe { core::ptr::write_volatile(&raw mut RAW_RUNS_FIRST, 1) };
+        return false;
+    }
+    let raw_first = unsafe { core::ptr::read_volatile(&raw const RAW_RUNS_FIRST) } == 1;
+    let raw_active = RAW_ACTIVE
+        .get_ptr(0)
+        .is_some_and(|active| unsafe { core::ptr::read_volatile(active) } == 1);
+    // Raw program first: it was skipped for this hit. Otherwise only the
+    // flag tells, and only while its body runs.
+    if !raw_first && !raw_active {
+        return false;
+    }
+    // This program now answers for the hit the raw one missed, whatever
+    // becomes of it: filtered out (not lost), written, or counted lost when
+    // the ring buffer is full (counted once, there).
+    if let Some(rescued) = RESCUED.get_ptr_mut(0) {
+        unsafe { *rescued += 1 };
+    }
+    true
 }
 
 /// Whether the raw program took this hit (then the entry is used up).
