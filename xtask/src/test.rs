@@ -65,6 +65,7 @@ pub fn test(ws: &Workspace, test_args: &[OsString]) -> Result<i32> {
         );
         return Ok(0);
     }
+    let _lock = kernel_tests_lock()?;
     phase("running kernel integration tests (cargo test -p tcpstate-tests)");
     let mut integration = ws_cargo(ws);
     integration
@@ -87,6 +88,35 @@ pub fn test(ws: &Workspace, test_args: &[OsString]) -> Result<i32> {
     }
     phase("all tests passed (fmt, clippy, unit, kernel integration, bench smoke)");
     Ok(0)
+}
+
+/// Where every checkout on this host takes its turn at the kernel tests.
+const KERNEL_TESTS_LOCK: &str = "/run/lock/tcpstate-kernel-tests.lock";
+
+/// Takes the host-wide lock of the kernel tests, waiting for another
+/// checkout's run to end: two runs at once see each other's sockets and make
+/// the kernel skip each other's programs, so their exact expectations fail.
+/// The lock goes with the process, also when it dies.
+fn kernel_tests_lock() -> Result<std::fs::File> {
+    use anyhow::Context;
+    let dir = std::path::Path::new(KERNEL_TESTS_LOCK)
+        .parent()
+        .expect("lock path has a parent");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(KERNEL_TESTS_LOCK)
+        .with_context(|| format!("opening {KERNEL_TESTS_LOCK}"))?;
+    if file.try_lock().is_err() {
+        phase(format!(
+            "waiting for another run of the kernel tests on this host ({KERNEL_TESTS_LOCK})"
+        ));
+        file.lock()
+            .with_context(|| format!("locking {KERNEL_TESTS_LOCK}"))?;
+    }
+    Ok(file)
 }
 
 /// The outer cargo, run at the workspace root with our target directory.
