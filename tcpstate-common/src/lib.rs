@@ -149,13 +149,27 @@ pub struct StructOffsets {
 /// offsets with it, which is how the verifier sees them stay inside.
 pub const SOCK_HEAD_BYTES: usize = 128;
 
-/// Bytes from `inet_saddr` the raw program reads at once; `inet_sport`
-/// must lie inside (it follows within a few bytes). A power of two.
+/// Bytes from `inet_saddr` the raw program reads at once. `inet_sport`
+/// follows it within a few bytes, how many depends on the kernel (the
+/// alignment of the pointer between them puts it 20 bytes on in 6.1): when
+/// it lies inside, it comes from the same read, otherwise from one of its
+/// own (see [`StructOffsets::sport_in_saddr_span`]). A power of two; a
+/// larger span does not fit the raw program's 512-byte stack.
 pub const INET_SADDR_SPAN: usize = 16;
 
 const _: () = assert!(core::mem::size_of::<StructOffsets>() == 76);
 
 impl StructOffsets {
+    /// Whether `inet_sport` lies inside the [`INET_SADDR_SPAN`] bytes read
+    /// from `inet_saddr` (after it, 2-byte aligned). Otherwise the raw
+    /// program reads the port on its own. Both sides decide with this.
+    pub const fn sport_in_saddr_span(&self) -> bool {
+        match self.inet_sport.checked_sub(self.inet_saddr) {
+            Some(rel) => rel as usize + 2 <= INET_SADDR_SPAN && rel % 2 == 0,
+            None => false,
+        }
+    }
+
     pub const fn zeroed() -> Self {
         Self {
             task_files: 0,

@@ -120,6 +120,18 @@ fn setting<T: Copy>(global: &'static T) -> T {
     unsafe { core::ptr::read_volatile(global) }
 }
 
+/// The struct offsets, read in place: a copy would take 76 bytes of the
+/// 512-byte stack. Reading the pointer back through a volatile load keeps
+/// the compiler from folding the fields to the zeros it was compiled with.
+#[inline(always)]
+fn offsets() -> &'static StructOffsets {
+    let global: *const StructOffsets = &raw const OFFSETS;
+    // SAFETY: reads a local; the pointer it yields is `OFFSETS` itself, a
+    // static that lives for the whole program and is never written (it is
+    // set by userspace before load, in read-only data).
+    unsafe { &*core::ptr::read_volatile(&global) }
+}
+
 /// Reads a tracepoint field straight from the context. The offsets are
 /// naturally aligned, which is what the verifier requires for context reads;
 /// userspace has checked them against the running kernel's format file.
@@ -280,8 +292,7 @@ fn try_set_state_raw(ctx: &RawTracePointContext) {
     let sk: u64 = ctx.arg(0);
     let oldstate: u64 = ctx.arg(1);
     let newstate: u64 = ctx.arg(2);
-    let o = setting(&OFFSETS);
-    let Some(fields) = sock_fields(sk, oldstate as i32, newstate as i32, &o) else {
+    let Some(fields) = sock_fields(sk, oldstate as i32, newstate as i32, offsets()) else {
         return;
     };
     emit_transition(ctx, &fields);
@@ -289,8 +300,9 @@ fn try_set_state_raw(ctx: &RawTracePointContext) {
 
 /// Four probe reads: the protocol, the socket's first bytes (its
 /// `sock_common`: addresses, ports, family, namespace) at once, the
-/// `inet_sock` words holding the IPv4 source address and the source port,
-/// and the namespace's inode.
+/// `inet_sock` words holding the IPv4 source address and (on every kernel
+/// we know) the source port, and the namespace's inode. A fifth reads the
+/// port on its own where the kernel's layout puts it elsewhere.
 #[inline(always)]
 fn sock_fields(sk: u64, oldstate: i32, newstate: i32, o: &StructOffsets) -> Option<Fields> {
     let protocol: u16 = read_kernel(sk, o.sk_protocol)?;
@@ -301,7 +313,9 @@ fn sock_fields(sk: u64, oldstate: i32, newstate: i32, o: &StructOffsets) -> Opti
     // `inet_sport` (and `inet_saddr`), not `skc_num` (and `skc_rcv_saddr`):
     // the tracepoint runs after a closing socket gave its port back, which
     // zeroes `skc_num` but leaves `inet_sport`, and reports the latter.
-    let inet: Words<INET_WORDS> = read_words(sk + u64::from(o.inet_saddr))?;
+    let mut inet: Words<INET_WORDS> = read_words(sk + u64::from(o.inet_saddr))?;
+    let saddr_v4 = inet[0];
+    let sport = source_port(sk, &mut inet, o)?;
     let family = u16_at(&head, o.skc_family);
     let (saddr, daddr) = if family == tcpstate_common::AF_INET6 {
         (
@@ -309,7 +323,7 @@ fn sock_fields(sk: u64, oldstate: i32, newstate: i32, o: &StructOffsets) -> Opti
             address_at(&head, o.skc_v6_daddr),
         )
     } else {
-        (mapped(inet[0]), mapped(word_at(&head, o.skc_daddr, 0)))
+        (mapped(saddr_v4), mapped(word_at(&head, o.skc_daddr, 0)))
     };
     let net = u64::from(word_at(&head, o.sock_common_net, 0))
         | u64::from(word_at(&head, o.sock_common_net, 1)) << 32;
@@ -323,12 +337,26 @@ fn sock_fields(sk: u64, oldstate: i32, newstate: i32, o: &StructOffsets) -> Opti
         oldstate,
         newstate,
         family,
-        sport: u16::from_be(u16_at(&inet, o.inet_sport.wrapping_sub(o.inet_saddr))),
+        sport: u16::from_be(sport),
         dport: u16::from_be(u16_at(&head, o.skc_dport)),
         saddr,
         daddr,
         netns,
     })
+}
+
+/// `inet_sport` (network order) from the words read at `inet_saddr`, or,
+/// when the layout puts it outside them, read on its own into the same
+/// words (a second buffer does not fit the stack). The offsets are
+/// load-time constants, so the verifier keeps only one of the two paths.
+#[inline(always)]
+fn source_port(sk: u64, inet: &mut Words<INET_WORDS>, o: &StructOffsets) -> Option<u16> {
+    if o.sport_in_saddr_span() {
+        return Some(u16_at(inet, o.inet_sport.wrapping_sub(o.inet_saddr)));
+    }
+    let word = o.inet_sport & !3;
+    read_words_into(inet, sk + u64::from(word))?;
+    Some(u16_at(inet, o.inet_sport - word))
 }
 
 const SOCK_HEAD_WORDS: usize = SOCK_HEAD_BYTES / 4;
@@ -351,6 +379,21 @@ fn read_words<const N: usize>(addr: u64) -> Option<Words<N>> {
     };
     // The helper zero-fills on failure; either way every byte is written.
     (status == 0).then(|| unsafe { words.assume_init() })
+}
+
+/// Like [`read_words`], into words the caller already has.
+#[inline(always)]
+fn read_words_into<const N: usize>(words: &mut Words<N>, addr: u64) -> Option<()> {
+    // SAFETY: `words` is N * 4 writable bytes; the helper writes exactly
+    // that many (zeros on failure) and reads only kernel memory.
+    let status = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            words.as_mut_ptr().cast(),
+            (N * 4) as u32,
+            addr as *const aya_ebpf::cty::c_void,
+        )
+    };
+    (status == 0).then_some(())
 }
 
 /// Word `k` of the field at byte `offset` of `words`. Userspace checked
@@ -433,7 +476,7 @@ fn emit_transition<C: EbpfContext>(ctx: &C, f: &Fields) {
 /// 0 when the offsets are unknown or a read fails.
 #[inline(always)]
 fn netns_of(sk: u64) -> u32 {
-    let offsets = setting(&OFFSETS);
+    let offsets = offsets();
     if offsets.net_ns_inum == 0 {
         return 0;
     }
@@ -488,11 +531,11 @@ fn try_accept_exit(ctx: &TracePointContext) {
     if ret < 0 {
         return;
     }
-    let offsets = setting(&OFFSETS);
+    let offsets = offsets();
     if offsets.task_files == 0 {
         return;
     }
-    let Some(sk) = sock_of_fd(ret as u64, &offsets) else {
+    let Some(sk) = sock_of_fd(ret as u64, offsets) else {
         warn!(
             ctx,
             "accept() returned fd {} but its socket could not be read", ret
@@ -531,11 +574,11 @@ pub fn tcpstate_send_reset(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn try_send_reset(ctx: &TracePointContext) {
     let skb: u64 = field(ctx, reset_offsets::SKBADDR);
-    let offsets = setting(&OFFSETS);
+    let offsets = offsets();
     if skb == 0 || offsets.skb_head == 0 {
         return;
     }
-    let Some((family, saddr, daddr, ports)) = segment_of(skb, &offsets) else {
+    let Some((family, saddr, daddr, ports)) = segment_of(skb, offsets) else {
         warn!(ctx, "a RST's segment headers could not be read");
         return;
     };

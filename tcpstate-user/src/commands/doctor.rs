@@ -2,6 +2,7 @@
 //! traffic for `--for` (the start-up snapshot included), then prints
 //! findings with the numbers behind them and advice for this kernel.
 use super::{leaks::cmdline, pipeline};
+use crate::source::live::{HookStatus, LiveSource};
 use crate::{
     cli::{DoctorArgs, FilterArgs, InputArgs},
     clock::boot_now_ns,
@@ -11,7 +12,7 @@ use crate::{
         facts::{CollectArgs, ModelFacts, Watch},
         render,
         sysctls::{DoctorSysctls, Kernel},
-        DoctorInput, DoctorReport,
+        DoctorInput, DoctorReport, TracerPart,
     },
 };
 use std::io::Write;
@@ -66,12 +67,14 @@ pub async fn run(args: &DoctorArgs, verbose: bool) -> anyhow::Result<()> {
             cmdline: &cmdline,
         },
     );
+    let tracer = pipeline.live_source().map(tracer_parts).unwrap_or_default();
     let input = DoctorInput {
         kernel,
         sysctls,
         counters: CounterDelta { start, end },
         watch_secs: now_ns.saturating_sub(started_ns) as f64 / 1e9,
         facts,
+        tracer,
     };
     let report = DoctorReport::new(host, &input);
     let mut out = std::io::stdout().lock();
@@ -83,4 +86,36 @@ pub async fn run(args: &DoctorArgs, verbose: bool) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// The programs of the live source, and the kernel's count of skipped hits,
+/// as the report lists them.
+fn tracer_parts(source: &LiveSource) -> Vec<TracerPart> {
+    let part = |name: &str, hook: &str, purpose: &str, status: &HookStatus, works| {
+        let (status, why) = match status {
+            HookStatus::Attached => (works, None),
+            HookStatus::Off => ("off", None),
+            HookStatus::Unavailable(why) => ("unavailable", Some(why.clone())),
+        };
+        TracerPart {
+            part: name.to_string(),
+            hook: hook.to_string(),
+            purpose: purpose.to_string(),
+            status,
+            why,
+        }
+    };
+    let mut parts: Vec<TracerPart> = source
+        .programs()
+        .iter()
+        .map(|p| part(p.program, p.hook, p.purpose, &p.status, "attached"))
+        .collect();
+    parts.push(part(
+        "skipped-hit count",
+        "bpf_prog_info.recursion_misses",
+        "transitions the kernel skipped, in the lost count",
+        source.skip_counting(),
+        "counted",
+    ));
+    parts
 }

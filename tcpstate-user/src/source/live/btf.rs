@@ -9,7 +9,7 @@
 //! panic or a hang.
 use std::ops::Range;
 use std::path::Path;
-use tcpstate_common::{StructOffsets, INET_SADDR_SPAN, SOCK_HEAD_BYTES};
+use tcpstate_common::{StructOffsets, SOCK_HEAD_BYTES};
 
 /// Where the running kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -64,6 +64,8 @@ pub enum BtfError {
         found: u16,
         hint: &'static str,
     },
+    #[error("kernel BTF ignored ({var} is set)")]
+    Ignored { var: &'static str },
     #[error("{file}: unexpected layout: {what}")]
     Layout { file: String, what: String },
     #[error("{file}: malformed BTF: {reason}")]
@@ -644,9 +646,10 @@ pub fn fill_kernel_offsets(btf: &Btf, offsets: &mut StructOffsets) -> Result<(),
 /// begins with its `sock_common`, and `inet_sock` with its `sock`, so every
 /// offset is from the start of the socket. The `sock_common` members (with
 /// `sock_common_net`, filled by [`fill_kernel_offsets`]) must lie in the
-/// first [`SOCK_HEAD_BYTES`], and `inet_sport` within [`INET_SADDR_SPAN`]
-/// bytes of `inet_saddr`: the program reads each group at once. Unchanged
-/// on error (then only the raw program is off).
+/// first [`SOCK_HEAD_BYTES`] (the program reads them at once); `inet_sport`
+/// comes from the [`INET_SADDR_SPAN`] bytes read at `inet_saddr` when it
+/// lies there, else from a read of its own. Unchanged on error (then only
+/// the raw program is off).
 pub fn fill_sock_offsets(btf: &Btf, offsets: &mut StructOffsets) -> Result<(), BtfError> {
     let filled = StructOffsets {
         skc_family: btf.member_offset("sock_common", "skc_family")?,
@@ -659,68 +662,55 @@ pub fn fill_sock_offsets(btf: &Btf, offsets: &mut StructOffsets) -> Result<(), B
         inet_sport: btf.member_offset("inet_sock", "inet_sport")?,
         ..*offsets
     };
-    let sport_in_span = filled.inet_sport.checked_sub(filled.inet_saddr);
     let groups = [
         (
             "sock_common.skc_family",
-            Some(filled.skc_family),
+            filled.skc_family,
             2,
             SOCK_HEAD_BYTES,
         ),
         (
             "sock_common.skc_daddr",
-            Some(filled.skc_daddr),
+            filled.skc_daddr,
             4,
             SOCK_HEAD_BYTES,
         ),
         (
             "sock_common.skc_dport",
-            Some(filled.skc_dport),
+            filled.skc_dport,
             2,
             SOCK_HEAD_BYTES,
         ),
         (
             "sock_common.skc_v6_daddr",
-            Some(filled.skc_v6_daddr),
+            filled.skc_v6_daddr,
             16,
             SOCK_HEAD_BYTES,
         ),
         (
             "sock_common.skc_v6_rcv_saddr",
-            Some(filled.skc_v6_rcv_saddr),
+            filled.skc_v6_rcv_saddr,
             16,
             SOCK_HEAD_BYTES,
         ),
         (
             "sock_common.skc_net",
-            Some(filled.sock_common_net),
+            filled.sock_common_net,
             8,
             SOCK_HEAD_BYTES,
         ),
-        (
-            "inet_sock.inet_saddr",
-            Some(filled.inet_saddr),
-            4,
-            usize::MAX,
-        ),
-        (
-            "inet_sock.inet_sport (from inet_saddr)",
-            sport_in_span,
-            2,
-            INET_SADDR_SPAN,
-        ),
+        ("inet_sock.inet_saddr", filled.inet_saddr, 4, usize::MAX),
+        ("inet_sock.inet_sport", filled.inet_sport, 2, usize::MAX),
     ];
     // The program reads these as aligned 32-bit words and shifts.
     for (member, offset, size, span) in groups {
-        let what = match offset.map(|o| o as usize) {
-            None => "comes before inet_saddr".to_string(),
-            Some(o) if o.saturating_add(size) > span => {
-                format!("at byte {o} lies beyond the {span} bytes the raw program reads at once")
-            }
-            Some(o) if !o.is_multiple_of(size.min(4)) => {
-                format!("at byte {o} is not aligned to {} bytes", size.min(4))
-            }
-            Some(_) => continue,
+        let o = offset as usize;
+        let what = if o.saturating_add(size) > span {
+            format!("at byte {o} lies beyond the {span} bytes the raw program reads at once")
+        } else if !o.is_multiple_of(size.min(4)) {
+            format!("at byte {o} is not aligned to {} bytes", size.min(4))
+        } else {
+            continue;
         };
         return Err(BtfError::Layout {
             file: btf.source.clone(),
@@ -969,15 +959,18 @@ mod tests {
             ),
             (72, 510, 16, 784, 790)
         );
+        assert!(ok.sport_in_saddr_span(), "+6: read with inet_saddr");
+        // Wherever the port lies (6.1 has it 20 bytes after the address),
+        // the raw program can read it: with the address, or on its own.
+        for (sport, with_saddr) in [(798, true), (800, false), (804, false), (780, false)] {
+            let mut k = net;
+            fill_sock_offsets(&sock_kernel(72, sport), &mut k).unwrap();
+            assert_eq!(k.inet_sport, sport);
+            assert_eq!(k.sport_in_saddr_span(), with_saddr, "inet_sport at {sport}");
+        }
         for (v6, sport, want) in [
             (120, 790, "beyond the 128 bytes"),
             (74, 790, "not aligned to 4 bytes"),
-            (72, 800, "beyond the 16 bytes"),
-            (
-                72,
-                780,
-                "inet_sport (from inet_saddr) comes before inet_saddr",
-            ),
             (72, 791, "not aligned to 2 bytes"),
         ] {
             let mut k = net;

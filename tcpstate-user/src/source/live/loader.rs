@@ -72,6 +72,8 @@ pub struct LiveSource {
     owner_tracking: OwnerTracking,
     reset_tracking: HookStatus,
     raw: HookStatus,
+    /// Whether the kernel counts the hits it skips (Linux 5.12+).
+    skip_counting: HookStatus,
     rescued_map: Option<PerCpuArray<MapData, u64>>,
     /// When the kernel's lost counters were last read.
     lost_checked: std::time::Instant,
@@ -208,9 +210,10 @@ impl LiveSource {
         let rescued_map = ebpf
             .take_map(common::MAP_RESCUED)
             .and_then(|map| PerCpuArray::try_from(map).ok());
+        let skip_counting = skip_counting(&ebpf);
         let mut flush = tokio::time::interval(FLUSH_INTERVAL);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Ok(Self {
+        let source = Self {
             ring: register_readable(ring)?,
             lost_map,
             flush,
@@ -218,11 +221,28 @@ impl LiveSource {
             owner_tracking,
             reset_tracking,
             raw,
+            skip_counting,
             rescued_map,
             lost_checked: std::time::Instant::now(),
             _logger: logger,
             _ebpf: ebpf,
-        })
+        };
+        for program in source.programs() {
+            log::info!(
+                "program {} on {} ({}): {}",
+                program.program,
+                program.hook,
+                program.purpose,
+                program.status_text()
+            );
+        }
+        match &source.skip_counting {
+            HookStatus::Unavailable(why) => log::warn!(
+                "transitions the kernel skips are not counted as lost ({why}); ring-buffer losses still are"
+            ),
+            _ => log::info!("transitions the kernel skips are counted (recursion_misses)"),
+        }
+        Ok(source)
     }
 
     pub fn stats(&self) -> SourceStats {
@@ -271,12 +291,62 @@ impl LiveSource {
         let Ok(program): Result<&RawTracePoint, _> = program.try_into() else {
             return 0;
         };
-        program.fd().map_or(0, super::misses::recursion_misses)
+        program
+            .fd()
+            .ok()
+            .and_then(super::misses::recursion_misses)
+            .unwrap_or(0)
     }
 
     /// Whether the raw tracepoint is in use (see [`common::PROGRAM_SET_STATE_RAW`]).
     pub fn raw_tracepoint(&self) -> &HookStatus {
         &self.raw
+    }
+
+    /// Each program of the object: where it attaches, what it is for, and
+    /// whether it is attached (if not, why).
+    pub fn programs(&self) -> Vec<ProgramStatus> {
+        let owners = match &self.owner_tracking {
+            OwnerTracking::Off => HookStatus::Off,
+            OwnerTracking::Accept => HookStatus::Attached,
+            OwnerTracking::Unavailable(why) => HookStatus::Unavailable(why.clone()),
+        };
+        vec![
+            ProgramStatus {
+                program: common::PROGRAM_SET_STATE_RAW,
+                hook: "raw tracepoint inet_sock_set_state",
+                purpose: "transitions (never skipped while another program runs)",
+                status: self.raw.clone(),
+            },
+            ProgramStatus {
+                program: common::PROGRAM_SET_STATE,
+                hook: "tracepoint sock:inet_sock_set_state",
+                purpose: if self.raw == HookStatus::Attached {
+                    "transitions the raw program missed"
+                } else {
+                    "transitions"
+                },
+                status: HookStatus::Attached,
+            },
+            ProgramStatus {
+                program: common::PROGRAM_ACCEPT4_EXIT,
+                hook: "tracepoint syscalls:sys_exit_accept4 (and sys_exit_accept)",
+                purpose: "owners of accepted sockets",
+                status: owners,
+            },
+            ProgramStatus {
+                program: common::PROGRAM_SEND_RESET,
+                hook: "tracepoint tcp:tcp_send_reset",
+                purpose: "RSTs that end time-wait sockets",
+                status: self.reset_tracking.clone(),
+            },
+        ]
+    }
+
+    /// Whether the kernel counts the hits it skipped (part of the lost
+    /// count), and if not, why.
+    pub fn skip_counting(&self) -> &HookStatus {
+        &self.skip_counting
     }
 
     /// Per program, the times the kernel skipped it (see [`super::misses`]).
@@ -299,7 +369,7 @@ impl LiveSource {
             .iter()
             .filter_map(|name| {
                 let program: &TracePoint = self._ebpf.program(name)?.try_into().ok()?;
-                Some(super::misses::recursion_misses(program.fd().ok()?))
+                super::misses::recursion_misses(program.fd().ok()?)
             })
             .sum()
     }
@@ -395,6 +465,28 @@ fn register_readable<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>, Li
         .map_err(|e| LiveError::Read(e.into()))
 }
 
+/// One BPF program of the object and its state on this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramStatus {
+    pub program: &'static str,
+    /// Where it attaches.
+    pub hook: &'static str,
+    /// What it gives.
+    pub purpose: &'static str,
+    pub status: HookStatus,
+}
+
+impl ProgramStatus {
+    /// `attached`, `off`, or `unavailable: WHY`.
+    pub fn status_text(&self) -> String {
+        match &self.status {
+            HookStatus::Attached => "attached".into(),
+            HookStatus::Off => "off (this command does not need it)".into(),
+            HookStatus::Unavailable(why) => format!("unavailable: {why}"),
+        }
+    }
+}
+
 /// How owners of accepted sockets are found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OwnerTracking {
@@ -407,7 +499,38 @@ pub enum OwnerTracking {
     Unavailable(String),
 }
 
+/// Set (to anything but `0` or empty) to make tcpstate behave as on a
+/// kernel without BTF: the degraded mode a test can reach on any kernel.
+pub const IGNORE_BTF_ENV: &str = "TCPSTATE_IGNORE_BTF";
+
+fn btf_ignored() -> bool {
+    std::env::var_os(IGNORE_BTF_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Whether the kernel reports `recursion_misses` for our classic program.
+fn skip_counting(ebpf: &Ebpf) -> HookStatus {
+    let counted = ebpf
+        .program(common::PROGRAM_SET_STATE)
+        .and_then(|p| <&TracePoint>::try_from(p).ok())
+        .and_then(|p| p.fd().ok())
+        .and_then(super::misses::recursion_misses)
+        .is_some();
+    if counted {
+        HookStatus::Attached
+    } else {
+        HookStatus::Unavailable(format!(
+            "kernel {} reports no recursion_misses (Linux 5.12+)",
+            preflight::kernel_release()
+        ))
+    }
+}
+
 fn kernel_offsets() -> Result<common::StructOffsets, super::btf::BtfError> {
+    if btf_ignored() {
+        return Err(super::btf::BtfError::Ignored {
+            var: IGNORE_BTF_ENV,
+        });
+    }
     let btf = super::btf::Btf::from_file(std::path::Path::new(super::btf::VMLINUX_BTF))?;
     let mut offsets = common::StructOffsets::zeroed();
     super::btf::fill_kernel_offsets(&btf, &mut offsets)?;

@@ -19,8 +19,10 @@ struct InfoByFd {
 
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 
-/// The program's recursion misses so far; 0 on kernels that do not count.
-pub fn recursion_misses(program: &ProgramFd) -> u64 {
+/// The program's recursion misses so far; `None` when the kernel does not
+/// count them (before 5.12 its `bpf_prog_info` ends before the field) or
+/// the call fails.
+pub fn recursion_misses(program: &ProgramFd) -> Option<u64> {
     // SAFETY: bpf_prog_info is plain old data; zero is a valid value.
     let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
     let mut attr = InfoByFd {
@@ -38,8 +40,8 @@ pub fn recursion_misses(program: &ProgramFd) -> u64 {
             std::mem::size_of::<InfoByFd>(),
         )
     };
-    if rc != 0 {
-        return 0;
-    }
-    info.recursion_misses
+    // The kernel fills in at most its own size of the struct and says how
+    // much in `info_len`.
+    let end = std::mem::offset_of!(bpf_prog_info, recursion_misses) + 8;
+    (rc == 0 && attr.info_len as usize >= end).then_some(info.recursion_misses)
 }

@@ -6,7 +6,10 @@ mod misses;
 mod preflight;
 mod tracefs;
 
-pub use loader::{HookStatus, LiveOptions, LiveSource, OwnerTracking, FLUSH_INTERVAL, MAX_BATCH};
+pub use loader::{
+    HookStatus, LiveOptions, LiveSource, OwnerTracking, ProgramStatus, FLUSH_INTERVAL,
+    IGNORE_BTF_ENV, MAX_BATCH,
+};
 /// A good initial capacity for batch vectors.
 pub const MAX_BATCH_HINT: usize = MAX_BATCH;
 pub use preflight::check_kernel_release;

@@ -75,6 +75,25 @@ pub struct DoctorInput {
     /// How long the traffic was watched.
     pub watch_secs: f64,
     pub facts: ModelFacts,
+    /// tcpstate's own programs on this host, and what works without them.
+    pub tracer: Vec<TracerPart>,
+}
+
+/// One part of the tracer (a BPF program, or the kernel's count of the hits
+/// it skipped) and whether it works on this host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TracerPart {
+    /// A program name, or what the part is.
+    pub part: String,
+    /// Where it attaches, or what provides it.
+    pub hook: String,
+    /// What it gives.
+    pub purpose: String,
+    /// `attached` (`counted`), `off` (not needed by this command) or
+    /// `unavailable`.
+    pub status: &'static str,
+    /// Why not, when unavailable.
+    pub why: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -95,6 +114,7 @@ pub struct DoctorReport {
     pub watch: WatchSummary,
     pub sysctls: DoctorSysctls,
     pub counters: CountersView,
+    pub tracer: Vec<TracerPart>,
     pub findings: Vec<Finding>,
     pub notes: Vec<Note>,
 }
@@ -113,6 +133,7 @@ impl DoctorReport {
             },
             sysctls: input.sysctls.clone(),
             counters: input.counters.view(),
+            tracer: input.tracer.clone(),
             findings: findings::findings(input),
             notes: notes::notes(input),
         }

@@ -16,6 +16,18 @@ pub fn text(report: &DoctorReport) -> String {
         "counters over the watch: {}",
         counters_line(&report.counters)
     );
+    let _ = writeln!(out, "tracer on this host:");
+    for part in &report.tracer {
+        let why = part
+            .why
+            .as_deref()
+            .map_or(String::new(), |w| format!(": {w}"));
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<9} {} ({}){why}",
+            part.part, part.status, part.purpose, part.hook
+        );
+    }
     out.push('\n');
     if report.findings.is_empty() {
         let _ = writeln!(
