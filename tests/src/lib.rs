@@ -6,6 +6,30 @@ pub mod scenario;
 pub mod tracer;
 pub mod workload;
 
+/// Environment variable: how many times slower than an ordinary host the
+/// machine running the tests is (xtask sets it for a VM without hardware
+/// virtualisation). Every wait and timeout of the tests is multiplied by it;
+/// no test asserts anything about speed.
+pub const SLOWDOWN_ENV: &str = "TCPSTATE_TEST_SLOWDOWN";
+
+fn slowdown() -> u32 {
+    std::env::var(SLOWDOWN_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
+}
+
+/// A wait or timeout of `n` seconds on an ordinary host.
+pub fn secs(n: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(n) * slowdown()
+}
+
+/// A wait or timeout of `n` milliseconds on an ordinary host.
+pub fn millis(n: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(n) * slowdown()
+}
+
 /// Panics (so the test fails, never passes) when not root. `cargo xtask test`
 /// skips these tests with a message before they get here.
 pub fn require_root() {

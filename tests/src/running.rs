@@ -4,7 +4,6 @@ use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
-    time::Duration,
 };
 
 fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
@@ -39,7 +38,7 @@ impl Running {
         let stderr = lines(child.stderr.take().unwrap());
         loop {
             let line = stderr
-                .recv_timeout(Duration::from_secs(20))
+                .recv_timeout(crate::secs(20))
                 .unwrap_or_else(|_| panic!("tcpstate {args:?} did not start"));
             if line.contains("tracing") {
                 break;
@@ -62,7 +61,7 @@ impl Running {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.pid(), libc::SIGINT) };
         let status = self.child.wait().expect("wait");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(crate::millis(50));
         (
             self.stdout.try_iter().collect(),
             self.stderr.try_iter().collect(),
@@ -97,7 +96,7 @@ impl Peer {
             .expect("spawn the test peer");
         let stdout = lines(child.stdout.take().unwrap());
         let ready = stdout
-            .recv_timeout(Duration::from_secs(10))
+            .recv_timeout(crate::secs(10))
             .expect("peer not ready");
         let fields: Vec<u32> = ready
             .strip_prefix("ready ")
@@ -118,7 +117,7 @@ impl Peer {
     pub fn wait_done(&self) {
         let line = self
             .stdout
-            .recv_timeout(Duration::from_secs(20))
+            .recv_timeout(crate::secs(20))
             .expect("peer did not finish");
         assert_eq!(line, "done");
     }

@@ -90,7 +90,7 @@ impl Tracer {
             if Instant::now() >= deadline {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(crate::millis(10));
         }
     }
 

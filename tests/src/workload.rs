@@ -4,7 +4,6 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     thread::JoinHandle,
-    time::Duration,
 };
 
 /// Transitions one loopback connection produces when the client closes first
@@ -61,7 +60,7 @@ pub fn connect_and_close(port: u16, count: usize) {
 pub fn connect_read_eof_close(port: u16, count: usize) {
     for _ in 0..count {
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_read_timeout(Some(crate::secs(5))).unwrap();
         let mut buf = [0u8; 16];
         assert_eq!(s.read(&mut buf).expect("read EOF"), 0);
     }

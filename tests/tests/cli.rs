@@ -1,9 +1,6 @@
 //! The `tcpstate` binary as users run it: output formats, prompt delivery of
 //! a lone event, a clean exit on Ctrl-C, and one-line errors.
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Instant};
 use tcpstate_tests::{require_root, running::Running, tcpstate_bin, workload};
 
 #[test]
@@ -13,7 +10,7 @@ fn table_shows_every_transition_and_exits_cleanly_on_ctrl_c() {
     let port = addr.port().to_string();
     let running = Running::start(&["trace", "--port", &port]);
     workload::client_closes_first(socket, 1);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(tcpstate_tests::millis(300));
     let (stdout, stderr, status) = running.interrupt();
     assert!(status.success(), "{status:?}");
     assert!(stdout[0].starts_with("TIME"), "header: {}", stdout[0]);
@@ -52,12 +49,12 @@ fn lone_event_arrives_promptly_as_json() {
     let running = Running::start(&["trace", "--json", "--port", &port]);
     // Let the program settle so this is an isolated event, not part of a
     // burst.
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(tcpstate_tests::millis(300));
     let sent = Instant::now();
     socket.listen(1).expect("listen");
     let line = running
         .stdout
-        .recv_timeout(Duration::from_secs(2))
+        .recv_timeout(tcpstate_tests::secs(2))
         .expect("CLOSE -> LISTEN did not arrive within 2 s");
     let latency = sent.elapsed();
     eprintln!("lone event latency: {latency:?} (target 100 ms; measured in the bench)");
@@ -81,7 +78,7 @@ fn state_filter_in_userspace() {
     let port = addr.port().to_string();
     let running = Running::start(&["trace", "--json", "--port", &port, "--state", "CLOSE_WAIT"]);
     workload::client_closes_first(socket, 3);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(tcpstate_tests::millis(300));
     let (stdout, stderr, status) = running.interrupt();
     assert!(status.success());
     // Into and out of CLOSE_WAIT, for each of the 3 server sockets.

@@ -6,7 +6,7 @@ use std::{
     io::{BufRead, BufReader, Read},
     process::{Command, Stdio},
     sync::mpsc,
-    time::{Duration, Instant},
+    time::Instant,
 };
 use tcpstate_tests::{
     require_root,
@@ -51,7 +51,7 @@ fn doctor_names_the_close_wait_leak_and_the_time_wait_of_the_peers() {
     let started = Instant::now();
     loop {
         let line = stderr
-            .recv_timeout(Duration::from_secs(20))
+            .recv_timeout(tcpstate_tests::secs(20))
             .expect("tcpstate doctor did not start tracing");
         assert!(!line.contains("error"), "tcpstate doctor: {line}");
         if line.contains("tracing") {
@@ -66,7 +66,7 @@ fn doctor_names_the_close_wait_leak_and_the_time_wait_of_the_peers() {
     leaky.wait_done();
     closer.wait_done();
 
-    let deadline = started + Duration::from_secs(30);
+    let deadline = started + tcpstate_tests::secs(30);
     let status = loop {
         if let Some(status) = doctor.try_wait().expect("wait") {
             break status;
@@ -76,7 +76,7 @@ fn doctor_names_the_close_wait_leak_and_the_time_wait_of_the_peers() {
             let _ = doctor.wait();
             panic!("tcpstate doctor --for 3s still running after 30 s");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(tcpstate_tests::millis(50));
     };
     let mut out = String::new();
     stdout.read_to_string(&mut out).expect("read stdout");

@@ -1,7 +1,7 @@
 //! Connection lifetimes from the real kernel: owners of both ends, TIME_WAIT
 //! attributed to the side that closed first, CLOSE_WAIT leaks per process.
 use serde_json::Value;
-use std::{net::TcpStream, time::Duration};
+use std::net::TcpStream;
 use tcpstate_tests::{
     require_root,
     running::{Peer, Running},
@@ -39,7 +39,7 @@ fn time_wait_goes_to_the_side_that_closed_first_and_its_process() {
     let server_closes = Peer::start(PEER, &["serve", "close-first", "3"]);
     connect_read_eof_close(server_closes.port, 3);
     server_closes.wait_done();
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(tcpstate_tests::millis(500));
     let (stdout, stderr, status) = life.interrupt();
     assert!(status.success(), "{stderr:?}");
     let records = json_lines(&stdout);
@@ -90,7 +90,7 @@ fn simultaneous_close_gives_time_wait_on_both_and_reset_on_neither() {
         (Scenario::ResetByLinger0, ["reset", "reset"], "none"),
     ] {
         let (life, expected) = drive(&net, scenario, |_| Running::start(&["life", "--json"]));
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(tcpstate_tests::millis(500));
         let (stdout, _, status) = life.interrupt();
         assert!(status.success());
         let records = json_lines(&stdout);
@@ -124,7 +124,7 @@ fn prefork_workers_own_the_sockets_they_accept() {
     let life = Running::start(&["life", "--json", "--listeners"]);
     let server = Peer::start(PEER, &["prefork", "3", "6"]);
     connect_and_close(server.port, 6);
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(tcpstate_tests::millis(500));
     let (stdout, _, status) = life.interrupt();
     assert!(status.success());
     let records = json_lines(&stdout);
@@ -157,7 +157,7 @@ fn leaks_reports_exactly_the_sockets_a_process_never_closed() {
 
     // Wait for a report in which the leaky process has crossed the 1 s
     // threshold with all its sockets.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let deadline = std::time::Instant::now() + tcpstate_tests::secs(15);
     let report = loop {
         let line = leaks
             .stdout
@@ -207,11 +207,11 @@ fn accept_owners_and_sent_resets_are_reported_by_the_kernel() {
     // Bound but not listening: the SYN is answered with a RST.
     let client = TcpStream::connect(refused_addr).expect_err("refused");
     drop((client, unused));
-    let seen = tracer.wait_until(Duration::from_secs(5), |t| {
+    let seen = tracer.wait_until(tcpstate_tests::secs(5), |t| {
         t.iter()
             .any(|t| t.remote.port == refused_addr.port() && t.new == TcpState::Close)
     });
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(tcpstate_tests::millis(200));
     let collected = tracer.stop();
     assert!(seen);
     // The two server sockets of `addr`, accepted by this process.
@@ -249,10 +249,10 @@ fn leaks_that_predate_the_tracer_are_found_from_the_start_up_snapshot() {
     let leaky = Peer::start(PEER, &["serve", "leak", &LEAKED.to_string()]);
     connect_and_close(leaky.port, LEAKED);
     leaky.wait_done();
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(tcpstate_tests::millis(200));
     // Started after the leak: only the snapshot can know these sockets.
     let leaks = Running::start(&["leaks", "--json", "--threshold", "0s", "--every", "100ms"]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + tcpstate_tests::secs(10);
     let leak = loop {
         let line = leaks
             .stdout
@@ -283,7 +283,7 @@ fn never_accepted_close_wait_is_an_accept_backlog_not_a_leak() {
     let stalled = Peer::start(PEER, &["stall"]);
     connect_and_close(stalled.port, 4);
     let listener = format!("127.0.0.1:{}", stalled.port);
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let deadline = std::time::Instant::now() + tcpstate_tests::secs(15);
     let report = loop {
         let line = leaks
             .stdout
@@ -326,7 +326,7 @@ fn stat_counts_time_wait_per_process_and_by_who_closed_first() {
     let server_closes = Peer::start(PEER, &["serve", "close-first", "3"]);
     connect_read_eof_close(server_closes.port, 3);
     server_closes.wait_done();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let deadline = std::time::Instant::now() + tcpstate_tests::secs(15);
     let time_wait_of = |report: &Value| {
         report["by_process"]
             .as_array()

@@ -4,7 +4,6 @@ use std::{
     io::{BufRead, BufReader},
     process::{Command, Stdio},
     sync::mpsc,
-    time::Duration,
 };
 use tcpstate::source::live::{LiveOptions, LiveSource};
 use tcpstate_tests::{
@@ -32,7 +31,7 @@ fn delivered_plus_lost_equals_generated() {
     .expect("load");
     // Nobody reads during the burst: the one-page ring overflows for sure.
     workload::client_closes_first(socket, CONNECTIONS);
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(tcpstate_tests::millis(200));
     let mut items = Vec::new();
     source.finish(&mut items);
     let stats = source.stats();
@@ -82,7 +81,7 @@ fn cli_reports_lost_events() {
     // With -v, diagnostics may come before the line saying it is tracing.
     loop {
         let line = lines_rx
-            .recv_timeout(Duration::from_secs(20))
+            .recv_timeout(tcpstate_tests::secs(20))
             .expect("tcpstate did not start");
         if line.contains("tracing") {
             break;
@@ -93,11 +92,11 @@ fn cli_reports_lost_events() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     workload::client_closes_first(socket, CONNECTIONS);
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(tcpstate_tests::millis(200));
     unsafe { libc::kill(pid, libc::SIGCONT) };
     // The warning comes as soon as the loss is seen, before exit (other
     // lines, such as the program's own diagnostic, may come first).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + tcpstate_tests::secs(10);
     loop {
         let line = lines_rx
             .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))

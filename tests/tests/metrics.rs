@@ -8,7 +8,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::Path,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 use tcpstate::{recording::RecordingReader, source::Item, tcp::TcpState};
 use tcpstate_tests::{
@@ -85,7 +85,7 @@ fn http_get(addr: &str, target: &str) -> HttpResponse {
 fn try_http_get(addr: &str, target: &str) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect(addr)?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(tcpstate_tests::secs(10)))
         .unwrap();
     write!(
         stream,
@@ -251,11 +251,11 @@ fn serve_exposes_the_live_model_while_recording() {
 
     // The scrape's own connection closes (this side first) after it was
     // rendered: let its transitions arrive before the workload.
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(tcpstate_tests::millis(300));
     const CONNECTIONS: usize = 25;
     let (socket, listen_addr) = own_loopback_listener();
     workload::client_closes_first(socket, CONNECTIONS);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(tcpstate_tests::millis(300));
     let (text, after) = scrape(&addr);
     // Exact counts need every transition: none lost (another tracer
     // running at the same time makes the kernel skip programs).
@@ -430,7 +430,7 @@ impl Drop for Prometheus {
 #[test]
 fn a_real_prometheus_scrapes_and_queries_the_metrics() {
     require_root();
-    let deadline = Instant::now() + Duration::from_secs(25);
+    let deadline = Instant::now() + tcpstate_tests::secs(25);
     let target = format!("127.0.0.1:{}", free_port());
     let running = Running::start(&["serve", "--metrics", &target]);
     let prometheus = Prometheus::start(&target);
@@ -459,7 +459,7 @@ fn a_real_prometheus_scrapes_and_queries_the_metrics() {
             "no tcpstate metrics in Prometheus after 25 s; its log:\n{}",
             prometheus.log()
         );
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(tcpstate_tests::millis(250));
     };
     assert!(!sockets.is_empty());
     let mut by_state = BTreeMap::new();

@@ -2,10 +2,7 @@
 //! two connections, each with its namespace; `--netns` selects one; owners
 //! carry their cgroup.
 use serde_json::Value;
-use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
-    time::Duration,
-};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use tcpstate_tests::{
     netns::{in_netns, NetnsPair, CLIENT_V4, SERVER_V4},
     require_root,
@@ -53,7 +50,7 @@ fn same_tuple_in_two_namespaces_is_two_connections() {
     let only_a = Running::start(&["life", "--json", "--netns", &a.server]);
     one_connection(&a);
     one_connection(&b);
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(tcpstate_tests::millis(500));
     let (lines, stderr, status) = all.interrupt();
     assert!(status.success(), "{stderr:?}");
     let (lines_a, _, status) = only_a.interrupt();

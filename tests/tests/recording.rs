@@ -6,7 +6,6 @@ use std::{
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Command, Output},
-    time::Duration,
 };
 use tcpstate::{recording::RecordingReader, source::Item, tcp::TcpState};
 use tcpstate_tests::{
@@ -68,7 +67,7 @@ fn record_workload(dir: &Scratch, count: usize) -> (PathBuf, u16, u32) {
         let _ = s.read(&mut buf);
     }
     peer.wait_done();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(tcpstate_tests::millis(300));
     let (_, stderr, status) = recorder.interrupt();
     assert!(status.success(), "{stderr:?}");
     (file, peer.port, peer.pid)
@@ -84,7 +83,7 @@ fn a_recording_killed_with_sigkill_reads_back_up_to_its_last_flush() {
     // Before the pause: flushed within a second, so it must survive.
     let (flushed, flushed_addr) = workload::bound_listener();
     workload::client_closes_first(flushed, 50);
-    std::thread::sleep(Duration::from_millis(1_500));
+    std::thread::sleep(tcpstate_tests::millis(1_500));
     // Right before the kill: may or may not be in the file.
     let (unflushed, _) = workload::bound_listener();
     workload::client_closes_first(unflushed, 50);
@@ -132,7 +131,7 @@ fn replay_gives_the_same_output_as_live_byte_for_byte() {
             file.to_str().unwrap(),
         ]);
         workload::client_closes_first(socket, 20);
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(tcpstate_tests::millis(300));
         let (live_lines, stderr, status) = live.interrupt();
         assert!(status.success(), "{stderr:?}");
         assert!(!live_lines.is_empty());
@@ -318,7 +317,7 @@ fn bad_recordings_get_one_clear_line() {
             drop(TcpStream::connect(addr).unwrap());
             drop(listener.accept().unwrap());
         }
-        std::thread::sleep(Duration::from_millis(1_300));
+        std::thread::sleep(tcpstate_tests::millis(1_300));
     }
     let (_, _, status) = recorder.interrupt();
     assert!(status.success());
@@ -408,7 +407,7 @@ fn a_recording_still_being_written_can_be_read() {
     let recorder = Running::start(&["record", "-o", file.to_str().unwrap()]);
     let (socket, addr) = workload::bound_listener();
     workload::client_closes_first(socket, 10);
-    std::thread::sleep(Duration::from_millis(1_500));
+    std::thread::sleep(tcpstate_tests::millis(1_500));
     let out = tcpstate(&[
         "trace",
         "--json",
@@ -436,14 +435,14 @@ fn stat_at_a_moment_of_a_recording() {
     let dir = Scratch::new("stat-at");
     let file = dir.path("leak.rec");
     let recorder = Running::start(&["record", "-o", file.to_str().unwrap()]);
-    std::thread::sleep(Duration::from_millis(1_200));
+    std::thread::sleep(tcpstate_tests::millis(1_200));
     let leaky = Peer::start(PEER, &["serve", "leak", "6"]);
     let streams: Vec<TcpStream> = (0..6)
         .map(|_| TcpStream::connect(("127.0.0.1", leaky.port)).unwrap())
         .collect();
     drop(streams);
     leaky.wait_done();
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(tcpstate_tests::millis(500));
     let (_, _, status) = recorder.interrupt();
     assert!(status.success());
     let close_wait_of_peer = |args: &[&str]| -> u64 {
@@ -491,7 +490,7 @@ fn rotation_goes_on_in_numbered_files_each_readable_alone() {
             drop(listener.accept().unwrap());
         }
         // A block is written at least every second: the size grows.
-        std::thread::sleep(Duration::from_millis(1_200));
+        std::thread::sleep(tcpstate_tests::millis(1_200));
     }
     let (_, stderr, status) = recorder.interrupt();
     assert!(status.success(), "{stderr:?}");
@@ -556,9 +555,9 @@ fn from_and_to_select_a_time_window() {
         }
     };
     burst();
-    std::thread::sleep(Duration::from_millis(2_000));
+    std::thread::sleep(tcpstate_tests::millis(2_000));
     burst();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(tcpstate_tests::millis(300));
     let (_, _, status) = recorder.interrupt();
     assert!(status.success());
     let f = file.to_str().unwrap();

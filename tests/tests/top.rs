@@ -119,7 +119,7 @@ impl Tmux {
                 Instant::now() < deadline,
                 "timed out after {timeout:?} waiting for {what}; screen:\n{screen}"
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(tcpstate_tests::millis(100));
         }
     }
 }
@@ -178,7 +178,7 @@ fn top_shows_a_leaking_process_sorts_filters_and_quits_cleanly() {
          sleep 600",
         bin.display()
     ));
-    tmux.wait_for("top's first frame", Duration::from_secs(30), |s| {
+    tmux.wait_for("top's first frame", tcpstate_tests::secs(30), |s| {
         let first = lines(s).first().copied().unwrap_or("");
         assert!(!s.contains("EXITED"), "top exited:\n{s}");
         first.starts_with("tcpstate top").then_some(())
@@ -193,7 +193,7 @@ fn top_shows_a_leaking_process_sorts_filters_and_quits_cleanly() {
     let mut saw_open_rate = false;
     for _ in 0..LEAKED {
         opened.push(TcpStream::connect(("127.0.0.1", leaky.port)).expect("connect"));
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(tcpstate_tests::millis(150));
         let screen = tmux.screen();
         saw_open_rate |= row_of(&screen, leaky.pid).is_some_and(|r| number(r[OPEN_RATE]) > 0.0);
     }
@@ -203,7 +203,7 @@ fn top_shows_a_leaking_process_sorts_filters_and_quits_cleanly() {
     // Its row: CLOSE_WAIT, then, past the 1 s threshold, as many suspects.
     let row = tmux.wait_for(
         "the peer's CLOSE_WAIT sockets, all suspects",
-        Duration::from_secs(20),
+        tcpstate_tests::secs(20),
         |s| {
             let row = row_of(s, leaky.pid)?;
             saw_open_rate |= number(row[OPEN_RATE]) > 0.0;
@@ -258,25 +258,25 @@ fn top_shows_a_leaking_process_sorts_filters_and_quits_cleanly() {
         });
         (sorted && !counts.is_empty()).then_some(counts)
     };
-    let counts = tmux.wait_for("sorting by CLOSE_WAIT", Duration::from_secs(10), |s| {
+    let counts = tmux.wait_for("sorting by CLOSE_WAIT", tcpstate_tests::secs(10), |s| {
         by_close_wait(s, true)
     });
     assert!(counts[0] >= LEAKED as f64, "{counts:?}");
     tmux.keys(&["r"]);
-    tmux.wait_for("reversed sort", Duration::from_secs(10), |s| {
+    tmux.wait_for("reversed sort", tcpstate_tests::secs(10), |s| {
         by_close_wait(s, false)
     });
 
     // Filter by pid: typed after `/`, applied with Enter.
     tmux.keys(&["/"]);
     tmux.type_text(&leaky.pid.to_string());
-    tmux.wait_for("the filter being typed", Duration::from_secs(10), |s| {
+    tmux.wait_for("the filter being typed", tcpstate_tests::secs(10), |s| {
         let last = lines(s).last().copied().unwrap_or("");
         last.starts_with(&format!("filter: {}_", leaky.pid))
             .then_some(())
     });
     tmux.keys(&["Enter"]);
-    tmux.wait_for("the filter applied", Duration::from_secs(10), |s| {
+    tmux.wait_for("the filter applied", tcpstate_tests::secs(10), |s| {
         let rows = rows(s);
         let header = *lines(s).get(2)?;
         (header.contains(&format!("filter: {}", leaky.pid))
@@ -295,7 +295,7 @@ fn top_shows_a_leaking_process_sorts_filters_and_quits_cleanly() {
     }
     tmux.type_text("TEST-P");
     tmux.keys(&["Enter"]);
-    tmux.wait_for("the name filter", Duration::from_secs(10), |s| {
+    tmux.wait_for("the name filter", tcpstate_tests::secs(10), |s| {
         let rows = rows(s);
         (lines(s).get(2)?.contains("filter: TEST-P")
             && rows.iter().any(|r| r[PID] == leaky.pid.to_string())
@@ -305,14 +305,14 @@ fn top_shows_a_leaking_process_sorts_filters_and_quits_cleanly() {
         .then_some(())
     });
     tmux.keys(&["Escape"]);
-    tmux.wait_for("the filter cleared", Duration::from_secs(10), |s| {
+    tmux.wait_for("the filter cleared", tcpstate_tests::secs(10), |s| {
         lines(s).get(2)?.contains("filter: none").then_some(())
     });
 
     // `q`: exit status 0, the primary screen back, cursor shown, raw mode
     // off.
     tmux.keys(&["q"]);
-    let screen = tmux.wait_for("top to exit", Duration::from_secs(20), |s| {
+    let screen = tmux.wait_for("top to exit", tcpstate_tests::secs(20), |s| {
         (s.contains("EXITED") && s.contains("TTY-")).then(|| s.to_string())
     });
     assert!(screen.lines().any(|l| l == "EXITED 0"), "{screen}");

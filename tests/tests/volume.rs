@@ -1,5 +1,5 @@
 //! 1,000 loopback connections: every transition arrives, none is lost.
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 use tcpstate::tcp::TcpState::{self, *};
 use tcpstate_tests::{
     require_root,
@@ -19,8 +19,10 @@ fn thousand_connections_all_delivered_none_lost() {
         ..Default::default()
     });
     workload::client_closes_first(socket, CONNECTIONS);
-    let complete = tracer.wait_until(Duration::from_secs(20), |seen| seen.len() >= expected_total);
-    std::thread::sleep(Duration::from_millis(300));
+    let complete = tracer.wait_until(tcpstate_tests::secs(20), |seen| {
+        seen.len() >= expected_total
+    });
+    std::thread::sleep(tcpstate_tests::millis(300));
     let collected = tracer.stop();
     assert!(
         complete,

@@ -10,6 +10,7 @@ mod run;
 mod test;
 mod toolchain;
 mod userspace;
+mod vm;
 mod workspace;
 
 use std::ffi::OsString;
@@ -44,8 +45,18 @@ enum Command {
         #[arg(last = true, value_name = "TCPSTATE_ARGS")]
         args: Vec<OsString>,
     },
-    /// fmt + clippy, unit tests, then (as root) the kernel integration tests.
+    /// fmt + clippy, unit tests, then (as root) the kernel integration tests
+    /// on this host's kernel and, in VMs, on Debian's 5.10 and 6.1 kernels.
     Test {
+        /// Kernels for the kernel tests: `host` (the running kernel), `5.10`,
+        /// `6.1`, `6.12` (each booted in a VM), or `all` (every one). Repeat
+        /// or separate with commas. Default: host, 5.10 and 6.1.
+        #[arg(long = "kernel", value_name = "VERSION", value_delimiter = ',')]
+        kernels: Vec<String>,
+        /// Which kernel tests each VM runs. Default: `full` when `--kernel`
+        /// is given, else `ci` (all but the longest two, which the host runs).
+        #[arg(long, value_enum)]
+        vm_suite: Option<vm::Suite>,
         /// Arguments for the integration test run (e.g. a test name filter), after `--`.
         #[arg(last = true, value_name = "TEST_ARGS")]
         args: Vec<OsString>,
@@ -95,7 +106,14 @@ fn dispatch(command: Command) -> Result<i32> {
             let bin = userspace::build(&ws, &obj, release)?;
             run::run(&bin, &args)
         }
-        Command::Test { args } => test::test(&ws, &args),
+        Command::Test {
+            kernels,
+            vm_suite,
+            args,
+        } => {
+            let plan = test::Plan::parse(&kernels, vm_suite)?;
+            test::test(&ws, &plan, &args)
+        }
         Command::BuildEbpf => {
             let pre = prereqs::ensure(Needs::default())?;
             let obj = ebpf::build(&ws, &pre)?;

@@ -195,12 +195,12 @@ fn missing_toolchain_help() -> String {
 }
 
 /// apt-get, used only on Debian/Ubuntu as root; otherwise reports the commands.
-struct Apt {
+pub struct Apt {
     updated: bool,
 }
 
 impl Apt {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self { updated: false }
     }
 
@@ -215,7 +215,7 @@ impl Apt {
         }
     }
 
-    fn install(&mut self, what: &str, pkgs: &[&str]) -> Result<()> {
+    pub fn install(&mut self, what: &str, pkgs: &[&str]) -> Result<()> {
         let install_line = format!(
             "DEBIAN_FRONTEND=noninteractive apt-get install -y {}",
             pkgs.join(" ")
