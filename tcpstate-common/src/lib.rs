@@ -101,6 +101,12 @@ pub mod reset_offsets {
         ("skaddr", SKADDR, 8),
         ("state", STATE, 4),
     ];
+    /// The segment's source as a `sockaddr_in6`: the layout of the kernels
+    /// whose event also fires for a RST sent without a socket (answering a
+    /// segment no socket matches: those are the RSTs that end time-wait
+    /// sockets). Older layouts (`saddr[4]`, 5.10 and 6.1) fire only for
+    /// RSTs a socket sends.
+    pub const SOCKADDR_SOURCE: (&str, usize, usize) = ("saddr", 32, 28);
 }
 
 /// `syscalls:sys_exit_*` tracepoints: the return value.

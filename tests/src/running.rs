@@ -28,28 +28,38 @@ pub struct Running {
 impl Running {
     /// Starts `tcpstate ARGS` and waits until it says it is tracing.
     pub fn start(args: &[&str]) -> Running {
+        Running::start_with(args, &[]).0
+    }
+
+    /// Like [`Running::start`], with extra environment variables; also
+    /// returns what it printed on stderr before it said it was tracing.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> (Running, Vec<String>) {
         let mut child = Command::new(crate::tcpstate_bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn tcpstate");
         let stdout = lines(child.stdout.take().unwrap());
         let stderr = lines(child.stderr.take().unwrap());
+        let mut before = Vec::new();
         loop {
             let line = stderr
                 .recv_timeout(crate::secs(20))
-                .unwrap_or_else(|_| panic!("tcpstate {args:?} did not start"));
+                .unwrap_or_else(|_| panic!("tcpstate {args:?} did not start: {before:#?}"));
             if line.contains("tracing") {
                 break;
             }
             assert!(!line.contains("error"), "tcpstate {args:?}: {line}");
+            before.push(line);
         }
-        Running {
+        let running = Running {
             child,
             stdout,
             stderr,
-        }
+        };
+        (running, before)
     }
 
     pub fn pid(&self) -> libc::pid_t {

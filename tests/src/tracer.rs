@@ -9,7 +9,7 @@ use std::{
 };
 use tcpstate::{
     source::{
-        live::{LiveOptions, LiveSource},
+        live::{HookStatus, LiveOptions, LiveSource, ProgramStatus},
         Item, SourceStats,
     },
     wire::{OwnerSeen, ResetSent, Transition},
@@ -25,6 +25,8 @@ struct Shared {
 
 /// A loaded, attached BPF program whose transitions are being collected.
 pub struct Tracer {
+    /// Each BPF program and whether it is attached, as the source said.
+    pub programs: Vec<ProgramStatus>,
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<SourceStats>>,
@@ -58,12 +60,13 @@ impl Tracer {
                 runtime.block_on(collect(options, shared, stop, ready_tx))
             })
         };
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
+        let programs = match ready_rx.recv() {
+            Ok(Ok(programs)) => programs,
             Ok(Err(e)) => panic!("could not start tracing: {e}"),
             Err(_) => panic!("tracer thread died before attaching"),
-        }
+        };
         Tracer {
+            programs,
             shared,
             stop,
             thread: Some(thread),
@@ -92,6 +95,16 @@ impl Tracer {
             }
             std::thread::sleep(crate::millis(10));
         }
+    }
+
+    /// The state of one program (by its name in tcpstate-common).
+    pub fn program(&self, name: &str) -> &HookStatus {
+        &self
+            .programs
+            .iter()
+            .find(|p| p.program == name)
+            .unwrap_or_else(|| panic!("no program {name} in {:?}", self.programs))
+            .status
     }
 
     pub fn count(&self) -> usize {
@@ -131,11 +144,11 @@ async fn collect(
     options: LiveOptions,
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
+    ready: std::sync::mpsc::Sender<Result<Vec<ProgramStatus>, String>>,
 ) -> SourceStats {
     let mut source = match LiveSource::open(&options) {
         Ok(source) => {
-            let _ = ready.send(Ok(()));
+            let _ = ready.send(Ok(source.programs()));
             source
         }
         Err(e) => {

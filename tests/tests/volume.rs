@@ -1,6 +1,9 @@
 //! 1,000 loopback connections: every transition arrives, none is lost.
 use std::collections::BTreeMap;
-use tcpstate::tcp::TcpState::{self, *};
+use tcpstate::{
+    source::live::HookStatus,
+    tcp::TcpState::{self, *},
+};
 use tcpstate_tests::{
     require_root,
     tracer::Tracer,
@@ -18,6 +21,15 @@ fn thousand_connections_all_delivered_none_lost() {
         any_port: Some(addr.port()),
         ..Default::default()
     });
+    // The raw program is what keeps a busy host from losing transitions
+    // (see source/live/misses.rs): it must attach on every kernel of the
+    // matrix.
+    assert_eq!(
+        *tracer.program(tcpstate_common::PROGRAM_SET_STATE_RAW),
+        HookStatus::Attached,
+        "raw tracepoint program: {:?}",
+        tracer.programs
+    );
     workload::client_closes_first(socket, CONNECTIONS);
     let complete = tracer.wait_until(tcpstate_tests::secs(20), |seen| {
         seen.len() >= expected_total

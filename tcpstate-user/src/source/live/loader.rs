@@ -124,15 +124,16 @@ impl LiveSource {
         let interval_ns = FLUSH_INTERVAL.as_nanos() as u64;
         // Without BTF offsets the program still traces transitions; only the
         // owner of accepted sockets and the namespace are then unknown.
-        let offsets = match kernel_offsets() {
-            Ok(offsets) => offsets,
-            Err(e) => {
-                log::warn!(
-                    "{e}: owners of accepted sockets and network namespaces will be unknown"
-                );
-                common::StructOffsets::zeroed()
-            }
-        };
+        let KernelOffsets {
+            offsets,
+            btf_problem,
+            sock_problem,
+        } = kernel_offsets();
+        if let Some(problem) = &btf_problem {
+            log::warn!(
+                "{problem}: owners of accepted sockets and network namespaces will be unknown"
+            );
+        }
 
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(common::MAP_EVENTS, ring_bytes)
@@ -156,10 +157,11 @@ impl LiveSource {
         // only then the classic one, which from then on stands in for the
         // raw program's misses only: no hit is seen twice, none is missed
         // in between.
-        let raw = if offsets.sk_protocol != 0 && offsets.inet_sport != 0 {
-            attach_raw(&mut ebpf)
-        } else {
-            HookStatus::Unavailable("struct sock offsets unknown".into())
+        let raw = match btf_problem.as_ref().or(sock_problem.as_ref()) {
+            None => attach_raw(&mut ebpf),
+            Some(problem) => {
+                HookStatus::Unavailable(format!("struct sock offsets unknown: {problem}"))
+            }
         };
         if let HookStatus::Unavailable(why) = &raw {
             log::info!("raw tracepoint off ({why}): the classic tracepoint alone");
@@ -182,7 +184,10 @@ impl LiveSource {
         let (owner_tracking, reset_tracking) = if !options.lifetime_hooks {
             (OwnerTracking::Off, HookStatus::Off)
         } else if offsets.task_files == 0 {
-            let why = "kernel BTF offsets unknown".to_string();
+            let why = format!(
+                "kernel struct offsets unknown: {}",
+                btf_problem.as_deref().unwrap_or("no BTF")
+            );
             (
                 OwnerTracking::Unavailable(why.clone()),
                 HookStatus::Unavailable(why),
@@ -190,13 +195,7 @@ impl LiveSource {
         } else {
             (
                 attach_accept(&mut ebpf, &tracefs),
-                attach_hook(
-                    &mut ebpf,
-                    &tracefs,
-                    common::PROGRAM_SEND_RESET,
-                    (common::TCP_CATEGORY, common::SEND_RESET),
-                    &common::reset_offsets::EXPECTED,
-                ),
+                attach_reset(&mut ebpf, &tracefs),
             )
         };
         if let HookStatus::Unavailable(why) = &reset_tracking {
@@ -525,21 +524,51 @@ fn skip_counting(ebpf: &Ebpf) -> HookStatus {
     }
 }
 
-fn kernel_offsets() -> Result<common::StructOffsets, super::btf::BtfError> {
-    if btf_ignored() {
-        return Err(super::btf::BtfError::Ignored {
-            var: IGNORE_BTF_ENV,
-        });
-    }
-    let btf = super::btf::Btf::from_file(std::path::Path::new(super::btf::VMLINUX_BTF))?;
+/// Kernel struct offsets from BTF, and what kept them unknown.
+struct KernelOffsets {
+    /// Zero where unknown.
+    offsets: common::StructOffsets,
+    /// Why none are known (no BTF, or not what we need).
+    btf_problem: Option<String>,
+    /// Why only the raw program's are unknown.
+    sock_problem: Option<String>,
+}
+
+fn kernel_offsets() -> KernelOffsets {
     let mut offsets = common::StructOffsets::zeroed();
-    super::btf::fill_kernel_offsets(&btf, &mut offsets)?;
+    let btf = if btf_ignored() {
+        Err(super::btf::BtfError::Ignored {
+            var: IGNORE_BTF_ENV,
+        })
+    } else {
+        super::btf::Btf::from_file(std::path::Path::new(super::btf::VMLINUX_BTF))
+    };
+    let btf = match btf.and_then(|btf| {
+        super::btf::fill_kernel_offsets(&btf, &mut offsets)?;
+        Ok(btf)
+    }) {
+        Ok(btf) => btf,
+        Err(e) => {
+            return KernelOffsets {
+                offsets: common::StructOffsets::zeroed(),
+                btf_problem: Some(e.to_string()),
+                sock_problem: None,
+            }
+        }
+    };
     // Without these only the raw program stays off (the sk_protocol
     // bitfield of kernels before 5.6, for instance).
-    if let Err(e) = super::btf::fill_sock_offsets(&btf, &mut offsets) {
-        log::warn!("{e}: the raw tracepoint stays off");
+    let sock_problem = super::btf::fill_sock_offsets(&btf, &mut offsets)
+        .err()
+        .map(|e| e.to_string());
+    if let Some(problem) = &sock_problem {
+        log::warn!("{problem}: the raw tracepoint stays off");
     }
-    Ok(offsets)
+    KernelOffsets {
+        offsets,
+        btf_problem: None,
+        sock_problem,
+    }
 }
 
 /// Whether an optional hook is attached.
@@ -587,6 +616,34 @@ fn attach_hook(
         Ok(()) => HookStatus::Attached,
         Err(e) => HookStatus::Unavailable(e),
     }
+}
+
+/// Attaches the RST program where the kernel's tcp:tcp_send_reset reports
+/// RSTs sent without a socket (see [`common::reset_offsets::SOCKADDR_SOURCE`]):
+/// elsewhere it would never see the RSTs the model follows.
+fn attach_reset(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> HookStatus {
+    let format = tracefs
+        .join("events")
+        .join(common::TCP_CATEGORY)
+        .join(common::SEND_RESET)
+        .join("format");
+    let text = std::fs::read_to_string(&format).unwrap_or_default();
+    if !text.is_empty()
+        && tracefs::check_fields(&text, &[common::reset_offsets::SOCKADDR_SOURCE]).is_err()
+    {
+        return HookStatus::Unavailable(
+            "this kernel's tcp:tcp_send_reset predates Linux 6.10: it does not report RSTs \
+             sent without a socket, the ones that end time-wait sockets"
+                .into(),
+        );
+    }
+    attach_hook(
+        ebpf,
+        tracefs,
+        common::PROGRAM_SEND_RESET,
+        (common::TCP_CATEGORY, common::SEND_RESET),
+        &common::reset_offsets::EXPECTED,
+    )
 }
 
 /// Loads and attaches the raw tracepoint program, then tells the classic

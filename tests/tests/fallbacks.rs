@@ -1,0 +1,115 @@
+//! What tcpstate says about its programs on the running kernel, and what it
+//! does where the kernel offers less. Without BTF (forced here with
+//! `TCPSTATE_IGNORE_BTF`, as on a kernel built without it) only the classic
+//! tracepoint program runs: transitions stay exact, owners of accepted
+//! sockets are unknown, and `-v` says which programs are off and why.
+use serde_json::Value;
+use tcpstate_tests::{require_root, running::Running, workload};
+
+/// (major, minor) of the running kernel.
+fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().expect("number"));
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
+/// The `-v` line about one program.
+fn program_line<'a>(lines: &'a [String], program: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|l| l.contains(&format!("program {program} on ")))
+        .unwrap_or_else(|| panic!("-v names no program {program}: {lines:#?}"))
+}
+
+#[test]
+fn verbose_names_each_program_and_whether_it_is_attached() {
+    require_root();
+    let (socket, addr) = workload::bound_listener();
+    let port = addr.port().to_string();
+    let (running, said) = Running::start_with(&["-v", "trace", "--port", &port], &[]);
+    drop(socket);
+    let (_, _, status) = running.interrupt();
+    assert!(status.success(), "{status:?}");
+    for program in [
+        tcpstate_common::PROGRAM_SET_STATE_RAW,
+        tcpstate_common::PROGRAM_SET_STATE,
+        tcpstate_common::PROGRAM_ACCEPT4_EXIT,
+    ] {
+        let line = program_line(&said, program);
+        assert!(line.ends_with(": attached"), "{line}");
+    }
+    // RSTs answering a segment without a socket reach tcp:tcp_send_reset
+    // only from Linux 6.10 on; before, tcpstate says so instead of
+    // attaching a program that would never see them.
+    let reset = program_line(&said, tcpstate_common::PROGRAM_SEND_RESET);
+    if kernel_version() >= (6, 10) {
+        assert!(reset.ends_with(": attached"), "{reset}");
+    } else {
+        assert!(
+            reset.contains("unavailable: ") && reset.contains("6.10"),
+            "{reset}"
+        );
+    }
+    // The kernel counts the hits it skipped from 5.12 on; before, the lost
+    // count covers the ring buffer only, and tcpstate warns.
+    let counted = said
+        .iter()
+        .any(|l| l.contains("transitions the kernel skips are counted"));
+    let not_counted = said
+        .iter()
+        .any(|l| l.contains("warn") && l.contains("are not counted as lost") && l.contains("5.12"));
+    if kernel_version() >= (5, 12) {
+        assert!(counted && !not_counted, "{said:#?}");
+    } else {
+        assert!(not_counted && !counted, "{said:#?}");
+    }
+}
+
+#[test]
+fn without_btf_the_classic_program_alone_traces_every_transition() {
+    require_root();
+    const CONNECTIONS: usize = 3;
+    let (socket, addr) = workload::bound_listener();
+    let port = addr.port().to_string();
+    let (running, said) = Running::start_with(
+        &["-v", "trace", "--json", "--port", &port],
+        &[("TCPSTATE_IGNORE_BTF", "1")],
+    );
+    let raw = program_line(&said, tcpstate_common::PROGRAM_SET_STATE_RAW);
+    assert!(
+        raw.contains("unavailable: struct sock offsets unknown: kernel BTF ignored"),
+        "{raw}"
+    );
+    let classic = program_line(&said, tcpstate_common::PROGRAM_SET_STATE);
+    assert!(classic.ends_with(": attached"), "{classic}");
+    let accept = program_line(&said, tcpstate_common::PROGRAM_ACCEPT4_EXIT);
+    assert!(accept.contains("unavailable: "), "{accept}");
+    assert!(
+        said.iter()
+            .any(|l| l.contains("warning")
+                && l.contains("owners of accepted sockets are unavailable")),
+        "no warning about owners: {said:#?}"
+    );
+
+    workload::client_closes_first(socket, CONNECTIONS);
+    std::thread::sleep(tcpstate_tests::millis(300));
+    let (stdout, stderr, status) = running.interrupt();
+    assert!(status.success(), "{status:?} {stderr:#?}");
+    let transitions: Vec<Value> = stdout
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        .filter(|v| v["type"] == "transition")
+        .collect();
+    let expected =
+        CONNECTIONS * workload::TRANSITIONS_PER_CONNECTION + workload::LISTENER_TRANSITIONS;
+    assert_eq!(transitions.len(), expected, "{stdout:#?}");
+    for t in &transitions {
+        // No namespace without BTF offsets, and no accept() owner.
+        assert_eq!(t["netns"], 0, "{t}");
+        assert_ne!(t["owner_how"], "accept", "{t}");
+    }
+    let summary = stderr.last().expect("summary");
+    assert!(summary.contains(", 0 lost in the kernel"), "{summary}");
+}
