@@ -94,6 +94,32 @@ fn doctor_names_the_close_wait_leak_and_the_time_wait_of_the_peers() {
         "{report:#}"
     );
     assert!(report["sysctls"]["net.ipv4.ip_local_port_range"].is_array());
+    // What tcpstate itself can do on this kernel, part by part.
+    let tracer = report["tracer"].as_array().expect("tracer parts");
+    let part = |name: &str| {
+        tracer
+            .iter()
+            .find(|p| p["part"] == name)
+            .unwrap_or_else(|| panic!("no tracer part {name}: {tracer:#?}"))
+    };
+    for name in [
+        tcpstate_common::PROGRAM_SET_STATE_RAW,
+        tcpstate_common::PROGRAM_SET_STATE,
+        tcpstate_common::PROGRAM_ACCEPT4_EXIT,
+    ] {
+        assert_eq!(part(name)["status"], "attached", "{tracer:#?}");
+    }
+    let reset = part(tcpstate_common::PROGRAM_SEND_RESET);
+    assert!(
+        reset["status"] == "attached"
+            || (reset["status"] == "unavailable"
+                && reset["why"].as_str().unwrap().contains("6.10")),
+        "{reset:#}"
+    );
+    assert!(
+        ["counted", "unavailable"].contains(&part("skipped-hit count")["status"].as_str().unwrap()),
+        "{tracer:#?}"
+    );
     for part in ["start", "end", "delta"] {
         assert!(
             report["counters"][part]["TcpExt.ListenOverflows"].is_i64(),

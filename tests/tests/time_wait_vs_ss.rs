@@ -110,7 +110,9 @@ fn model_time_wait(
 /// Feeds the model until the ring buffer is drained.
 fn catch_up(runtime: &tokio::runtime::Runtime, pipeline: &mut Pipeline) {
     runtime.block_on(async {
-        let until = Instant::now() + Duration::from_millis(400);
+        // Scaled on a slow (emulated) machine, where the model takes longer
+        // to catch up; the waits tied to TIME_WAIT's 60 s are not.
+        let until = Instant::now() + tcpstate_tests::millis(400);
         while Instant::now() < until {
             pipeline
                 .step(|_, ended, _, _| {

@@ -45,7 +45,6 @@ fn thousand_connections_all_delivered_none_lost() {
     );
     assert_eq!(collected.lost, 0, "lost events");
     assert_eq!(collected.stats.malformed, 0);
-    assert_eq!(collected.transitions.len(), expected_total);
 
     let mut by_pair: BTreeMap<(TcpState, TcpState), usize> = BTreeMap::new();
     for t in &collected.transitions {
@@ -68,10 +67,24 @@ fn thousand_connections_all_delivered_none_lost() {
     ]
     .into_iter()
     .collect();
-    assert_eq!(by_pair, want);
+    assert_eq!(by_pair, want, "{}", duplicates(&collected.transitions));
+    assert_eq!(collected.transitions.len(), expected_total);
     // Batching: far fewer wake-ups than records (figures live in the bench).
     eprintln!(
         "{} transitions, {} wake-ups",
         collected.stats.delivered, collected.stats.wakeups
     );
+}
+
+/// Transitions that arrived more than once (same socket, states and time),
+/// to explain a count that is too high.
+fn duplicates(transitions: &[tcpstate::wire::Transition]) -> String {
+    let mut seen = BTreeMap::new();
+    for t in transitions {
+        *seen
+            .entry((t.skaddr, t.old, t.new, t.ts_boot_ns))
+            .or_insert(0usize) += 1;
+    }
+    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(10).collect();
+    format!("duplicates: {dups:?}")
 }

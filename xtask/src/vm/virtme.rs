@@ -85,7 +85,7 @@ impl Accel {
     pub fn slowdown(self) -> u32 {
         match self {
             Accel::Kvm => 2,
-            Accel::Tcg => 8,
+            Accel::Tcg => 4,
         }
     }
 
