@@ -31,6 +31,13 @@ pub const MAP_RESCUED: &str = "RESCUED";
 /// the process that accepted a socket (passive opens run in softirq, so the
 /// set_state tracepoint cannot).
 pub const PROGRAM_ACCEPT4_EXIT: &str = "tcpstate_accept4_exit";
+/// fexit programs on `inet_csk_accept` (its four-argument form before Linux
+/// 6.10, its two-argument form since): the owner of every accepted socket
+/// where the kernel allows tracing programs; the syscall tracepoints are
+/// the fallback.
+pub const PROGRAM_ACCEPT_FEXIT4: &str = "tcpstate_accept_fexit4";
+pub const PROGRAM_ACCEPT_FEXIT2: &str = "tcpstate_accept_fexit2";
+pub const ACCEPT_FUNCTION: &str = "inet_csk_accept";
 pub const PROGRAM_ACCEPT_EXIT: &str = "tcpstate_accept_exit";
 /// Program on `tcp:tcp_send_reset`: RSTs the host sends in answer to a
 /// segment (they can destroy a time-wait socket, which no state tracepoint

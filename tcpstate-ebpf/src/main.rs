@@ -13,9 +13,9 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
         bpf_probe_read_kernel,
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{fexit, map, raw_tracepoint, tracepoint},
     maps::{Array, PerCpuArray, RingBuf},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{FExitContext, RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
@@ -542,6 +542,37 @@ fn try_accept_exit(ctx: &TracePointContext) {
         );
         return;
     };
+    emit_owner(ctx, sk);
+}
+
+/// `inet_csk_accept()` returned `sk` to the task now running: it owns it.
+/// Where the kernel allows tracing programs this replaces the accept()
+/// tracepoints (no walk of the fd table), and also sees accepts made without
+/// those system calls (io_uring). Two programs, because the function's
+/// arguments changed in Linux 6.10 (four before, two since) and the return
+/// value follows them; the verifier refuses the one that does not fit.
+#[fexit(function = "inet_csk_accept")]
+pub fn tcpstate_accept_fexit4(ctx: FExitContext) -> i32 {
+    accept_returned(&ctx, ctx.arg(4));
+    0
+}
+
+#[fexit(function = "inet_csk_accept")]
+pub fn tcpstate_accept_fexit2(ctx: FExitContext) -> i32 {
+    accept_returned(&ctx, ctx.arg(2));
+    0
+}
+
+#[inline(always)]
+fn accept_returned(ctx: &FExitContext, sk: u64) {
+    if sk != 0 {
+        emit_owner(ctx, sk);
+    }
+}
+
+/// An owner record: the current task owns socket `sk`.
+#[inline(always)]
+fn emit_owner<C: EbpfContext>(ctx: &C, sk: u64) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_lost(ctx, LOST_OWNERS);
         return;

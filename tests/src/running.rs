@@ -43,22 +43,25 @@ impl Running {
             .expect("spawn tcpstate");
         let stdout = lines(child.stdout.take().unwrap());
         let stderr = lines(child.stderr.take().unwrap());
-        let mut before = Vec::new();
-        loop {
-            let line = stderr
-                .recv_timeout(crate::secs(20))
-                .unwrap_or_else(|_| panic!("tcpstate {args:?} did not start: {before:#?}"));
-            if line.contains("tracing") {
-                break;
-            }
-            assert!(!line.contains("error"), "tcpstate {args:?}: {line}");
-            before.push(line);
-        }
+        // Built first, so that a failure below kills the child (Drop): a
+        // tracer left running would disturb the tests after this one.
         let running = Running {
             child,
             stdout,
             stderr,
         };
+        let mut before = Vec::new();
+        loop {
+            let line = running
+                .stderr
+                .recv_timeout(crate::secs(20))
+                .unwrap_or_else(|_| panic!("tcpstate {args:?} did not start: {before:#?}"));
+            if line.contains("tracing") {
+                break;
+            }
+            assert!(!line.contains("error:"), "tcpstate {args:?}: {line}");
+            before.push(line);
+        }
         (running, before)
     }
 

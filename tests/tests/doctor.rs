@@ -105,10 +105,19 @@ fn doctor_names_the_close_wait_leak_and_the_time_wait_of_the_peers() {
     for name in [
         tcpstate_common::PROGRAM_SET_STATE_RAW,
         tcpstate_common::PROGRAM_SET_STATE,
-        tcpstate_common::PROGRAM_ACCEPT4_EXIT,
     ] {
         assert_eq!(part(name)["status"], "attached", "{tracer:#?}");
     }
+    // Owners of accepted sockets: fexit where allowed, else the syscalls.
+    let fexit = tracer
+        .iter()
+        .find(|p| p["hook"] == "fexit inet_csk_accept")
+        .expect("the fexit part");
+    let syscalls = part(tcpstate_common::PROGRAM_ACCEPT4_EXIT);
+    assert!(
+        (fexit["status"] == "attached") != (syscalls["status"] == "attached"),
+        "{tracer:#?}"
+    );
     let reset = part(tcpstate_common::PROGRAM_SEND_RESET);
     assert!(
         reset["status"] == "attached"

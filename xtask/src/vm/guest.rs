@@ -80,6 +80,9 @@ pub fn script(run: &GuestRun) -> String {
         "TCPSTATE_TEST_SLOWDOWN",
         run.accel.slowdown()
     ));
+    // These guests run without kernel lockdown: tracing programs (fexit)
+    // load there, and the tests expect them to.
+    s.push_str("export TCPSTATE_TEST_FENTRY=allowed\n");
     s.push_str("uname -r > \"$OUT/release\"\n");
     // The guest's memory (2 GiB) makes the kernel size the time-wait table
     // at 8,192, below what the 20,000-connection test holds; the host's

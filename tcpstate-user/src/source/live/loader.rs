@@ -7,7 +7,7 @@ use crate::{
 };
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{FExit, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use std::time::Duration;
@@ -70,6 +70,7 @@ pub struct LiveSource {
     flush: tokio::time::Interval,
     stats: SourceStats,
     owner_tracking: OwnerTracking,
+    accept_hooks: AcceptHooks,
     reset_tracking: HookStatus,
     raw: HookStatus,
     /// Whether the kernel counts the hits it skips (Linux 5.12+).
@@ -181,23 +182,21 @@ impl LiveSource {
             .attach(common::TRACEPOINT_CATEGORY, common::TRACEPOINT_NAME)
             .map_err(|e| LiveError::Attach(chain(&e)))?;
 
-        let (owner_tracking, reset_tracking) = if !options.lifetime_hooks {
-            (OwnerTracking::Off, HookStatus::Off)
+        let (accept_hooks, reset_tracking) = if !options.lifetime_hooks {
+            (AcceptHooks::off(), HookStatus::Off)
         } else if offsets.task_files == 0 {
             let why = format!(
                 "kernel struct offsets unknown: {}",
                 btf_problem.as_deref().unwrap_or("no BTF")
             );
-            (
-                OwnerTracking::Unavailable(why.clone()),
-                HookStatus::Unavailable(why),
-            )
+            (AcceptHooks::unavailable(&why), HookStatus::Unavailable(why))
         } else {
             (
                 attach_accept(&mut ebpf, &tracefs),
                 attach_reset(&mut ebpf, &tracefs),
             )
         };
+        let owner_tracking = accept_hooks.tracking();
         if let HookStatus::Unavailable(why) = &reset_tracking {
             log::warn!("RSTs are not followed ({why}): a time-wait socket a RST destroys stays in the table until it expires");
         }
@@ -218,6 +217,7 @@ impl LiveSource {
             flush,
             stats: SourceStats::default(),
             owner_tracking,
+            accept_hooks,
             reset_tracking,
             raw,
             skip_counting,
@@ -280,21 +280,8 @@ impl LiveSource {
             .and_then(|map| map.get(&0, 0).ok())
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0);
-        self.read_raw_misses().saturating_sub(rescued)
-    }
-
-    fn read_raw_misses(&self) -> u64 {
-        let Some(program) = self._ebpf.program(common::PROGRAM_SET_STATE_RAW) else {
-            return 0;
-        };
-        let Ok(program): Result<&RawTracePoint, _> = program.try_into() else {
-            return 0;
-        };
-        program
-            .fd()
-            .ok()
-            .and_then(super::misses::recursion_misses)
-            .unwrap_or(0)
+        self.read_misses(&[common::PROGRAM_SET_STATE_RAW])
+            .saturating_sub(rescued)
     }
 
     /// Whether the raw tracepoint is in use (see [`common::PROGRAM_SET_STATE_RAW`]).
@@ -305,11 +292,8 @@ impl LiveSource {
     /// Each program of the object: where it attaches, what it is for, and
     /// whether it is attached (if not, why).
     pub fn programs(&self) -> Vec<ProgramStatus> {
-        let owners = match &self.owner_tracking {
-            OwnerTracking::Off => HookStatus::Off,
-            OwnerTracking::Accept => HookStatus::Attached,
-            OwnerTracking::Unavailable(why) => HookStatus::Unavailable(why.clone()),
-        };
+        let (fexit, fexit_status) = &self.accept_hooks.fexit;
+        let fexit_attached = *fexit_status == HookStatus::Attached;
         vec![
             ProgramStatus {
                 program: common::PROGRAM_SET_STATE_RAW,
@@ -328,10 +312,20 @@ impl LiveSource {
                 status: HookStatus::Attached,
             },
             ProgramStatus {
+                program: fexit,
+                hook: "fexit inet_csk_accept",
+                purpose: "owners of accepted sockets (also accepts without accept(): io_uring)",
+                status: fexit_status.clone(),
+            },
+            ProgramStatus {
                 program: common::PROGRAM_ACCEPT4_EXIT,
                 hook: "tracepoint syscalls:sys_exit_accept4 (and sys_exit_accept)",
-                purpose: "owners of accepted sockets",
-                status: owners,
+                purpose: if fexit_attached {
+                    "owners of accepted sockets where fexit is refused; the fexit program does it here"
+                } else {
+                    "owners of accepted sockets"
+                },
+                status: self.accept_hooks.syscalls.clone(),
             },
             ProgramStatus {
                 program: common::PROGRAM_SEND_RESET,
@@ -354,11 +348,13 @@ impl LiveSource {
             common::PROGRAM_SET_STATE,
             common::PROGRAM_ACCEPT4_EXIT,
             common::PROGRAM_ACCEPT_EXIT,
+            common::PROGRAM_ACCEPT_FEXIT4,
+            common::PROGRAM_ACCEPT_FEXIT2,
             common::PROGRAM_SEND_RESET,
+            common::PROGRAM_SET_STATE_RAW,
         ]
         .into_iter()
         .map(|name| (name, self.read_misses(&[name])))
-        .chain([(common::PROGRAM_SET_STATE_RAW, self.read_raw_misses())])
         .collect()
     }
 
@@ -367,7 +363,7 @@ impl LiveSource {
         programs
             .iter()
             .filter_map(|name| {
-                let program: &TracePoint = self._ebpf.program(name)?.try_into().ok()?;
+                let program = self._ebpf.program(name)?;
                 super::misses::recursion_misses(program.fd().ok()?)
             })
             .sum()
@@ -412,7 +408,12 @@ impl LiveSource {
         self.lost_checked = std::time::Instant::now();
         self.stats.lost_resets =
             self.read_lost(common::LOST_RESETS) + self.read_misses(&[common::PROGRAM_SEND_RESET]);
-        let accept = [common::PROGRAM_ACCEPT4_EXIT, common::PROGRAM_ACCEPT_EXIT];
+        let accept = [
+            common::PROGRAM_ACCEPT4_EXIT,
+            common::PROGRAM_ACCEPT_EXIT,
+            common::PROGRAM_ACCEPT_FEXIT4,
+            common::PROGRAM_ACCEPT_FEXIT2,
+        ];
         self.stats.lost_owners = self.read_lost(common::LOST_OWNERS) + self.read_misses(&accept);
         let total = self.read_lost(common::LOST_TRANSITIONS) + self.skipped_transitions();
         if total != self.stats.lost {
@@ -480,7 +481,7 @@ impl ProgramStatus {
     pub fn status_text(&self) -> String {
         match &self.status {
             HookStatus::Attached => "attached".into(),
-            HookStatus::Off => "off (this command does not need it)".into(),
+            HookStatus::Off => "off (not needed here)".into(),
             HookStatus::Unavailable(why) => format!("unavailable: {why}"),
         }
     }
@@ -672,8 +673,54 @@ fn attach_raw(ebpf: &mut Ebpf) -> HookStatus {
     }
 }
 
-/// Attaches the accept() and accept4() exit programs; either is enough.
-fn attach_accept(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> OwnerTracking {
+/// The programs that name the owners of accepted sockets.
+struct AcceptHooks {
+    /// The fexit program on `inet_csk_accept` (the variant that loaded).
+    fexit: (&'static str, HookStatus),
+    /// The accept() and accept4() exit tracepoints.
+    syscalls: HookStatus,
+}
+
+impl AcceptHooks {
+    fn unavailable(why: &str) -> AcceptHooks {
+        AcceptHooks {
+            fexit: (
+                common::PROGRAM_ACCEPT_FEXIT2,
+                HookStatus::Unavailable(why.to_string()),
+            ),
+            syscalls: HookStatus::Unavailable(why.to_string()),
+        }
+    }
+
+    fn off() -> AcceptHooks {
+        AcceptHooks {
+            fexit: (common::PROGRAM_ACCEPT_FEXIT2, HookStatus::Off),
+            syscalls: HookStatus::Off,
+        }
+    }
+
+    fn tracking(&self) -> OwnerTracking {
+        match (&self.fexit.1, &self.syscalls) {
+            (HookStatus::Attached, _) | (_, HookStatus::Attached) => OwnerTracking::Accept,
+            (HookStatus::Off, HookStatus::Off) => OwnerTracking::Off,
+            (_, HookStatus::Unavailable(why)) | (HookStatus::Unavailable(why), _) => {
+                OwnerTracking::Unavailable(why.clone())
+            }
+        }
+    }
+}
+
+/// The fexit program on `inet_csk_accept` where the kernel allows tracing
+/// programs, else the accept() and accept4() exit tracepoints (either of
+/// the two is enough).
+fn attach_accept(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> AcceptHooks {
+    let fexit = attach_accept_fexit(ebpf);
+    if fexit.1 == HookStatus::Attached {
+        return AcceptHooks {
+            fexit,
+            syscalls: HookStatus::Off,
+        };
+    }
     let mut problems = Vec::new();
     let mut attached = false;
     for (program, tracepoint) in [
@@ -692,10 +739,69 @@ fn attach_accept(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> OwnerTracking {
             HookStatus::Off => {}
         }
     }
-    if attached {
-        OwnerTracking::Accept
-    } else {
-        OwnerTracking::Unavailable(problems.join("; "))
+    AcceptHooks {
+        fexit,
+        syscalls: if attached {
+            HookStatus::Attached
+        } else {
+            HookStatus::Unavailable(problems.join("; "))
+        },
+    }
+}
+
+/// Loads the variant of the fexit program that fits this kernel's
+/// `inet_csk_accept` (the verifier refuses the other) and attaches it.
+fn attach_accept_fexit(ebpf: &mut Ebpf) -> (&'static str, HookStatus) {
+    let btf = match aya::Btf::from_sys_fs() {
+        Ok(btf) => btf,
+        Err(e) => {
+            return (
+                common::PROGRAM_ACCEPT_FEXIT2,
+                HookStatus::Unavailable(format!("kernel BTF: {e}")),
+            )
+        }
+    };
+    let mut why = String::new();
+    for name in [common::PROGRAM_ACCEPT_FEXIT2, common::PROGRAM_ACCEPT_FEXIT4] {
+        let attached = (|| -> Result<(), String> {
+            let program: &mut FExit = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} not in the object"))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            program
+                .load(common::ACCEPT_FUNCTION, &btf)
+                .map_err(|e| match &e {
+                    aya::programs::ProgramError::LoadError { io_error, .. }
+                        if io_error.raw_os_error() == Some(libc::EPERM) =>
+                    {
+                        "the kernel refuses tracing programs (fentry/fexit) here: EPERM, \
+                         as under kernel lockdown"
+                            .to_string()
+                    }
+                    _ => chain(&e),
+                })?;
+            program.attach().map_err(|e| chain(&e))?;
+            Ok(())
+        })();
+        match attached {
+            Ok(()) => return (name, HookStatus::Attached),
+            // Keep the first problem: the second is usually the same, or
+            // the verifier refusing the variant that does not fit.
+            Err(e) if why.is_empty() => why = first_line(&e),
+            Err(_) => {}
+        }
+    }
+    (common::PROGRAM_ACCEPT_FEXIT2, HookStatus::Unavailable(why))
+}
+
+/// The first line of a message, at most 200 characters (a verifier log can
+/// be thousands of lines).
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line.to_string(),
     }
 }
 
