@@ -550,7 +550,8 @@ fn try_accept_exit(ctx: &TracePointContext) {
 /// tracepoints (no walk of the fd table), and also sees accepts made without
 /// those system calls (io_uring). Two programs, because the function's
 /// arguments changed in Linux 6.10 (four before, two since) and the return
-/// value follows them; the verifier refuses the one that does not fit.
+/// value follows them. Userspace tries the four-argument one first: the
+/// verifier refuses its read of index 4 where there are only two.
 #[fexit(function = "inet_csk_accept")]
 pub fn tcpstate_accept_fexit4(ctx: FExitContext) -> i32 {
     accept_returned(&ctx, ctx.arg(4));

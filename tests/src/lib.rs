@@ -12,7 +12,8 @@ pub mod workload;
 /// no test asserts anything about speed.
 pub const SLOWDOWN_ENV: &str = "TCPSTATE_TEST_SLOWDOWN";
 
-fn slowdown() -> u32 {
+/// See [`SLOWDOWN_ENV`]; 1 on an ordinary host.
+pub fn slowdown() -> u32 {
     std::env::var(SLOWDOWN_ENV)
         .ok()
         .and_then(|v| v.parse().ok())

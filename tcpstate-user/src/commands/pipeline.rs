@@ -8,7 +8,7 @@ use crate::{
     model::{Connection, Input, Model, ModelConfig, ObservedHow, OwnerObservation, ResetSeen},
     recording::{item_ts, RecordingHeader, RecordingReader, RecordingWriter, WriterOptions},
     source::{
-        live::{HookStatus, LiveSource, OwnerTracking},
+        live::{LiveSource, OwnerTracking},
         replay::Replay,
         snapshot::{self, Snapshot},
         sysctl::TcpSysctls,
@@ -116,9 +116,7 @@ impl Pipeline {
                 "tcpstate: warning: owners of accepted sockets are unavailable ({reason}); they show as unknown"
             );
         }
-        if let HookStatus::Unavailable(reason) = source.reset_tracking() {
-            eprintln!("tcpstate: warning: RSTs are not followed ({reason})");
-        }
+        // The source itself warns when RSTs are not followed.
         let header = RecordingHeader::capture(std::env::args().collect());
         let mut model = Model::new(model_config(&header.sysctls, close_wait_leak_secs));
         // Taken once, after the program is attached, so that no socket falls

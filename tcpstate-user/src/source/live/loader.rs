@@ -750,7 +750,11 @@ fn attach_accept(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> AcceptHooks {
 }
 
 /// Loads the variant of the fexit program that fits this kernel's
-/// `inet_csk_accept` (the verifier refuses the other) and attaches it.
+/// `inet_csk_accept` and attaches it. The four-argument one first: it reads
+/// the return value at index 4, which the verifier refuses where the
+/// function has two arguments (6.10+). The other way round would not do:
+/// where there are four, index 2 is an argument (`int *err`) that newer
+/// verifiers let a program read.
 fn attach_accept_fexit(ebpf: &mut Ebpf) -> (&'static str, HookStatus) {
     let btf = match aya::Btf::from_sys_fs() {
         Ok(btf) => btf,
@@ -762,7 +766,7 @@ fn attach_accept_fexit(ebpf: &mut Ebpf) -> (&'static str, HookStatus) {
         }
     };
     let mut why = String::new();
-    for name in [common::PROGRAM_ACCEPT_FEXIT2, common::PROGRAM_ACCEPT_FEXIT4] {
+    for name in [common::PROGRAM_ACCEPT_FEXIT4, common::PROGRAM_ACCEPT_FEXIT2] {
         let attached = (|| -> Result<(), String> {
             let program: &mut FExit = ebpf
                 .program_mut(name)
@@ -786,10 +790,9 @@ fn attach_accept_fexit(ebpf: &mut Ebpf) -> (&'static str, HookStatus) {
         })();
         match attached {
             Ok(()) => return (name, HookStatus::Attached),
-            // Keep the first problem: the second is usually the same, or
-            // the verifier refusing the variant that does not fit.
-            Err(e) if why.is_empty() => why = first_line(&e),
-            Err(_) => {}
+            // Keep the last problem: the first is the same, or the verifier
+            // refusing the variant that does not fit.
+            Err(e) => why = first_line(&e),
         }
     }
     (common::PROGRAM_ACCEPT_FEXIT2, HookStatus::Unavailable(why))
