@@ -31,6 +31,10 @@ pub fn millis(n: u64) -> std::time::Duration {
     std::time::Duration::from_millis(n) * slowdown()
 }
 
+/// What tcpstate says on stderr once its programs are attached and it
+/// traces (other lines, such as `-v` ones, may mention tracing too).
+pub const STARTED: &str = "tcpstate: tracing TCP state transitions";
+
 /// Panics (so the test fails, never passes) when not root. `cargo xtask test`
 /// skips these tests with a message before they get here.
 pub fn require_root() {

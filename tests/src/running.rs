@@ -56,7 +56,7 @@ impl Running {
                 .stderr
                 .recv_timeout(crate::secs(20))
                 .unwrap_or_else(|_| panic!("tcpstate {args:?} did not start: {before:#?}"));
-            if line.contains("tracing") {
+            if line.contains(crate::STARTED) {
                 break;
             }
             assert!(!line.contains("error:"), "tcpstate {args:?}: {line}");

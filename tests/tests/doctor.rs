@@ -57,7 +57,7 @@ fn doctor_names_the_close_wait_leak_and_the_time_wait_of_the_peers() {
             .recv_timeout(tcpstate_tests::secs(20))
             .expect("tcpstate doctor did not start tracing");
         assert!(!line.contains("error"), "tcpstate doctor: {line}");
-        if line.contains("tracing") {
+        if line.contains(tcpstate_tests::STARTED) {
             break;
         }
     }

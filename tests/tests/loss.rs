@@ -83,7 +83,7 @@ fn cli_reports_lost_events() {
         let line = lines_rx
             .recv_timeout(tcpstate_tests::secs(20))
             .expect("tcpstate did not start");
-        if line.contains("tracing") {
+        if line.contains(tcpstate_tests::STARTED) {
             break;
         }
     }
