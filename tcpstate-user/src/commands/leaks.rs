@@ -1,7 +1,7 @@
 //! `tcpstate leaks`: CLOSE_WAIT suspects per process, refreshed as events
 //! arrive (and as sockets cross the age threshold).
-use super::{pipeline, refreshed::Refreshed};
 use crate::{cli::LeaksArgs, views::leaks::LeaksView};
+use crate::{pipeline, sinks::refreshed::Refreshed, views::Progress};
 
 /// The command line of a live process, for telling apart workers of one
 /// program.
@@ -26,7 +26,7 @@ pub async fn run(args: &LeaksArgs, verbose: bool) -> anyhow::Result<()> {
     let live = pipeline.is_live();
     let mut names = crate::source::cgroup::CgroupNames::default();
     let mut view = Refreshed::new(
-        move |p: &pipeline::Pipeline| {
+        move |p: &Progress| {
             // A recording's processes are gone, or are others by now.
             let lookup = |tgid| if live { cmdline(tgid) } else { None };
             LeaksView::new(&p.model.leaks(p.now_ns()), p.stats().lost, lookup, |id| {

@@ -8,7 +8,8 @@
 //! is on (the pipeline steps at least every 50 ms, so that is how long a
 //! scrape waits at most) and answers every scrape that waited with the same
 //! text.
-use super::pipeline::{self, Pipeline, View};
+use crate::pipeline;
+use crate::views::{Progress, View};
 use crate::{
     cli::{FilterArgs, InputArgs, ServeArgs},
     model::{Connection, Model},
@@ -47,7 +48,7 @@ pub async fn run(args: &ServeArgs, verbose: bool) -> anyhow::Result<()> {
         ServerLimits::default(),
         move |request: Request| route(request, scrapes.clone()),
     ));
-    eprintln!("tcpstate: serving Prometheus metrics on http://{local}/metrics");
+    crate::status!("serving Prometheus metrics on http://{local}/metrics");
     let mut view = MetricsView {
         counters: Counters::default(),
         requests,
@@ -109,7 +110,7 @@ impl View for MetricsView {
         Ok(())
     }
 
-    fn refresh(&mut self, pipeline: &Pipeline, _last: bool) -> std::io::Result<()> {
+    fn refresh(&mut self, progress: &Progress, _last: bool) -> std::io::Result<()> {
         let mut waiting = Vec::new();
         while let Ok(scrape) = self.requests.try_recv() {
             waiting.push(scrape);
@@ -118,10 +119,10 @@ impl View for MetricsView {
             return Ok(());
         }
         let text: Arc<str> = metrics::render(&Inputs {
-            model: &pipeline.model,
+            model: progress.model,
             counters: &self.counters,
-            source: pipeline.stats(),
-            now_ns: pipeline.now_ns(),
+            source: progress.stats(),
+            now_ns: progress.now_ns(),
             limits: self.limits,
             process: SelfStats::read(),
         })
