@@ -14,5 +14,7 @@ pub mod recording;
 pub mod sinks;
 pub mod source;
 pub mod tcp;
+#[cfg(test)]
+mod testkit;
 pub mod views;
 pub mod wire;

@@ -532,11 +532,8 @@ fn merge_endpoint(known: Endpoint, seen: Endpoint) -> Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::ep10 as ep;
     use std::net::{IpAddr, Ipv4Addr};
-
-    fn ep(a: u8, port: u16) -> Endpoint {
-        Endpoint::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, a)), port)
-    }
 
     #[test]
     fn merge_keeps_known_parts() {

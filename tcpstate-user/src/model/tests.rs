@@ -4,9 +4,10 @@ use super::*;
 use crate::{
     addr::{ip_from_wire, Endpoint},
     tcp::{Family, TcpState, TcpState::*},
+    testkit::{ep, task_thread},
     wire::{self, Comm, Record, Task, Transition},
 };
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 
 const US: u64 = 1_000;
 const MS: u64 = 1_000_000;
@@ -22,17 +23,9 @@ const S_SK: u64 = 0xffff_8880_0000_0300;
 const CLIENT_TGID: u32 = 100;
 const SERVER_TGID: u32 = 200;
 
-fn ep(text: &str) -> Endpoint {
-    let addr: SocketAddr = text.parse().unwrap();
-    Endpoint::new(addr.ip(), addr.port())
-}
-
+/// A task on a thread other than its main one.
 fn task(tgid: u32, comm: &str) -> Task {
-    Task {
-        tgid,
-        pid: tgid + 1,
-        comm: Comm::from_str_lossy(comm),
-    }
+    task_thread(tgid, tgid + 1, comm)
 }
 
 /// Interrupt context: the idle task.

@@ -570,31 +570,14 @@ fn escape_help(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::{
-        addr::Endpoint,
         model::ModelConfig,
-        tcp::Family as IpFamily,
-        wire::{Comm, Task, Transition},
+        testkit::{self, ep, task, INIT_NETNS},
+        wire::{Task, Transition},
     };
-    use std::{
-        collections::{BTreeSet, HashMap},
-        net::SocketAddr,
-    };
+    use std::collections::{BTreeSet, HashMap};
 
     const MS: u64 = 1_000_000;
     const S: u64 = 1_000_000_000;
-
-    fn ep(text: &str) -> Endpoint {
-        let addr: SocketAddr = text.parse().unwrap();
-        Endpoint::new(addr.ip(), addr.port())
-    }
-
-    fn task(tgid: u32, comm: &str) -> Task {
-        Task {
-            tgid,
-            pid: tgid,
-            comm: Comm::from_str_lossy(comm),
-        }
-    }
 
     fn transition(
         ts: u64,
@@ -606,17 +589,11 @@ mod tests {
         task: Task,
     ) -> Transition {
         Transition {
-            ts_boot_ns: ts,
-            skaddr,
-            family: IpFamily::Ipv4,
             local: ep(local),
             remote: ep(remote),
-            old,
-            new,
             task,
-            cgroup_id: 0,
-            netns: 4026531840,
-            cpu: 0,
+            netns: INIT_NETNS,
+            ..testkit::transition(ts, skaddr, old, new)
         }
     }
 

@@ -735,16 +735,12 @@ mod from_the_model {
     use crate::{
         addr::Endpoint,
         model::{Model, ModelConfig},
-        tcp::{Family, TcpState, TcpState::*},
-        wire::{Comm, Task, Transition},
+        tcp::{TcpState, TcpState::*},
+        testkit::{ep10 as ep, task, transition},
+        wire::Transition,
     };
-    use std::net::{IpAddr, Ipv4Addr};
 
     const S: u64 = 1_000_000_000;
-
-    fn ep(last: u8, port: u16) -> Endpoint {
-        Endpoint::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)), port)
-    }
 
     #[allow(clippy::too_many_arguments)]
     fn t(
@@ -758,21 +754,11 @@ mod from_the_model {
         comm: &str,
     ) -> Transition {
         Transition {
-            ts_boot_ns: ts,
-            skaddr,
-            family: Family::Ipv4,
             local,
             remote,
-            old,
-            new,
-            task: Task {
-                tgid,
-                pid: tgid,
-                comm: Comm::from_str_lossy(comm),
-            },
-            cgroup_id: 0,
+            task: task(tgid, comm),
             netns: 1,
-            cpu: 0,
+            ..transition(ts, skaddr, old, new)
         }
     }
 
