@@ -1,19 +1,16 @@
 //! `tcpstate doctor`: reads the TCP sysctls and counters, watches the live
 //! traffic for `--for` (the start-up snapshot included), then prints
 //! findings with the numbers behind them and advice for this kernel.
-use super::leaks::cmdline;
 use crate::pipeline;
 use crate::source::live::{HookStatus, LiveSource};
 use crate::{
     cli::{DoctorArgs, FilterArgs, InputArgs},
     clock::boot_now_ns,
-    source::snapshot,
+    source::{procfs::cmdline, snapshot},
     views::doctor::{
         counters::{CounterDelta, NetCounters},
         facts::{CollectArgs, ModelFacts, Watch},
-        render,
-        sysctls::{DoctorSysctls, Kernel},
-        DoctorInput, DoctorReport, TracerPart,
+        render, DoctorInput, DoctorReport, DoctorSysctls, Kernel, TracerPart,
     },
 };
 use std::io::Write;

@@ -14,8 +14,9 @@ use crate::{
     cli::{FilterArgs, InputArgs, ServeArgs},
     model::{Connection, Model},
     sinks::http::{self, Request, Response, ServerLimits},
+    source::procfs::SelfStats,
     source::Item,
-    views::metrics::{self, Counters, Inputs, Limits, SelfStats},
+    views::metrics::{self, Counters, Inputs, Limits},
 };
 use anyhow::Context;
 use std::{sync::Arc, time::Duration};

@@ -4,9 +4,12 @@
 //! live tracing and offline analysis share the rest of the pipeline.
 pub mod cgroup;
 pub mod live;
+pub mod net_counters;
+pub mod procfs;
 pub mod replay;
 pub mod snapshot;
 pub mod sysctl;
+pub mod sysctl_advice;
 
 use crate::wire::{OwnerSeen, ResetSent, Transition};
 

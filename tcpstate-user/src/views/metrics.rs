@@ -8,7 +8,7 @@
 //! own series and the rest are summed under `"other"`.
 use crate::{
     model::{Connection, EndKind, Model, OpenKind},
-    source::{Item, SourceStats},
+    source::{procfs::SelfStats, Item, SourceStats},
     tcp::TcpState,
 };
 use std::{collections::BTreeMap, fmt::Write as _};
@@ -88,83 +88,6 @@ impl Default for Limits {
             top_destinations: 20,
         }
     }
-}
-
-/// The tracer's own process, as `/proc/self` shows it.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct SelfStats {
-    pub cpu_seconds: Option<f64>,
-    pub resident_bytes: Option<u64>,
-    pub virtual_bytes: Option<u64>,
-    /// Unix time, seconds.
-    pub start_time_seconds: Option<f64>,
-    pub open_fds: Option<u64>,
-}
-
-impl SelfStats {
-    /// Reads `/proc/self/stat`, `/proc/self/status`, `/proc/stat` (boot
-    /// time) and `/proc/self/fd`; what cannot be read is left out.
-    pub fn read() -> SelfStats {
-        // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
-        let stat = std::fs::read_to_string("/proc/self/stat").ok();
-        let times = stat.as_deref().and_then(parse_self_stat);
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let boot_time = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|s| parse_boot_time(&s));
-        SelfStats {
-            cpu_seconds: times.map(|t| (t.utime + t.stime) as f64 / ticks),
-            resident_bytes: status_kib(&status, "VmRSS").map(|kib| kib * 1024),
-            virtual_bytes: status_kib(&status, "VmSize").map(|kib| kib * 1024),
-            start_time_seconds: times
-                .zip(boot_time)
-                .map(|(t, boot)| boot as f64 + t.starttime as f64 / ticks),
-            open_fds: std::fs::read_dir("/proc/self/fd")
-                .ok()
-                .map(|dir| dir.count() as u64),
-        }
-    }
-}
-
-/// Fields of `/proc/self/stat`, in clock ticks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StatTimes {
-    pub utime: u64,
-    pub stime: u64,
-    /// Since boot.
-    pub starttime: u64,
-}
-
-/// `/proc/PID/stat`: fields 14 (utime), 15 (stime) and 22 (starttime). The
-/// comm (field 2) is in parentheses and may hold spaces and parentheses
-/// itself, so fields are counted after the last `)`.
-pub fn parse_self_stat(text: &str) -> Option<StatTimes> {
-    let after = &text[text.rfind(')')? + 1..];
-    // Field 3 (state) is the first after the comm.
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
-    Some(StatTimes {
-        utime: field(14)?,
-        stime: field(15)?,
-        starttime: field(22)?,
-    })
-}
-
-/// `btime` of `/proc/stat`: boot time, Unix seconds.
-pub fn parse_boot_time(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// A `Name:   1234 kB` line of `/proc/self/status`, in KiB.
-pub fn status_kib(text: &str, name: &str) -> Option<u64> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(name)?.strip_prefix(':')?;
-        value.trim().strip_suffix("kB")?.trim().parse().ok()
-    })
 }
 
 /// Everything a scrape is computed from.
@@ -1128,34 +1051,6 @@ mod tests {
         );
         assert_eq!(counters.transitions.get(&(Established, Close)), Some(&1));
         assert_eq!(counters.transitions.values().sum::<u64>(), 10);
-    }
-
-    #[test]
-    fn proc_files_parse() {
-        let stat = "1234 (tcp state) (x)) S 1 1234 1234 0 -1 4194560 2000 0 0 0 150 25 0 0 20 0 1 0 98765 123456789 2500 18446744073709551615";
-        assert_eq!(
-            parse_self_stat(stat),
-            Some(StatTimes {
-                utime: 150,
-                stime: 25,
-                starttime: 98765
-            })
-        );
-        assert_eq!(parse_self_stat("1234 (x) S 1"), None);
-        assert_eq!(
-            parse_boot_time("cpu  1 2 3\nbtime 1700000000\nprocesses 5\n"),
-            Some(1_700_000_000)
-        );
-        let status = "Name:\ttcpstate\nVmSize:\t  123456 kB\nVmRSS:\t    7890 kB\n";
-        assert_eq!(status_kib(status, "VmRSS"), Some(7890));
-        assert_eq!(status_kib(status, "VmSize"), Some(123456));
-        assert_eq!(status_kib(status, "VmSwap"), None);
-        let me = SelfStats::read();
-        assert!(me.resident_bytes.is_some_and(|b| b > 0), "{me:?}");
-        assert!(
-            me.cpu_seconds.is_some() && me.start_time_seconds.is_some(),
-            "{me:?}"
-        );
     }
 
     #[test]

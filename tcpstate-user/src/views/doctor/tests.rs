@@ -5,8 +5,7 @@ use super::{
     facts::*,
     findings::{findings, time_wait::pressure},
     notes::notes,
-    sysctls::{DoctorSysctls, Kernel},
-    DoctorInput, DoctorReport, Finding, Severity,
+    DoctorInput, DoctorReport, DoctorSysctls, Finding, Kernel, Severity,
 };
 
 fn sysctls() -> DoctorSysctls {

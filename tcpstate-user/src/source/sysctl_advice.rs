@@ -1,6 +1,6 @@
-//! The sysctls the usual TCP advice is about, and the kernel release that
-//! decides what they mean. Read from `/proc/sys`; a value that cannot be
-//! read is `None` (shown as null), never a guess.
+//! The sysctls the usual TCP advice is about (`doctor`), and the kernel
+//! release that decides what they mean. Read from `/proc/sys`; a value that
+//! cannot be read is `None` (shown as null), never a guess.
 use serde::Serialize;
 use std::path::Path;
 
