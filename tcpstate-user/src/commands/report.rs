@@ -133,9 +133,7 @@ impl View for ReportView {
         model: &Model,
         _: bool,
     ) -> io::Result<()> {
-        let Some(ts) = crate::recording::item_ts(item) else {
-            return Ok(());
-        };
+        let ts = item.ts_boot_ns();
         self.first_ts.get_or_insert(ts);
         if let Item::Transition(_) = item {
             self.summary.transitions += 1;

@@ -69,7 +69,7 @@ pub enum TimeWaitRemoval {
     Reused,
     /// Killed by a reset: one it received (RFC 1337 assassination) or one
     /// it sent. The tracepoint cannot show it: learnt from a
-    /// [`ResetSeen`](super::ResetSeen), from the local peer's reset, or
+    /// [`ResetSent`](crate::wire::ResetSent), from the local peer's reset, or
     /// from the caller.
     Reset,
 }

@@ -9,42 +9,19 @@ use super::{
     intern::Interner,
     leaks::{close_wait_leaks, LeakReport},
     live::{LiveTable, Slot, SocketKey},
-    owner::{Owner, OwnerHow, OwnerObservation, PendingOwners},
+    owner::{Owner, OwnerHow, PendingOwners},
     recent::RecentlyClosed,
-    reset::ResetSeen,
     snapshot::{ExistingSocket, ExistingSocketError},
     stats::{ModelStats, StateCounts},
     time_wait::{ExpiryBasis, Inserted, TimeWaitEntry, TimeWaitRemoval, TimeWaitTable},
 };
-use crate::{tcp::TcpState, wire::Transition};
+use crate::{
+    tcp::TcpState,
+    wire::{Item, ResetSent, Transition},
+};
 
 /// Finished sockets remembered for recognising late transitions.
 const RECENTLY_CLOSED: usize = 1 << 14;
-
-/// One input to the model, as a source delivers it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Input {
-    Transition(Transition),
-    Owner(OwnerObservation),
-    /// The kernel's count of records it could not deliver grew to `total`.
-    Lost {
-        total: u64,
-    },
-    /// A RST this host sent in response to a segment from `segment_src` to
-    /// `segment_dst`.
-    Reset(ResetSeen),
-}
-
-impl Input {
-    pub fn ts_boot_ns(&self) -> Option<u64> {
-        match self {
-            Input::Transition(t) => Some(t.ts_boot_ns),
-            Input::Owner(o) => Some(o.ts_boot_ns),
-            Input::Reset(r) => Some(r.ts_boot_ns),
-            Input::Lost { .. } => None,
-        }
-    }
-}
 
 /// The state of every traced socket, reconstructed from transitions.
 ///
@@ -103,38 +80,34 @@ impl Model {
     /// reach the ring buffer a few microseconds out of order (the order of
     /// reservation, not of the events); a stable sort by timestamp puts the
     /// transitions of one socket back in order, as long as they are in the
-    /// same batch. A `Lost` input keeps its place after the input before it.
-    /// Returns the connections that finished, in order.
-    pub fn apply_batch(&mut self, batch: &[Input]) -> Vec<Connection> {
-        let mut order: Vec<(u64, usize)> = Vec::with_capacity(batch.len());
-        let mut previous_ts = 0;
-        for (i, input) in batch.iter().enumerate() {
-            previous_ts = input.ts_boot_ns().unwrap_or(previous_ts);
-            order.push((previous_ts, i));
-        }
-        order.sort_by_key(|&(ts, _)| ts);
+    /// same batch. Returns the connections that finished, in order.
+    pub fn apply_batch(&mut self, batch: &[Item]) -> Vec<Connection> {
+        let mut order: Vec<&Item> = batch.iter().collect();
+        order.sort_by_key(|item| item.ts_boot_ns());
         let mut finished = Vec::new();
-        for (_, i) in order {
-            self.apply_into(&batch[i], &mut finished);
+        for item in order {
+            self.apply_into(item, &mut finished);
         }
         finished
     }
 
     /// Applies one input; returns the connections it finished.
-    pub fn apply(&mut self, input: &Input) -> Vec<Connection> {
+    pub fn apply(&mut self, item: &Item) -> Vec<Connection> {
         let mut finished = Vec::new();
-        self.apply_into(input, &mut finished);
+        self.apply_into(item, &mut finished);
         finished
     }
 
     /// [`Model::apply`], appending the connections it finished to
     /// `finished` (a buffer the caller reuses).
-    pub fn apply_into(&mut self, input: &Input, finished: &mut Vec<Connection>) {
-        match input {
-            Input::Transition(t) => self.apply_transition_into(t, finished),
-            Input::Owner(o) => self.apply_owner(o),
-            Input::Lost { total } => self.on_lost(*total),
-            Input::Reset(r) => self.apply_reset(r),
+    pub fn apply_into(&mut self, item: &Item, finished: &mut Vec<Connection>) {
+        match item {
+            Item::Transition(t) => self.apply_transition_into(t, finished),
+            Item::Accepted(seen) => {
+                self.apply_owner(seen.ts_boot_ns, seen.skaddr, Owner::accepted(seen))
+            }
+            Item::Lost { total, .. } => self.on_lost(*total),
+            Item::ResetSent(r) => self.apply_reset(r),
         }
     }
 
@@ -186,36 +159,34 @@ impl Model {
         }
     }
 
-    /// Records who holds a socket. Observations from task 0 (interrupt
+    /// Records who holds the socket at `skaddr`, as seen in process context
+    /// at `ts` (accept(); socket I/O). Observations from task 0 (interrupt
     /// context) are ignored; an observation for a socket not seen yet waits
     /// (bounded) for the socket's first transition.
-    pub fn apply_owner(&mut self, obs: &OwnerObservation) {
+    pub fn apply_owner(&mut self, ts: u64, skaddr: u64, owner: Owner) {
         self.stats.owner_observations += 1;
-        if obs.tgid == 0 {
+        if owner.tgid == 0 {
             self.stats.owner_ignored += 1;
             return;
         }
-        let slot = self.live.find(SocketKey::Addr(obs.skaddr));
+        let slot = self.live.find(SocketKey::Addr(skaddr));
         match slot.and_then(|s| Some((s, self.live.get(s)?))) {
             Some((slot, conn)) => {
-                if conn.birth_seen && obs.ts_boot_ns < conn.started_ns {
+                if conn.birth_seen && ts < conn.started_ns {
                     // About an earlier socket at the same address.
                     self.stats.owner_unmatched += 1;
                     return;
                 }
                 let owners = &mut self.owners;
                 self.live
-                    .update(slot, |conn| conn.offer_owner(obs.owner(), owners));
+                    .update(slot, |conn| conn.offer_owner(owner, owners));
             }
-            None if self
-                .recently_closed
-                .predates_close(obs.skaddr, obs.ts_boot_ns) =>
-            {
+            None if self.recently_closed.predates_close(skaddr, ts) => {
                 self.stats.owner_unmatched += 1;
             }
             None => {
                 let dropped = self.pending.dropped();
-                self.pending.insert(obs.skaddr, obs.owner(), obs.ts_boot_ns);
+                self.pending.insert(skaddr, owner, ts);
                 self.stats.owner_unmatched += self.pending.dropped() - dropped;
             }
         }
@@ -239,22 +210,27 @@ impl Model {
         }
     }
 
-    /// A RST this host sent. The time-wait socket it destroys, if any, leaves
-    /// the TIME_WAIT table (reason [`TimeWaitRemoval::Reset`]):
+    /// A RST this host sent. A time-wait socket is freed without any
+    /// transition on the tracepoint, so the RST itself is the only sign that
+    /// it killed one. The time-wait socket it destroys, if any, leaves the
+    /// TIME_WAIT table (reason [`TimeWaitRemoval::Reset`]):
     ///
     /// - sent by a time-wait socket (`sender_state` TimeWait, the kernel's
     ///   TCP_TW_RST): that socket, local `segment_dst`, remote
     ///   `segment_src`, is destroyed;
     /// - otherwise the RST reaches `segment_src`; if that is a local
     ///   time-wait socket (local `segment_src`, remote `segment_dst`), it is
-    ///   destroyed unless `rfc1337` is set (TIME-WAIT assassination).
+    ///   destroyed unless `rfc1337` is set (TIME-WAIT assassination). Under
+    ///   churn a listener can answer a late segment of a connection that
+    ///   already closed, and on loopback that RST reaches the peer's
+    ///   time-wait socket.
     ///
     /// Live connections are left alone: one that receives the RST shows it
     /// with its own transition to CLOSE. With `netns` 0 (unknown) the
     /// 4-tuple is looked up in every namespace and acted on only if exactly
     /// one has it. A RST older than the entry it would remove was about an
     /// earlier socket with that 4-tuple and is ignored.
-    pub fn apply_reset(&mut self, reset: &ResetSeen) {
+    pub fn apply_reset(&mut self, reset: &ResetSent) {
         self.stats.resets_seen += 1;
         let ts = reset.ts_boot_ns;
         let sent_by_time_wait = reset.sender_state == Some(TcpState::TimeWait);

@@ -14,8 +14,8 @@ pub use recorder::{rotated_path, RecordTo};
 use crate::{
     cli::{FilterArgs, InputArgs, LiveArgs},
     clock::{boot_now_ns, BootClock},
-    model::{Connection, Input, Model, ModelConfig, ObservedHow, OwnerObservation, ResetSeen},
-    recording::{item_ts, RecordingHeader, RecordingReader},
+    model::{Connection, Model, ModelConfig},
+    recording::{RecordingHeader, RecordingReader},
     source::{
         live::{LiveOptions, LiveSource, OwnerTracking},
         replay::Replay,
@@ -231,7 +231,7 @@ impl Pipeline {
                 live.next_batch(&mut self.items).await?;
                 // Records from different CPUs arrive nearly in order; sort
                 // once here, so that recordings hold the order analysed.
-                self.items.sort_by_key(|item| item_ts(item).unwrap_or(0));
+                self.items.sort_by_key(Item::ts_boot_ns);
             }
             Source::Replay(replay) => {
                 if !replay.next(&mut self.items) {
@@ -250,7 +250,7 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         if let Source::Live(live) = &mut self.source {
             live.finish(&mut self.items);
-            self.items.sort_by_key(|item| item_ts(item).unwrap_or(0));
+            self.items.sort_by_key(Item::ts_boot_ns);
         }
         self.consume(each)?;
         if let Some(recorder) = self.recorder.take() {
@@ -300,7 +300,7 @@ impl Pipeline {
         mut each: impl FnMut(&Item, &[Connection], &Model, bool) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         for item in items {
-            let ts = item_ts(item).unwrap_or(self.latest_ts);
+            let ts = item.ts_boot_ns();
             if self.window.ended_by(ts) {
                 self.finished = true;
                 break;
@@ -311,11 +311,7 @@ impl Pipeline {
                 each(item, &[], &self.model, self.window.shows(ts))?;
                 continue;
             }
-            match item {
-                // Most items: applied without building an Input (a copy).
-                Item::Transition(t) => self.model.apply_transition_into(t, &mut self.ended),
-                _ => self.model.apply_into(&to_input(*item), &mut self.ended),
-            }
+            self.model.apply_into(item, &mut self.ended);
             each(item, &self.ended, &self.model, self.window.shows(ts))?;
         }
         Ok(())
@@ -341,29 +337,6 @@ fn load_snapshot(model: &mut Model, snapshot: &Snapshot, now: u64) {
         snapshot.sockets.len(),
         snapshot.errors
     );
-}
-
-pub fn to_input(item: Item) -> Input {
-    match item {
-        Item::Transition(t) => Input::Transition(t),
-        Item::Accepted(seen) => Input::Owner(OwnerObservation {
-            ts_boot_ns: seen.ts_boot_ns,
-            skaddr: seen.skaddr,
-            tgid: seen.task.tgid,
-            pid: seen.task.pid,
-            comm: seen.task.comm,
-            how: ObservedHow::Accept,
-            cgroup_id: seen.cgroup_id,
-        }),
-        Item::ResetSent(reset) => Input::Reset(ResetSeen {
-            ts_boot_ns: reset.ts_boot_ns,
-            netns: reset.netns,
-            segment_src: reset.segment_src,
-            segment_dst: reset.segment_dst,
-            sender_state: reset.sender_state,
-        }),
-        Item::Lost { total, .. } => Input::Lost { total },
-    }
 }
 
 /// A moment of a recording: RFC 3339 (`2026-11-22T11:23:45Z`, with an

@@ -525,7 +525,7 @@ mod tests {
         let mut model = Model::new(ModelConfig::default());
         let mut counters = Counters::default();
         for t in transitions {
-            let ended = model.apply(&crate::model::Input::Transition(*t));
+            let ended = model.apply(&Item::Transition(*t));
             counters.count(&Item::Transition(*t), &ended);
         }
         (model, counters)

@@ -3,7 +3,7 @@ use super::{preflight, tracefs, LiveError};
 use crate::{
     source::{Item, SourceStats},
     tcp::Family,
-    wire::{decode, Record},
+    wire::decode,
 };
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
@@ -435,17 +435,15 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<Item>, stats: &mut SourceSta
             return true;
         };
         match decode(&item) {
-            Ok(Record::Transition(t)) => {
-                stats.delivered += 1;
-                out.push(Item::Transition(t));
-            }
-            Ok(Record::Accepted(seen)) => {
-                stats.owners += 1;
-                out.push(Item::Accepted(seen));
-            }
-            Ok(Record::ResetSent(reset)) => {
-                stats.resets += 1;
-                out.push(Item::ResetSent(reset));
+            Ok(item) => {
+                match item {
+                    Item::Transition(_) => stats.delivered += 1,
+                    Item::Accepted(_) => stats.owners += 1,
+                    Item::ResetSent(_) => stats.resets += 1,
+                    // Not a record kind: decode never returns it.
+                    Item::Lost { .. } => {}
+                }
+                out.push(item);
             }
             Err(e) => {
                 stats.malformed += 1;
