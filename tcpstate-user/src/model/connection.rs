@@ -208,16 +208,6 @@ impl EndKind {
     }
 }
 
-/// Whether `old → new` hands the connection to a time-wait socket. The
-/// full socket goes to CLOSE and a separate mini socket (never seen on the
-/// tracepoint) holds TIME_WAIT; a direct →TIME_WAIT is accepted too.
-pub fn leaves_time_wait(old: TcpState, new: TcpState) -> bool {
-    matches!(
-        (old, new),
-        (TcpState::FinWait2 | TcpState::Closing, TcpState::Close) | (_, TcpState::TimeWait)
-    )
-}
-
 /// Whether the socket's life as a full socket ends with `state`.
 pub fn is_terminal(state: TcpState) -> bool {
     matches!(state, TcpState::Close | TcpState::TimeWait)

@@ -34,7 +34,6 @@
 //! returned once and forgotten.
 mod config;
 mod connection;
-mod expiry;
 mod intern;
 mod leaks;
 mod live;
