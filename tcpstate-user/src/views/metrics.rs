@@ -7,7 +7,7 @@
 //! with the host (processes, destinations) are bounded: the top N get their
 //! own series and the rest are summed under `"other"`.
 use crate::{
-    model::{Connection, EndKind, Model, OpenKind},
+    model::{Connection, EndKind, Model, OpenKind, StateCounts},
     source::{procfs::SelfStats, Item, SourceStats},
     tcp::TcpState,
 };
@@ -104,10 +104,18 @@ pub struct Inputs<'a> {
 /// The exposition, in the text format 0.0.4.
 pub fn render(inputs: &Inputs) -> String {
     let model = inputs.model;
-    let limits = inputs.limits;
     let counts = model.stat();
     let mut out = Exposition::default();
+    write_sockets(&mut out, &counts, inputs.limits);
+    write_time_wait(&mut out, model, &counts, inputs.limits);
+    write_close_wait(&mut out, model, inputs.now_ns, inputs.limits);
+    write_events(&mut out, inputs);
+    write_process(&mut out, &inputs.process);
+    out.text
+}
 
+/// Sockets per state, and per owning process and state.
+fn write_sockets(out: &mut Exposition, counts: &StateCounts, limits: Limits) {
     let mut f = out.family(
         "tcpstate_sockets",
         Kind::Gauge,
@@ -171,7 +179,10 @@ pub fn render(inputs: &Inputs) -> String {
             );
         }
     }
+}
 
+/// TIME_WAIT sockets by who closed first and by destination.
+fn write_time_wait(out: &mut Exposition, model: &Model, counts: &StateCounts, limits: Limits) {
     let mut f = out.family(
         "tcpstate_time_wait_sockets",
         Kind::Gauge,
@@ -211,8 +222,11 @@ pub fn render(inputs: &Inputs) -> String {
         let rest: usize = destinations[keep..].iter().map(|(_, n)| n).sum();
         f.sample(&[("remote", OTHER)], rest);
     }
+}
 
-    let leaks = model.leaks(inputs.now_ns);
+/// CLOSE_WAIT leak suspects per process and per listener's backlog.
+fn write_close_wait(out: &mut Exposition, model: &Model, now_ns: u64, limits: Limits) {
+    let leaks = model.leaks(now_ns);
     let mut f = out.family(
         "tcpstate_close_wait_suspects",
         Kind::Gauge,
@@ -276,7 +290,11 @@ pub fn render(inputs: &Inputs) -> String {
         "Live connections that may have missed a transition (lost events): their state may be wrong.",
     )
     .sample(&[], model.connections().filter(|c| c.uncertain).count());
+}
 
+/// Counters of what happened: transitions, opens, closes, losses.
+fn write_events(out: &mut Exposition, inputs: &Inputs) {
+    let model = inputs.model;
     let mut f = out.family(
         "tcpstate_transitions_total",
         Kind::Counter,
@@ -345,49 +363,50 @@ pub fn render(inputs: &Inputs) -> String {
         "The tracer's version (always 1).",
     )
     .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1u64);
+}
 
-    let process = inputs.process;
-    if let Some(v) = process.cpu_seconds {
-        out.family(
+/// The standard `process_*` metrics of the tracer itself, as client
+/// libraries name them; a value that could not be read is left out.
+fn write_process(out: &mut Exposition, process: &SelfStats) {
+    // Sizes and counts as f64: exact below 2^53, far above any of them.
+    let as_f64 = |v: Option<u64>| v.map(|v| v as f64);
+    let families = [
+        (
             "process_cpu_seconds_total",
             Kind::Counter,
             "Total user and system CPU time spent in seconds.",
-        )
-        .sample(&[], v);
-    }
-    if let Some(v) = process.resident_bytes {
-        out.family(
+            process.cpu_seconds,
+        ),
+        (
             "process_resident_memory_bytes",
             Kind::Gauge,
             "Resident memory size in bytes.",
-        )
-        .sample(&[], v);
-    }
-    if let Some(v) = process.virtual_bytes {
-        out.family(
+            as_f64(process.resident_bytes),
+        ),
+        (
             "process_virtual_memory_bytes",
             Kind::Gauge,
             "Virtual memory size in bytes.",
-        )
-        .sample(&[], v);
-    }
-    if let Some(v) = process.start_time_seconds {
-        out.family(
+            as_f64(process.virtual_bytes),
+        ),
+        (
             "process_start_time_seconds",
             Kind::Gauge,
             "Start time of the process since unix epoch in seconds.",
-        )
-        .sample(&[], v);
-    }
-    if let Some(v) = process.open_fds {
-        out.family(
+            process.start_time_seconds,
+        ),
+        (
             "process_open_fds",
             Kind::Gauge,
             "Number of open file descriptors.",
-        )
-        .sample(&[], v);
+            as_f64(process.open_fds),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        if let Some(value) = value {
+            out.family(name, kind, help).sample(&[], value);
+        }
     }
-    out.text
 }
 
 #[derive(Clone, Copy)]
