@@ -1,4 +1,5 @@
-//! One module per subcommand: each wires a source to a view and a sink.
+//! One module per subcommand: each opens a [`crate::pipeline`], hands it its
+//! view and sink, and reads what the view needs from `source`.
 pub mod doctor;
 pub mod export;
 pub mod leaks;

@@ -1,7 +1,9 @@
-//! Sources of transitions: the live kernel (ring buffer), later recordings.
+//! Sources: the live kernel (ring buffer), replayed recordings, the
+//! start-up snapshot, and every read of the host (`/proc`, `/proc/sys`).
 //!
-//! Everything after the source (model, views, sinks) sees only [`Item`]s, so
-//! live tracing and offline analysis share the rest of the pipeline.
+//! Everything after the source (model, views, sinks) sees only [`Item`]s
+//! and the facts read here, so live tracing and offline analysis share the
+//! rest of the pipeline, and views never read the host themselves.
 pub mod cgroup;
 pub mod live;
 pub mod net_counters;

@@ -1,4 +1,6 @@
-//! Views: what each command computes from the stream of transitions.
+//! Views: what each command computes from the stream of items and the
+//! model. They take facts (read by `source`) and return output; they do no
+//! I/O of the host. [`contract`] holds what the pipeline and views agree on.
 pub mod contract;
 pub mod doctor;
 pub mod leaks;
