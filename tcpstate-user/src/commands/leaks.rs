@@ -9,7 +9,7 @@ pub async fn run(args: &LeaksArgs, verbose: bool) -> anyhow::Result<()> {
         &args.live,
         &args.filters,
         verbose,
-        args.threshold_secs,
+        args.leak.threshold_secs,
     )?;
     let live = pipeline.is_live();
     let mut names = crate::source::cgroup::CgroupNames::default();

@@ -41,7 +41,7 @@ pub async fn run(args: &ServeArgs, verbose: bool) -> anyhow::Result<()> {
         &args.live,
         &FilterArgs::default(),
         verbose,
-        args.threshold_secs,
+        args.leak.threshold_secs,
     )?;
     let (scrapes, requests) = mpsc::channel::<Scrape>(WAITING_SCRAPES);
     let server = tokio::spawn(http::serve(
@@ -166,7 +166,7 @@ mod tests {
         };
         assert_eq!(args.metrics, "127.0.0.1:9464".parse().unwrap());
         assert_eq!((args.top_processes, args.top_destinations), (20, 20));
-        assert_eq!(args.threshold_secs, 30);
+        assert_eq!(args.leak.threshold_secs, 30);
         let cli = Cli::try_parse_from([
             "tcpstate",
             "serve",

@@ -57,7 +57,7 @@ pub async fn run(args: &TopArgs, verbose: bool) -> anyhow::Result<()> {
         &args.live,
         &args.filters,
         verbose,
-        args.threshold_secs,
+        args.leak.threshold_secs,
     )?;
     let accept_tracking = matches!(
         pipeline.live_source().map(|s| s.owner_tracking()),
@@ -72,7 +72,7 @@ pub async fn run(args: &TopArgs, verbose: bool) -> anyhow::Result<()> {
     let mut view = TopView::new(
         screen.terminal()?,
         keys,
-        args.threshold_secs,
+        args.leak.threshold_secs,
         accept_tracking,
         last_message,
     );
