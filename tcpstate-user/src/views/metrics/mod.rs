@@ -11,7 +11,13 @@ use crate::{
     source::{procfs::SelfStats, Item, SourceStats},
     tcp::TcpState,
 };
-use std::{collections::BTreeMap, fmt::Write as _};
+#[cfg(test)]
+use exposition::escape_help;
+pub use exposition::escape_label;
+use exposition::{Exposition, Kind};
+use std::collections::BTreeMap;
+
+mod exposition;
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -407,105 +413,6 @@ fn write_process(out: &mut Exposition, process: &SelfStats) {
             out.family(name, kind, help).sample(&[], value);
         }
     }
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Counter,
-    Gauge,
-}
-
-/// The text being written. A family's `# HELP` and `# TYPE` are written once,
-/// when it is opened, and its samples follow them.
-#[derive(Default)]
-struct Exposition {
-    text: String,
-}
-
-impl Exposition {
-    fn family<'a>(&'a mut self, name: &'a str, kind: Kind, help: &str) -> Family<'a> {
-        let kind = match kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-        };
-        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
-        Family {
-            text: &mut self.text,
-            name,
-        }
-    }
-}
-
-struct Family<'a> {
-    text: &'a mut String,
-    name: &'a str,
-}
-
-impl Family<'_> {
-    fn sample(&mut self, labels: &[(&str, &str)], value: impl Value) {
-        self.text.push_str(self.name);
-        if !labels.is_empty() {
-            self.text.push('{');
-            for (i, (name, value)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.text.push(',');
-                }
-                let _ = write!(self.text, "{name}=\"{}\"", escape_label(value));
-            }
-            self.text.push('}');
-        }
-        self.text.push(' ');
-        value.write(self.text);
-        self.text.push('\n');
-    }
-}
-
-trait Value {
-    fn write(&self, out: &mut String);
-}
-
-impl Value for u64 {
-    fn write(&self, out: &mut String) {
-        let _ = write!(out, "{self}");
-    }
-}
-
-impl Value for usize {
-    fn write(&self, out: &mut String) {
-        let _ = write!(out, "{self}");
-    }
-}
-
-impl Value for f64 {
-    fn write(&self, out: &mut String) {
-        if self.is_nan() {
-            out.push_str("NaN");
-        } else if self.is_infinite() {
-            out.push_str(if *self > 0.0 { "+Inf" } else { "-Inf" });
-        } else {
-            let _ = write!(out, "{self}");
-        }
-    }
-}
-
-/// A label value: `\`, `"` and line feeds escaped.
-pub fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A HELP text: `\` and line feeds escaped.
-fn escape_help(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -1070,15 +977,5 @@ mod tests {
         );
         assert_eq!(counters.transitions.get(&(Established, Close)), Some(&1));
         assert_eq!(counters.transitions.values().sum::<u64>(), 10);
-    }
-
-    #[test]
-    fn floats_are_written_as_prometheus_reads_them() {
-        let mut text = String::new();
-        for v in [0.5, 1e21, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 3.0] {
-            v.write(&mut text);
-            text.push(' ');
-        }
-        assert_eq!(text, "0.5 1000000000000000000000 NaN +Inf -Inf 3 ");
     }
 }
