@@ -82,9 +82,8 @@ pub struct ReportArgs {
     /// JSON instead of text
     #[arg(long)]
     pub json: bool,
-    /// CLOSE_WAIT older than this counts as a leak
-    #[arg(long = "threshold", default_value = "30s", value_parser = parse_secs)]
-    pub threshold_secs: u64,
+    #[command(flatten)]
+    pub leak: LeakThresholdArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -148,9 +147,8 @@ pub struct LeaksArgs {
     /// One JSON object per refresh
     #[arg(long)]
     pub json: bool,
-    /// A socket in CLOSE_WAIT longer than this is a suspected leak (e.g. 30s, 2m)
-    #[arg(long = "threshold", default_value = "30s", value_parser = parse_secs)]
-    pub threshold_secs: u64,
+    #[command(flatten)]
+    pub leak: LeakThresholdArgs,
     /// Refresh at most this often when something changed
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub every: std::time::Duration,
@@ -177,18 +175,16 @@ pub struct ServeArgs {
     /// TIME_WAIT series for the N destinations with the most; the rest summed under remote="other"
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top_destinations: usize,
-    /// A socket in CLOSE_WAIT longer than this is a leak suspect (e.g. 30s, 2m)
-    #[arg(long = "threshold", default_value = "30s", value_parser = parse_secs)]
-    pub threshold_secs: u64,
+    #[command(flatten)]
+    pub leak: LeakThresholdArgs,
     #[command(flatten)]
     pub live: LiveArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct TopArgs {
-    /// A socket in CLOSE_WAIT longer than this is a leak suspect (e.g. 30s, 2m)
-    #[arg(long = "threshold", default_value = "30s", value_parser = parse_secs)]
-    pub threshold_secs: u64,
+    #[command(flatten)]
+    pub leak: LeakThresholdArgs,
     #[command(flatten)]
     pub filters: FilterArgs,
     #[command(flatten)]
@@ -260,6 +256,14 @@ impl FilterArgs {
             cgroups: self.cgroups.clone(),
         }
     }
+}
+
+/// `--threshold`, for the commands that look for CLOSE_WAIT leaks.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct LeakThresholdArgs {
+    /// A socket in CLOSE_WAIT longer than this is a leak suspect (e.g. 30s, 2m)
+    #[arg(long = "threshold", default_value = "30s", value_parser = parse_secs)]
+    pub threshold_secs: u64,
 }
 
 #[derive(Debug, Args)]

@@ -236,35 +236,22 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        addr::Endpoint,
-        wire::{Comm, Task},
-    };
+    use crate::testkit::{self, ep};
     use std::net::{Ipv4Addr, Ipv6Addr};
 
+    /// Socket 1 at time 0 between two endpoints, its family theirs.
     fn transition(local: &str, remote: &str, old: TcpState, new: TcpState) -> Transition {
-        let l: std::net::SocketAddr = local.parse().unwrap();
-        let r: std::net::SocketAddr = remote.parse().unwrap();
+        let local = ep(local);
+        let family = if local.ip.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        };
         Transition {
-            ts_boot_ns: 0,
-            skaddr: 1,
-            family: if l.is_ipv4() {
-                Family::Ipv4
-            } else {
-                Family::Ipv6
-            },
-            local: Endpoint::new(l.ip(), l.port()),
-            remote: Endpoint::new(r.ip(), r.port()),
-            old,
-            new,
-            task: Task {
-                tgid: 0,
-                pid: 0,
-                comm: Comm::default(),
-            },
-            cgroup_id: 0,
-            netns: 0,
-            cpu: 0,
+            family,
+            local,
+            remote: ep(remote),
+            ..testkit::transition(0, 1, old, new)
         }
     }
 

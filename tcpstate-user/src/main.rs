@@ -3,14 +3,7 @@ use tcpstate::cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
-    let level = if cli.verbose { "info" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format(|buf, record| {
-            use std::io::Write;
-            let level = record.level().as_str().to_ascii_lowercase();
-            writeln!(buf, "tcpstate: {level}: {}", record.args())
-        })
-        .init();
+    tcpstate::messages::init(cli.verbose);
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -40,6 +33,6 @@ fn main() {
 
 /// One line, the whole cause chain, no backtrace.
 fn fail(e: &anyhow::Error) -> ! {
-    eprintln!("tcpstate: error: {e:#}");
+    tcpstate::messages::error(format_args!("{e:#}"));
     std::process::exit(1);
 }

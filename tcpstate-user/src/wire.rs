@@ -96,13 +96,36 @@ pub struct ResetSent {
     pub segment_dst: Endpoint,
 }
 
-/// What a ring-buffer record turned out to be.
+/// One thing a source delivers, in the order it happened: what a ring-buffer
+/// record turned out to be, or a change of the kernel's lost count. The one
+/// input type from the source to the model (and into recordings); Copy, no
+/// heap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Record {
+pub enum Item {
     Transition(Transition),
     /// accept() returned this socket to `task`.
     Accepted(OwnerSeen),
+    /// The host sent a RST in answer to a segment.
     ResetSent(ResetSent),
+    /// The kernel's count of transitions it could not deliver grew to
+    /// `total`; `ts_boot_ns` is when the new total was read. Never decoded
+    /// from a record: the source makes it.
+    Lost {
+        total: u64,
+        ts_boot_ns: u64,
+    },
+}
+
+impl Item {
+    /// When it happened (or, for `Lost`, when it was read), CLOCK_BOOTTIME.
+    pub fn ts_boot_ns(&self) -> u64 {
+        match self {
+            Item::Transition(t) => t.ts_boot_ns,
+            Item::Accepted(a) => a.ts_boot_ns,
+            Item::ResetSent(r) => r.ts_boot_ns,
+            Item::Lost { ts_boot_ns, .. } => *ts_boot_ns,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -120,7 +143,7 @@ pub enum DecodeError {
 /// Decodes one ring-buffer record. Records longer than [`EVENT_SIZE`] are
 /// rejected too: the ring buffer rounds sizes up to 8 bytes, and our record
 /// is already a multiple of 8, so any other length means a mismatch.
-pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<Item, DecodeError> {
     if bytes.len() != EVENT_SIZE {
         return Err(DecodeError::Length { got: bytes.len() });
     }
@@ -131,17 +154,17 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     decode_event(&event)
 }
 
-pub fn decode_event(event: &Event) -> Result<Record, DecodeError> {
+pub fn decode_event(event: &Event) -> Result<Item, DecodeError> {
     match event.kind {
-        kind::TRANSITION => Ok(Record::Transition(transition(event)?)),
-        kind::OWNER_ACCEPT => Ok(Record::Accepted(OwnerSeen {
+        kind::TRANSITION => Ok(Item::Transition(transition(event)?)),
+        kind::OWNER_ACCEPT => Ok(Item::Accepted(OwnerSeen {
             ts_boot_ns: event.ts_boot_ns,
             skaddr: event.skaddr,
             task: task(event),
             cgroup_id: event.cgroup_id,
             netns: event.netns,
         })),
-        kind::RESET_SENT => Ok(Record::ResetSent(ResetSent {
+        kind::RESET_SENT => Ok(Item::ResetSent(ResetSent {
             ts_boot_ns: event.ts_boot_ns,
             sender: event.skaddr,
             sender_state: match event.oldstate {
@@ -251,7 +274,7 @@ mod tests {
     fn round_trips_through_bytes() {
         let t = sample();
         let bytes = event_bytes(&encode(&t));
-        assert_eq!(decode(&bytes), Ok(Record::Transition(t)));
+        assert_eq!(decode(&bytes), Ok(Item::Transition(t)));
     }
 
     #[test]
@@ -259,7 +282,7 @@ mod tests {
         let t = sample();
         let mut buf = [0u8; EVENT_SIZE + 3];
         buf[3..].copy_from_slice(&event_bytes(&encode(&t)));
-        assert_eq!(decode(&buf[3..]), Ok(Record::Transition(t)));
+        assert_eq!(decode(&buf[3..]), Ok(Item::Transition(t)));
     }
 
     #[test]
@@ -274,7 +297,7 @@ mod tests {
         // Fields that do not apply (states, family) are ignored, even garbage.
         event.oldstate = 200;
         event.family = 99;
-        let Ok(Record::Accepted(seen)) = decode(&event_bytes(&event)) else {
+        let Ok(Item::Accepted(seen)) = decode(&event_bytes(&event)) else {
             panic!("not an accept record");
         };
         assert_eq!(
@@ -297,14 +320,14 @@ mod tests {
         event.sport = 40000;
         event.dport = 80;
         event.oldstate = TcpState::Listen as u8;
-        let Ok(Record::ResetSent(reset)) = decode(&event_bytes(&event)) else {
+        let Ok(Item::ResetSent(reset)) = decode(&event_bytes(&event)) else {
             panic!("not a reset record");
         };
         assert_eq!(reset.segment_src.to_string(), "127.0.0.1:40000");
         assert_eq!(reset.segment_dst.to_string(), "127.0.0.2:80");
         assert_eq!(reset.sender_state, Some(TcpState::Listen));
         event.oldstate = 0;
-        let Ok(Record::ResetSent(reset)) = decode(&event_bytes(&event)) else {
+        let Ok(Item::ResetSent(reset)) = decode(&event_bytes(&event)) else {
             panic!("not a reset record");
         };
         assert_eq!(reset.sender_state, None);
@@ -318,7 +341,7 @@ mod tests {
         t.family = Family::Ipv6;
         t.local = Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 1);
         t.remote = Endpoint::new(IpAddr::V6("2001:db8::2".parse().unwrap()), 2);
-        assert_eq!(decode(&event_bytes(&encode(&t))), Ok(Record::Transition(t)));
+        assert_eq!(decode(&event_bytes(&encode(&t))), Ok(Item::Transition(t)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
 use tcpstate::{
     cli::{FilterArgs, LiveArgs},
     clock::boot_now_ns,
-    commands::pipeline::Pipeline,
+    pipeline::Pipeline,
     source::live::HookStatus,
 };
 use tcpstate_tests::require_root;

@@ -1,18 +1,16 @@
 //! `tcpstate doctor`: reads the TCP sysctls and counters, watches the live
 //! traffic for `--for` (the start-up snapshot included), then prints
 //! findings with the numbers behind them and advice for this kernel.
-use super::{leaks::cmdline, pipeline};
+use crate::pipeline;
 use crate::source::live::{HookStatus, LiveSource};
 use crate::{
     cli::{DoctorArgs, FilterArgs, InputArgs},
     clock::boot_now_ns,
-    source::snapshot,
+    source::{procfs::cmdline, snapshot},
     views::doctor::{
         counters::{CounterDelta, NetCounters},
         facts::{CollectArgs, ModelFacts, Watch},
-        render,
-        sysctls::{DoctorSysctls, Kernel},
-        DoctorInput, DoctorReport, TracerPart,
+        render, DoctorInput, DoctorReport, DoctorSysctls, Kernel, TracerPart,
     },
 };
 use std::io::Write;
@@ -38,8 +36,8 @@ pub async fn run(args: &DoctorArgs, verbose: bool) -> anyhow::Result<()> {
     )?;
     let start = NetCounters::read();
     let started_ns = boot_now_ns();
-    eprintln!(
-        "tcpstate doctor: watching TCP for {} s, then reporting",
+    crate::status!(
+        "doctor: watching TCP for {} s, then reporting",
         args.watch.as_secs_f64()
     );
     let mut watch = Watch::new(sysctls.port_range());
@@ -49,7 +47,9 @@ pub async fn run(args: &DoctorArgs, verbose: bool) -> anyhow::Result<()> {
     let dump = match snapshot::take(snapshot::current_netns()) {
         Ok(dump) => Some(dump),
         Err(e) => {
-            eprintln!("tcpstate: warning: no socket dump at the end ({e}): keepalive timers and accept queues are unknown");
+            log::warn!(
+                "no socket dump at the end ({e}): keepalive timers and accept queues are unknown"
+            );
             None
         }
     };

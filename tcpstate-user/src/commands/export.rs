@@ -1,13 +1,11 @@
 //! `tcpstate export FILE... --format jsonl|csv|parquet`: one row per
 //! transition with its connection id and owner. The JSON Lines export is
 //! exactly `trace --json --input FILE...`.
-use super::{
-    pipeline::{self, Pipeline},
-    trace::TraceView,
-};
+use super::trace::TraceView;
 use crate::{
     cli::{ExportArgs, ExportFormat, InputArgs},
     clock::BootClock,
+    pipeline::{self, Pipeline},
     sinks::{csv::CsvSink, parquet::ParquetSink, Annotation, TraceSink},
     views::trace::{TraceRow, TransitionRecord},
 };
@@ -103,7 +101,7 @@ pub async fn run(args: &ExportArgs) -> anyhow::Result<()> {
                     rows: Some(CsvSink::new(out)),
                     clock,
                 }),
-                _ => super::trace::sink(true, out, &pipeline),
+                _ => super::trace::sink(true, out, pipeline.clock),
             }
         }
     };

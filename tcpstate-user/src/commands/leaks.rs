@@ -1,19 +1,7 @@
 //! `tcpstate leaks`: CLOSE_WAIT suspects per process, refreshed as events
 //! arrive (and as sockets cross the age threshold).
-use super::{pipeline, refreshed::Refreshed};
-use crate::{cli::LeaksArgs, views::leaks::LeaksView};
-
-/// The command line of a live process, for telling apart workers of one
-/// program.
-pub fn cmdline(tgid: u32) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{tgid}/cmdline")).ok()?;
-    let text: Vec<String> = raw
-        .split(|&b| b == 0)
-        .filter(|part| !part.is_empty())
-        .map(|part| String::from_utf8_lossy(part).into_owned())
-        .collect();
-    (!text.is_empty()).then(|| text.join(" "))
-}
+use crate::{cli::LeaksArgs, source::procfs, views::leaks::LeaksView};
+use crate::{pipeline, sinks::refreshed::Refreshed, views::Progress};
 
 pub async fn run(args: &LeaksArgs, verbose: bool) -> anyhow::Result<()> {
     let mut pipeline = pipeline::open(
@@ -21,14 +9,14 @@ pub async fn run(args: &LeaksArgs, verbose: bool) -> anyhow::Result<()> {
         &args.live,
         &args.filters,
         verbose,
-        args.threshold_secs,
+        args.leak.threshold_secs,
     )?;
     let live = pipeline.is_live();
     let mut names = crate::source::cgroup::CgroupNames::default();
     let mut view = Refreshed::new(
-        move |p: &pipeline::Pipeline| {
+        move |p: &Progress| {
             // A recording's processes are gone, or are others by now.
-            let lookup = |tgid| if live { cmdline(tgid) } else { None };
+            let lookup = |tgid| if live { procfs::cmdline(tgid) } else { None };
             LeaksView::new(&p.model.leaks(p.now_ns()), p.stats().lost, lookup, |id| {
                 names.view(id, live)
             })

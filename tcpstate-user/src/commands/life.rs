@@ -1,5 +1,6 @@
 //! `tcpstate life`: one line per finished connection, with its real owner.
-use super::pipeline::{self, Pipeline, View};
+use crate::pipeline;
+use crate::views::{Progress, View};
 use crate::{
     cli::LifeArgs,
     filter::Filter,
@@ -44,7 +45,7 @@ impl View for LifeView {
         Ok(())
     }
 
-    fn refresh(&mut self, _: &Pipeline, _: bool) -> io::Result<()> {
+    fn refresh(&mut self, _: &Progress, _: bool) -> io::Result<()> {
         self.out.flush()
     }
 

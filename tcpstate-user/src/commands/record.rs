@@ -1,6 +1,7 @@
 //! `tcpstate record -o FILE`: every transition, the kernel's lost counts and
 //! the start-up snapshot, to a crash-safe file (see docs/recording-format.md).
-use super::pipeline::{self, Pipeline, RecordTo, View};
+use crate::pipeline::{self, Pipeline, RecordTo};
+use crate::views::{Progress, View};
 use crate::{
     cli::RecordArgs,
     model::{Connection, Model},
@@ -19,7 +20,7 @@ impl View for Counting {
         Ok(())
     }
 
-    fn refresh(&mut self, _: &Pipeline, _: bool) -> io::Result<()> {
+    fn refresh(&mut self, _: &Progress, _: bool) -> io::Result<()> {
         Ok(())
     }
 
@@ -35,6 +36,6 @@ pub async fn run(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
     };
     let mut pipeline =
         Pipeline::live(&args.live, &args.filters, verbose, 30, Some(record))?.without_model();
-    eprintln!("tcpstate: recording to {}", args.output.display());
+    crate::status!("recording to {}", args.output.display());
     pipeline::drive(&mut pipeline, &mut Counting(0), args.duration).await
 }

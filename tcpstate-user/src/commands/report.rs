@@ -1,5 +1,6 @@
 //! `tcpstate report FILE...`: one readable incident summary of recordings.
-use super::pipeline::{self, Pipeline, View};
+use crate::pipeline::{self, Pipeline};
+use crate::views::{Progress, View};
 use crate::{
     cli::{InputArgs, ReportArgs},
     clock::rfc3339_utc,
@@ -132,9 +133,7 @@ impl View for ReportView {
         model: &Model,
         _: bool,
     ) -> io::Result<()> {
-        let Some(ts) = crate::recording::item_ts(item) else {
-            return Ok(());
-        };
+        let ts = item.ts_boot_ns();
         self.first_ts.get_or_insert(ts);
         if let Item::Transition(_) = item {
             self.summary.transitions += 1;
@@ -153,19 +152,19 @@ impl View for ReportView {
         Ok(())
     }
 
-    fn refresh(&mut self, pipeline: &Pipeline, last: bool) -> io::Result<()> {
+    fn refresh(&mut self, progress: &Progress, last: bool) -> io::Result<()> {
         if !last {
             return Ok(());
         }
-        let clock = pipeline.clock;
+        let clock = progress.clock;
         for sample in &mut self.summary.over_time {
             let ts: u64 = sample.time.parse().unwrap_or(0);
             sample.time = rfc3339_utc(clock.wall_ns(ts));
         }
-        let end = pipeline.now_ns();
+        let end = progress.now_ns();
         self.summary.over_time.push(Sample {
             time: rfc3339_utc(clock.wall_ns(end)),
-            counts: counts(&pipeline.model),
+            counts: counts(progress.model),
         });
         let samples = std::mem::take(&mut self.summary.over_time);
         let step = samples.len().div_ceil(MAX_SAMPLES).max(1);
@@ -177,9 +176,9 @@ impl View for ReportView {
             .map(|(_, s)| s)
             .collect();
         self.summary.at_the_end = Some(StatView::new(
-            &pipeline.model,
-            pipeline.sysctls.local_port_range,
-            pipeline.stats().lost,
+            progress.model,
+            progress.sysctls.local_port_range,
+            progress.stats().lost,
             |id| crate::source::cgroup::CgroupView {
                 cgroup_id: id,
                 ..Default::default()
@@ -190,10 +189,10 @@ impl View for ReportView {
         meta.start = rfc3339_utc(clock.wall_ns(start));
         meta.end = rfc3339_utc(clock.wall_ns(end));
         meta.duration_s = end.saturating_sub(start) as f64 / 1e9;
-        self.summary.lost_events = pipeline.stats().lost;
-        self.summary.time_wait_overflow = pipeline.model.time_wait().counters().skipped_overflow;
+        self.summary.lost_events = progress.stats().lost;
+        self.summary.time_wait_overflow = progress.model.time_wait().counters().skipped_overflow;
         self.summary.close_wait_leaks = Some(LeaksView::new(
-            &pipeline.model.leaks(end),
+            &progress.model.leaks(end),
             self.summary.lost_events,
             |_| None,
             |id| crate::source::cgroup::CgroupView {
@@ -215,7 +214,7 @@ pub async fn run(args: &ReportArgs) -> anyhow::Result<()> {
         ..InputArgs::default()
     };
     let header = RecordingReader::open(&args.files[0])?.header().clone();
-    let mut pipeline = Pipeline::replay(&input, args.threshold_secs)?;
+    let mut pipeline = Pipeline::replay(&input, args.leak.threshold_secs)?;
     let mut view = ReportView {
         summary: Summary {
             kind: "report",

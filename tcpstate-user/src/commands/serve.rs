@@ -8,13 +8,15 @@
 //! is on (the pipeline steps at least every 50 ms, so that is how long a
 //! scrape waits at most) and answers every scrape that waited with the same
 //! text.
-use super::pipeline::{self, Pipeline, View};
+use crate::pipeline;
+use crate::views::{Progress, View};
 use crate::{
     cli::{FilterArgs, InputArgs, ServeArgs},
     model::{Connection, Model},
     sinks::http::{self, Request, Response, ServerLimits},
+    source::procfs::SelfStats,
     source::Item,
-    views::metrics::{self, Counters, Inputs, Limits, SelfStats},
+    views::metrics::{self, Counters, Inputs, Limits},
 };
 use anyhow::Context;
 use std::{sync::Arc, time::Duration};
@@ -39,7 +41,7 @@ pub async fn run(args: &ServeArgs, verbose: bool) -> anyhow::Result<()> {
         &args.live,
         &FilterArgs::default(),
         verbose,
-        args.threshold_secs,
+        args.leak.threshold_secs,
     )?;
     let (scrapes, requests) = mpsc::channel::<Scrape>(WAITING_SCRAPES);
     let server = tokio::spawn(http::serve(
@@ -47,7 +49,7 @@ pub async fn run(args: &ServeArgs, verbose: bool) -> anyhow::Result<()> {
         ServerLimits::default(),
         move |request: Request| route(request, scrapes.clone()),
     ));
-    eprintln!("tcpstate: serving Prometheus metrics on http://{local}/metrics");
+    crate::status!("serving Prometheus metrics on http://{local}/metrics");
     let mut view = MetricsView {
         counters: Counters::default(),
         requests,
@@ -109,7 +111,7 @@ impl View for MetricsView {
         Ok(())
     }
 
-    fn refresh(&mut self, pipeline: &Pipeline, _last: bool) -> std::io::Result<()> {
+    fn refresh(&mut self, progress: &Progress, _last: bool) -> std::io::Result<()> {
         let mut waiting = Vec::new();
         while let Ok(scrape) = self.requests.try_recv() {
             waiting.push(scrape);
@@ -118,10 +120,10 @@ impl View for MetricsView {
             return Ok(());
         }
         let text: Arc<str> = metrics::render(&Inputs {
-            model: &pipeline.model,
+            model: progress.model,
             counters: &self.counters,
-            source: pipeline.stats(),
-            now_ns: pipeline.now_ns(),
+            source: progress.stats(),
+            now_ns: progress.now_ns(),
             limits: self.limits,
             process: SelfStats::read(),
         })
@@ -164,7 +166,7 @@ mod tests {
         };
         assert_eq!(args.metrics, "127.0.0.1:9464".parse().unwrap());
         assert_eq!((args.top_processes, args.top_destinations), (20, 20));
-        assert_eq!(args.threshold_secs, 30);
+        assert_eq!(args.leak.threshold_secs, 30);
         let cli = Cli::try_parse_from([
             "tcpstate",
             "serve",

@@ -1,7 +1,7 @@
 //! `tcpstate stat`: sockets per state now, the live replacement of
 //! `netstat -n | awk '/^tcp/ {++S[$NF]} ...'`; refreshed on events.
-use super::{pipeline, refreshed::Refreshed};
 use crate::{cli::StatArgs, views::stat::StatView};
+use crate::{pipeline, sinks::refreshed::Refreshed, views::Progress};
 
 pub async fn run(args: &StatArgs, verbose: bool) -> anyhow::Result<()> {
     let mut input = args.input.clone();
@@ -12,8 +12,8 @@ pub async fn run(args: &StatArgs, verbose: bool) -> anyhow::Result<()> {
     let mut names = crate::source::cgroup::CgroupNames::default();
     let live = pipeline.is_live();
     let mut view = Refreshed::new(
-        move |p: &pipeline::Pipeline| {
-            StatView::new(&p.model, p.sysctls.local_port_range, p.stats().lost, |id| {
+        move |p: &Progress| {
+            StatView::new(p.model, p.sysctls.local_port_range, p.stats().lost, |id| {
                 names.view(id, live)
             })
         },

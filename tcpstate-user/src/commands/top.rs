@@ -6,12 +6,15 @@
 //!
 //! The terminal is restored (raw mode off, alternate screen left, cursor
 //! shown) on every way out: `q`/Ctrl-C, SIGINT/SIGTERM, errors and panics.
-//! What tcpstate prints on stderr meanwhile (warnings, the summary) would
-//! scribble over the screen: it is captured, its latest line shown in the
-//! footer, and all of it printed once the screen is left.
-use super::pipeline::{self, Pipeline, View};
+//! What tcpstate tells meanwhile (warnings, the summary) would scribble
+//! over the screen: `top` takes over the message channel
+//! ([`crate::messages`]), shows the latest line in the footer, and prints
+//! all of it once the screen is left.
+use crate::pipeline;
+use crate::views::{Progress, View};
 use crate::{
     cli::{InputArgs, TopArgs},
+    messages,
     model::{Connection, Model, OpenKind, Owner},
     source::{live::OwnerTracking, Item},
     tcp::TcpState,
@@ -25,11 +28,10 @@ use crossterm::{
 };
 use ratatui::{backend::CrosstermBackend, Terminal};
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    io::{self, IsTerminal, Read, Stdout, Write},
-    os::fd::{FromRawFd, RawFd},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    io::{self, IsTerminal, Stdout},
     sync::{
-        atomic::{AtomicBool, AtomicI32, Ordering},
+        atomic::{AtomicBool, Ordering},
         mpsc, Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -55,23 +57,24 @@ pub async fn run(args: &TopArgs, verbose: bool) -> anyhow::Result<()> {
         &args.live,
         &args.filters,
         verbose,
-        args.threshold_secs,
+        args.leak.threshold_secs,
     )?;
     let accept_tracking = matches!(
         pipeline.live_source().map(|s| s.owner_tracking()),
         Some(OwnerTracking::Accept)
     );
-    // Dropped in reverse order: the screen is restored first, then stderr,
-    // which prints what was captured.
-    let captured = StderrCapture::start()?;
+    // Dropped in reverse order: the screen is restored first, then the
+    // message channel, which prints what was captured.
+    let last_message = Arc::new(Mutex::new(None));
+    let captured = MessageCapture::start(last_message.clone());
     let screen = Screen::enter()?;
     let (input, keys) = Input::start();
     let mut view = TopView::new(
         screen.terminal()?,
         keys,
-        args.threshold_secs,
+        args.leak.threshold_secs,
         accept_tracking,
-        captured.last_line.clone(),
+        last_message,
     );
     let notify = input.notify.clone();
     let result = pipeline::drive_until(&mut pipeline, &mut view, None, move || {
@@ -193,10 +196,10 @@ impl TopView {
         }
     }
 
-    fn state(&self, pipeline: &Pipeline) -> TopState {
-        let model = &pipeline.model;
+    fn state(&self, progress: &Progress) -> TopState {
+        let model = progress.model;
         let counts = model.stat();
-        let leaks = model.leaks(pipeline.now_ns());
+        let leaks = model.leaks(progress.now_ns());
         TopState {
             rows: build_rows(&counts, &leaks, &self.rates),
             totals: counts.by_state.clone(),
@@ -204,7 +207,7 @@ impl TopView {
             // Folded from 0.0: an empty f64 sum is -0.0.
             opens_per_s: self.rates.values().fold(0.0, |sum, r| sum + r.open_per_s),
             closes_per_s: self.rates.values().fold(0.0, |sum, r| sum + r.close_per_s),
-            lost: pipeline.stats().lost,
+            lost: progress.stats().lost,
             suspects: leaks.by_owner.iter().map(|l| l.count).sum(),
             backlog_suspects: leaks.accept_backlog.iter().map(|l| l.count).sum(),
             threshold_s: self.threshold_s,
@@ -213,8 +216,8 @@ impl TopView {
         }
     }
 
-    fn draw(&mut self, pipeline: &Pipeline) -> io::Result<()> {
-        let state = self.state(pipeline);
+    fn draw(&mut self, progress: &Progress) -> io::Result<()> {
+        let state = self.state(progress);
         self.rows = state.visible_rows().len();
         let frame = self
             .terminal
@@ -307,7 +310,7 @@ impl View for TopView {
         Ok(())
     }
 
-    fn refresh(&mut self, pipeline: &Pipeline, last: bool) -> io::Result<()> {
+    fn refresh(&mut self, progress: &Progress, last: bool) -> io::Result<()> {
         if last {
             // The screen is about to be left.
             return Ok(());
@@ -319,12 +322,12 @@ impl View for TopView {
         let since = self.sampled_at.elapsed();
         let due = since >= MAX_REDRAW || (self.dirty && since >= MIN_REDRAW);
         if due {
-            self.sample(&pipeline.model);
+            self.sample(progress.model);
             self.dirty = false;
         }
         // The first frame at once, without rates yet.
         if due || redraw || self.frames == 0 {
-            self.draw(pipeline)?;
+            self.draw(progress)?;
         }
         Ok(())
     }
@@ -340,8 +343,6 @@ impl View for TopView {
 
 /// Set while the terminal is in raw mode on the alternate screen.
 static SCREEN_TAKEN: AtomicBool = AtomicBool::new(false);
-/// The real stderr while it is captured (-1 when not).
-static SAVED_STDERR: AtomicI32 = AtomicI32::new(-1);
 
 /// Raw mode, alternate screen, hidden cursor; restored when dropped, and
 /// by a panic hook.
@@ -384,7 +385,7 @@ fn install_panic_hook() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             restore_screen();
-            restore_stderr();
+            messages::release();
             previous(info);
         }));
     });
@@ -419,7 +420,7 @@ impl Input {
                             Ok(event) => event,
                             Err(e) => {
                                 // Shown once the screen is left.
-                                eprintln!("tcpstate: error: reading the keyboard: {e}");
+                                log::error!("reading the keyboard: {e}");
                                 break;
                             }
                         };
@@ -452,108 +453,54 @@ impl Drop for Input {
     }
 }
 
-/// Stderr redirected into a pipe while the screen is taken. A thread keeps
-/// the latest lines (at most `KEEP` bytes) and the last line for the
-/// footer; dropping restores stderr and prints what was kept.
-struct StderrCapture {
-    last_line: Arc<Mutex<Option<String>>>,
-    kept: Arc<Mutex<Vec<u8>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+/// The message channel taken over while the screen is taken: the latest
+/// lines kept (at most `KEEP` bytes), the last one shown in the footer;
+/// dropping gives the channel back to stderr and prints what was kept.
+struct MessageCapture {
+    kept: Arc<Mutex<VecDeque<String>>>,
+    _capture: messages::Capture,
 }
 
 const KEEP: usize = 64 * 1024;
 
-impl StderrCapture {
-    fn start() -> io::Result<StderrCapture> {
-        let mut fds: [RawFd; 2] = [-1; 2];
-        // SAFETY: pipe2 writes two descriptors into the array.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let [read_fd, write_fd] = fds;
-        // SAFETY: duplicating our own stderr.
-        let saved = unsafe { libc::fcntl(libc::STDERR_FILENO, libc::F_DUPFD_CLOEXEC, 3) };
-        // SAFETY: replacing fd 2 with the pipe's write end we own.
-        if saved < 0 || unsafe { libc::dup2(write_fd, libc::STDERR_FILENO) } < 0 {
-            let e = io::Error::last_os_error();
-            // SAFETY: closing descriptors we opened.
-            unsafe {
-                libc::close(read_fd);
-                libc::close(write_fd);
-                if saved >= 0 {
-                    libc::close(saved);
-                }
-            }
-            return Err(e);
-        }
-        // SAFETY: fd 2 now holds the write end; this copy is ours to close.
-        unsafe { libc::close(write_fd) };
-        SAVED_STDERR.store(saved, Ordering::SeqCst);
-        // SAFETY: the read end is ours, moved into the File.
-        let mut pipe = unsafe { std::fs::File::from_raw_fd(read_fd) };
-        let last_line = Arc::new(Mutex::new(None));
-        let kept = Arc::new(Mutex::new(Vec::new()));
-        let reader = {
-            let (last_line, kept) = (last_line.clone(), kept.clone());
-            std::thread::Builder::new()
-                .name("top-stderr".into())
-                .spawn(move || {
-                    let mut buf = [0u8; 4096];
-                    // Ends when every write end is closed: stderr restored.
-                    while let Ok(n) = pipe.read(&mut buf) {
-                        if n == 0 {
+impl MessageCapture {
+    fn start(last_line: Arc<Mutex<Option<String>>>) -> MessageCapture {
+        let kept = Arc::new(Mutex::new(VecDeque::new()));
+        let capture = {
+            let kept = kept.clone();
+            let mut kept_bytes = 0;
+            messages::capture(Box::new(move |line: &str| {
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push_back(line.to_string());
+                    kept_bytes += line.len() + 1;
+                    while kept_bytes > KEEP {
+                        let Some(oldest) = kept.pop_front() else {
                             break;
-                        }
-                        let Ok(mut kept) = kept.lock() else { break };
-                        kept.extend_from_slice(&buf[..n]);
-                        if kept.len() > KEEP {
-                            let cut = kept.len() - KEEP;
-                            kept.drain(..cut);
-                        }
-                        let tail = &kept[kept.len().saturating_sub(1024)..];
-                        let text = String::from_utf8_lossy(tail);
-                        let line = text.lines().rfind(|l| {
-                            !l.trim().is_empty() && !l.contains("tracing TCP state transitions")
-                        });
-                        if let Some(line) = line {
-                            if let Ok(mut last) = last_line.lock() {
-                                *last = Some(line.trim().to_string());
-                            }
-                        }
+                        };
+                        kept_bytes -= oldest.len() + 1;
                     }
-                })
-                .ok()
+                }
+                if !line.trim().is_empty() && !line.contains("tracing TCP state transitions") {
+                    if let Ok(mut last) = last_line.lock() {
+                        *last = Some(line.trim().to_string());
+                    }
+                }
+            }))
         };
-        Ok(StderrCapture {
-            last_line,
+        MessageCapture {
             kept,
-            reader,
-        })
+            _capture: capture,
+        }
     }
 }
 
-impl Drop for StderrCapture {
+impl Drop for MessageCapture {
     fn drop(&mut self) {
-        restore_stderr();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
+        messages::release();
         if let Ok(kept) = self.kept.lock() {
-            let mut err = io::stderr().lock();
-            let _ = err.write_all(&kept);
-            let _ = err.flush();
-        }
-    }
-}
-
-/// Puts the real stderr back (closing the pipe's last write end).
-fn restore_stderr() {
-    let saved = SAVED_STDERR.swap(-1, Ordering::SeqCst);
-    if saved >= 0 {
-        // SAFETY: `saved` is our duplicate of the original stderr.
-        unsafe {
-            libc::dup2(saved, libc::STDERR_FILENO);
-            libc::close(saved);
+            for line in kept.iter() {
+                messages::write_lines(line);
+            }
         }
     }
 }

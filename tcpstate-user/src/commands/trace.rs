@@ -1,7 +1,9 @@
 //! `tcpstate trace`: every transition, live or from recordings.
-use super::pipeline::{self, Pipeline, View};
+use crate::pipeline;
+use crate::views::{Progress, View};
 use crate::{
     cli::TraceArgs,
+    clock::BootClock,
     filter::Filter,
     model::{Connection, Model},
     sinks::{json::JsonSink, table::TableSink, Annotation, TraceSink},
@@ -65,7 +67,7 @@ impl View for TraceView<'_> {
         Ok(())
     }
 
-    fn refresh(&mut self, _: &Pipeline, last: bool) -> io::Result<()> {
+    fn refresh(&mut self, _: &Progress, last: bool) -> io::Result<()> {
         if last {
             self.sink.finish()
         } else {
@@ -79,17 +81,20 @@ impl View for TraceView<'_> {
 }
 
 /// A sink for JSON Lines or the table on `out`.
-pub fn sink<'a>(json: bool, out: impl Write + 'a, pipeline: &Pipeline) -> Box<dyn TraceSink + 'a> {
+pub fn sink<'a>(json: bool, out: impl Write + 'a, clock: BootClock) -> Box<dyn TraceSink + 'a> {
     if json {
-        Box::new(JsonSink::new(out, pipeline.clock))
+        Box::new(JsonSink::new(out, clock))
     } else {
-        Box::new(TableSink::new(out, pipeline.clock))
+        Box::new(TableSink::new(out, clock))
     }
 }
 
 pub async fn run(args: &TraceArgs, verbose: bool) -> anyhow::Result<()> {
     let mut pipeline = pipeline::open(&args.input, &args.live, &args.filters, verbose, 30)?;
     let stdout = BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    let mut view = TraceView::new(sink(args.json, stdout, &pipeline), args.filters.to_filter());
+    let mut view = TraceView::new(
+        sink(args.json, stdout, pipeline.clock),
+        args.filters.to_filter(),
+    );
     pipeline::drive(&mut pipeline, &mut view, None).await
 }

@@ -208,16 +208,6 @@ impl EndKind {
     }
 }
 
-/// Whether `old → new` hands the connection to a time-wait socket. The
-/// full socket goes to CLOSE and a separate mini socket (never seen on the
-/// tracepoint) holds TIME_WAIT; a direct →TIME_WAIT is accepted too.
-pub fn leaves_time_wait(old: TcpState, new: TcpState) -> bool {
-    matches!(
-        (old, new),
-        (TcpState::FinWait2 | TcpState::Closing, TcpState::Close) | (_, TcpState::TimeWait)
-    )
-}
-
 /// Whether the socket's life as a full socket ends with `state`.
 pub fn is_terminal(state: TcpState) -> bool {
     matches!(state, TcpState::Close | TcpState::TimeWait)
@@ -532,11 +522,8 @@ fn merge_endpoint(known: Endpoint, seen: Endpoint) -> Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::ep10 as ep;
     use std::net::{IpAddr, Ipv4Addr};
-
-    fn ep(a: u8, port: u16) -> Endpoint {
-        Endpoint::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, a)), port)
-    }
 
     #[test]
     fn merge_keeps_known_parts() {

@@ -389,36 +389,23 @@ mod tests {
     use crate::{
         addr::Endpoint,
         model::{config::ModelConfig, intern::Interner},
-        tcp::Family,
-        wire::{Comm, Task, Transition},
+        testkit::{self, ep10 as ep, task},
+        wire::Transition,
     };
-    use std::net::{IpAddr, Ipv4Addr};
 
-    fn ep(a: u8, port: u16) -> Endpoint {
-        Endpoint::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, a)), port)
-    }
-
+    /// A transition at `skaddr` ns, towards 10.0.0.9:443 (or none: LISTEN).
     fn transition(skaddr: u64, old: TcpState, new: TcpState, local: Endpoint) -> Transition {
+        let remote = if new == TcpState::Listen {
+            ep(0, 0)
+        } else {
+            ep(9, 443)
+        };
         Transition {
-            ts_boot_ns: skaddr,
-            skaddr,
-            family: Family::Ipv4,
             local,
-            remote: if new == TcpState::Listen {
-                ep(0, 0)
-            } else {
-                ep(9, 443)
-            },
-            old,
-            new,
-            task: Task {
-                tgid: 1,
-                pid: 1,
-                comm: Comm::from_str_lossy("t"),
-            },
-            cgroup_id: 0,
+            remote,
+            task: task(1, "t"),
             netns: 1,
-            cpu: 0,
+            ..testkit::transition(skaddr, skaddr, old, new)
         }
     }
 

@@ -10,7 +10,7 @@
 //!   expiry and the `max_tw_buckets` limit the kernel applies.
 //! - owners: most transitions run in softirq, so the task on the CPU is not
 //!   the owner. Owners come only from CLOSE→SYN_SENT (connect()),
-//!   CLOSE→LISTEN (listen()), [`OwnerObservation`]s (accept(), socket I/O),
+//!   CLOSE→LISTEN (listen()), accept() ([`Item::Accepted`](crate::wire::Item)),
 //!   and the snapshot of [`ExistingSocket`]s.
 //! - leaks: sockets left in CLOSE_WAIT ([`LeakReport`]).
 //! - missed transitions: the kernel sometimes skips the BPF program (a
@@ -21,26 +21,24 @@
 //!   entry when its address is reused after lost events. Such entries are
 //!   marked [`TimeWaitEntry::inferred`], their connections uncertain.
 //! - resets: a time-wait socket that sends a RST, or receives one (unless
-//!   `rfc1337`), is destroyed without a transition; [`ResetSeen`] inputs
+//!   `rfc1337`), is destroyed without a transition; `ResetSent` items
 //!   remove it from the table.
 //!
 //! Everything here is pure: no I/O, no clock. Time comes from event
 //! timestamps and explicit `now_ns` arguments, all CLOCK_BOOTTIME.
 //!
-//! Feed it with [`Model::apply_batch`] (a source's batch as [`Input`]s,
-//! sorted by timestamp first) or one input at a time; call
+//! Feed it the source's [`Item`](crate::wire::Item)s: with
+//! [`Model::apply_batch`] (sorted by timestamp first) or one at a time; call
 //! [`Model::expire`] now and then; query [`Model::stat`],
 //! [`Model::time_wait`], [`Model::leaks`]. Finished connections are
 //! returned once and forgotten.
 mod config;
 mod connection;
-mod expiry;
 mod intern;
 mod leaks;
 mod live;
 mod owner;
 mod recent;
-mod reset;
 mod slab;
 mod snapshot;
 mod stats;
@@ -58,13 +56,12 @@ pub use connection::{
 pub use intern::Interner;
 pub use leaks::{BacklogLeak, LeakReport, OwnerLeak};
 pub use live::SLOT_BYTES as LIVE_SLOT_BYTES;
-pub use owner::{ObservedHow, Owner, OwnerHow, OwnerObservation};
-pub use reset::ResetSeen;
+pub use owner::{Owner, OwnerHow};
 pub use snapshot::{ExistingSocket, ExistingSocketError};
 pub use stats::{ModelStats, ProcessStates, StateCounts, StateTally};
 pub use time_wait::{
     DestinationPorts, ExpiryBasis, ProcessCount, TimeWaitCounters, TimeWaitEntry, TimeWaitRemoval,
     TimeWaitTable,
 };
-pub use tracker::{Input, Model};
+pub use tracker::Model;
 pub use visits::{Iter as StateVisits, StateVisit, INLINE as INLINE_VISITS, MAX_VISITS};

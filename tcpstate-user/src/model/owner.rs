@@ -3,10 +3,10 @@
 //! Most transitions run in softirq, where the task on the CPU is unrelated to
 //! the socket. Owners therefore come only from transitions that run inside a
 //! system call of the owner (connect(), listen()), from separate owner
-//! observations (accept(), send/recv), and from a snapshot of existing
+//! observations (accept()), and from a snapshot of existing
 //! sockets.
 use crate::tcp::TcpState;
-use crate::wire::{Comm, Transition};
+use crate::wire::{Comm, OwnerSeen, Transition};
 use foldhash::{HashMap, HashMapExt};
 use std::collections::VecDeque;
 
@@ -98,37 +98,15 @@ impl Owner {
     }
 }
 
-/// How an [`OwnerObservation`] was made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ObservedHow {
-    Accept,
-    SocketIo,
-}
-
-/// A process seen holding a socket, in process context (the BPF side's
-/// accept() and send/recv probes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OwnerObservation {
-    pub ts_boot_ns: u64,
-    pub skaddr: u64,
-    pub tgid: u32,
-    pub pid: u32,
-    pub comm: Comm,
-    pub how: ObservedHow,
-    pub cgroup_id: u64,
-}
-
-impl OwnerObservation {
-    pub fn owner(&self) -> Owner {
+impl Owner {
+    /// The process an accept() returned the socket to.
+    pub fn accepted(seen: &OwnerSeen) -> Owner {
         Owner {
-            tgid: self.tgid,
-            pid: self.pid,
-            comm: self.comm,
-            how: match self.how {
-                ObservedHow::Accept => OwnerHow::Accept,
-                ObservedHow::SocketIo => OwnerHow::SocketIo,
-            },
-            cgroup_id: self.cgroup_id,
+            tgid: seen.task.tgid,
+            pid: seen.task.pid,
+            comm: seen.task.comm,
+            how: OwnerHow::Accept,
+            cgroup_id: seen.cgroup_id,
         }
     }
 }

@@ -187,7 +187,7 @@ pub struct ModelStats {
     /// Connections believed still closing when a new socket took their
     /// address, after lost events: given an inferred TIME_WAIT entry.
     pub inferred_superseded: u64,
-    /// [`ResetSeen`](super::ResetSeen) inputs.
+    /// [`ResetSent`](crate::wire::ResetSent) inputs.
     pub resets_seen: u64,
     /// TIME_WAIT entries those resets destroyed (also counted in
     /// `time_wait.reset`).

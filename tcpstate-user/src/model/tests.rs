@@ -4,9 +4,10 @@ use super::*;
 use crate::{
     addr::{ip_from_wire, Endpoint},
     tcp::{Family, TcpState, TcpState::*},
-    wire::{self, Comm, Record, Task, Transition},
+    testkit::{ep, task_thread},
+    wire::{self, Comm, Item, OwnerSeen, ResetSent, Task, Transition},
 };
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 
 const US: u64 = 1_000;
 const MS: u64 = 1_000_000;
@@ -22,17 +23,9 @@ const S_SK: u64 = 0xffff_8880_0000_0300;
 const CLIENT_TGID: u32 = 100;
 const SERVER_TGID: u32 = 200;
 
-fn ep(text: &str) -> Endpoint {
-    let addr: SocketAddr = text.parse().unwrap();
-    Endpoint::new(addr.ip(), addr.port())
-}
-
+/// A task on a thread other than its main one.
 fn task(tgid: u32, comm: &str) -> Task {
-    Task {
-        tgid,
-        pid: tgid + 1,
-        comm: Comm::from_str_lossy(comm),
-    }
+    task_thread(tgid, tgid + 1, comm)
 }
 
 /// Interrupt context: the idle task.
@@ -101,15 +94,43 @@ impl Sock {
     }
 }
 
-fn seen(ts: u64, skaddr: u64, tgid: u32, comm: &str, how: ObservedHow) -> OwnerObservation {
-    OwnerObservation {
-        ts_boot_ns: ts,
+/// An owner observation as the model takes it: by accept() (what the
+/// source delivers) or by socket I/O.
+#[derive(Clone, Copy)]
+struct Seen {
+    ts: u64,
+    skaddr: u64,
+    owner: Owner,
+}
+
+fn seen(ts: u64, skaddr: u64, tgid: u32, comm: &str, how: OwnerHow) -> Seen {
+    Seen {
+        ts,
         skaddr,
-        tgid,
-        pid: tgid + 1,
-        comm: Comm::from_str_lossy(comm),
-        how,
-        cgroup_id: 0,
+        owner: Owner {
+            tgid,
+            pid: tgid + 1,
+            comm: Comm::from_str_lossy(comm),
+            how,
+            cgroup_id: 0,
+        },
+    }
+}
+
+/// The accept() item the source delivers for an observation.
+fn accepted(seen: &Seen) -> Item {
+    Item::Accepted(OwnerSeen {
+        ts_boot_ns: seen.ts,
+        skaddr: seen.skaddr,
+        task: task_thread(seen.owner.tgid, seen.owner.pid, "o"),
+        cgroup_id: seen.owner.cgroup_id,
+        netns: NETNS,
+    })
+}
+
+impl Model {
+    fn observe(&mut self, seen: &Seen) {
+        self.apply_owner(seen.ts, seen.skaddr, seen.owner);
     }
 }
 
@@ -151,7 +172,7 @@ struct Pair {
     server: Sock,
 }
 
-fn open_pair(m: &mut Model, accepted: Option<ObservedHow>) -> Pair {
+fn open_pair(m: &mut Model, accepted: Option<OwnerHow>) -> Pair {
     let listener = Sock::new(L_SK, SERVER, ANY, server_task());
     let client = Sock::new(C_SK, CLIENT, SERVER, client_task());
     let server = Sock::new(S_SK, SERVER, CLIENT, client_task());
@@ -162,7 +183,7 @@ fn open_pair(m: &mut Model, accepted: Option<ObservedHow>) -> Pair {
     step(m, client.t(S + 20 * US, SynSent, Established));
     step(m, server.t(S + 30 * US, SynRecv, Established));
     if let Some(how) = accepted {
-        m.apply_owner(&seen(S + 50 * US, S_SK, SERVER_TGID, "server", how));
+        m.observe(&seen(S + 50 * US, S_SK, SERVER_TGID, "server", how));
     }
     Pair { client, server }
 }
@@ -170,7 +191,7 @@ fn open_pair(m: &mut Model, accepted: Option<ObservedHow>) -> Pair {
 #[test]
 fn client_closes_first() {
     let mut m = Model::default();
-    let Pair { client, server } = open_pair(&mut m, Some(ObservedHow::Accept));
+    let Pair { client, server } = open_pair(&mut m, Some(OwnerHow::Accept));
 
     let c = m.connection(C_SK).unwrap();
     assert_eq!(c.open, OpenKind::Active);
@@ -243,7 +264,7 @@ fn client_closes_first() {
 #[test]
 fn server_closes_first_time_wait_goes_to_the_accepting_process() {
     let mut m = Model::default();
-    let Pair { client, server } = open_pair(&mut m, Some(ObservedHow::Accept));
+    let Pair { client, server } = open_pair(&mut m, Some(OwnerHow::Accept));
     let server = server.on(server_task());
     step(&mut m, server.t(2 * S, Established, FinWait1));
     step(&mut m, client.t(2 * S + 5 * US, Established, CloseWait));
@@ -296,25 +317,13 @@ fn unaccepted_server_socket_is_charged_to_its_listener_as_inherited() {
 #[test]
 fn accept_replaces_an_owner_seen_through_io_but_not_the_reverse() {
     let mut m = Model::default();
-    open_pair(&mut m, Some(ObservedHow::SocketIo));
-    m.apply_owner(&seen(S + 60 * US, S_SK, 300, "worker", ObservedHow::Accept));
-    m.apply_owner(&seen(
-        S + 70 * US,
-        S_SK,
-        400,
-        "other",
-        ObservedHow::SocketIo,
-    ));
+    open_pair(&mut m, Some(OwnerHow::SocketIo));
+    m.observe(&seen(S + 60 * US, S_SK, 300, "worker", OwnerHow::Accept));
+    m.observe(&seen(S + 70 * US, S_SK, 400, "other", OwnerHow::SocketIo));
     let owner = m.connection(S_SK).unwrap().owner();
     assert_eq!(owner_of(owner), Some((300, OwnerHow::Accept)));
     // Observations from interrupt context are never owners.
-    m.apply_owner(&seen(
-        S + 80 * US,
-        C_SK,
-        0,
-        "swapper/0",
-        ObservedHow::SocketIo,
-    ));
+    m.observe(&seen(S + 80 * US, C_SK, 0, "swapper/0", OwnerHow::SocketIo));
     let owner = m.connection(C_SK).unwrap().owner();
     assert_eq!(owner_of(owner), Some((CLIENT_TGID, OwnerHow::Connect)));
     assert_eq!(m.stats().owner_ignored, 1);
@@ -340,7 +349,7 @@ fn owner_comes_only_from_process_context() {
 #[test]
 fn simultaneous_close_leaves_time_wait_on_both_sides() {
     let mut m = Model::default();
-    let Pair { client, server } = open_pair(&mut m, Some(ObservedHow::Accept));
+    let Pair { client, server } = open_pair(&mut m, Some(OwnerHow::Accept));
     step(&mut m, client.t(2 * S, Established, FinWait1));
     step(&mut m, server.t(2 * S + US, Established, FinWait1));
     step(&mut m, client.t(2 * S + 5 * US, FinWait1, Closing));
@@ -370,7 +379,7 @@ fn simultaneous_close_leaves_time_wait_on_both_sides() {
 #[test]
 fn reset_leaves_no_time_wait() {
     let mut m = Model::default();
-    let Pair { client, server } = open_pair(&mut m, Some(ObservedHow::Accept));
+    let Pair { client, server } = open_pair(&mut m, Some(OwnerHow::Accept));
     let c = finish(&mut m, client.t(2 * S, Established, Close));
     let s = finish(&mut m, server.t(2 * S + 5 * US, Established, Close));
     for conn in [&c, &s] {
@@ -384,7 +393,7 @@ fn reset_leaves_no_time_wait() {
 #[test]
 fn a_reset_from_the_local_peer_kills_a_time_wait_waiting_for_its_fin() {
     let mut m = Model::default();
-    let Pair { client, server } = open_pair(&mut m, Some(ObservedHow::Accept));
+    let Pair { client, server } = open_pair(&mut m, Some(OwnerHow::Accept));
     step(&mut m, client.t(2 * S, Established, FinWait1));
     step(&mut m, server.t(2 * S + US, Established, CloseWait));
     step(&mut m, client.t(2 * S + 2 * US, FinWait1, FinWait2));
@@ -496,7 +505,7 @@ fn address_reuse_after_close_starts_a_new_connection() {
 #[test]
 fn lost_events_mark_uncertain_and_inconsistent_sequences_do_not_panic() {
     let mut m = Model::default();
-    let Pair { client, server } = open_pair(&mut m, Some(ObservedHow::Accept));
+    let Pair { client, server } = open_pair(&mut m, Some(OwnerHow::Accept));
     m.on_lost(0);
     assert_eq!(m.stats().uncertain_marked, 0);
     m.on_lost(5);
@@ -535,8 +544,8 @@ fn out_of_order_transitions_in_one_batch_are_sorted() {
     let listener = Sock::new(L_SK, SERVER, ANY, server_task());
     let client = Sock::new(C_SK, CLIENT, SERVER, client_task());
     let server = Sock::new(S_SK, SERVER, CLIENT, client_task());
-    let accept = seen(S + 4 * US, S_SK, SERVER_TGID, "server", ObservedHow::Accept);
-    let t = Input::Transition;
+    let accept = seen(S + 4 * US, S_SK, SERVER_TGID, "server", OwnerHow::Accept);
+    let t = Item::Transition;
     // The in-order story: open, client closes first, server closes.
     let in_order = vec![
         t(listener.t(1_000, Close, Listen)),
@@ -546,11 +555,14 @@ fn out_of_order_transitions_in_one_batch_are_sorted() {
             .t(S + US, Listen, SynRecv)),
         t(client.t(S + 2 * US, SynSent, Established)),
         t(server.t(S + 3 * US, SynRecv, Established)),
-        Input::Owner(accept),
+        accepted(&accept),
         t(client.t(2 * S, Established, FinWait1)),
         t(server.t(2 * S + US, Established, CloseWait)),
         t(client.t(2 * S + 2 * US, FinWait1, FinWait2)),
-        Input::Lost { total: 0 },
+        Item::Lost {
+            total: 0,
+            ts_boot_ns: 2 * S + 2 * US,
+        },
         t(client.t(2 * S + 3 * US, FinWait2, Close)),
         t(server.t(2 * S + 4 * US, CloseWait, LastAck)),
         t(server.t(2 * S + 5 * US, LastAck, Close)),
@@ -580,7 +592,7 @@ fn out_of_order_transitions_in_one_batch_are_sorted() {
 fn late_transitions_from_a_later_batch_are_merged_or_ignored() {
     let mut m = Model::default();
     let client = Sock::new(C_SK, CLIENT, SERVER, softirq());
-    m.apply_batch(&[Input::Transition(client.t(
+    m.apply_batch(&[Item::Transition(client.t(
         S + 20 * US,
         SynSent,
         Established,
@@ -588,7 +600,7 @@ fn late_transitions_from_a_later_batch_are_merged_or_ignored() {
     assert_eq!(m.connection(C_SK).unwrap().owner(), None);
     // Its birth comes one batch later: merged, not a new socket.
     let birth = client.at("127.0.0.1:0", SERVER).on(client_task());
-    let finished = m.apply_batch(&[Input::Transition(birth.t(S, Close, SynSent))]);
+    let finished = m.apply_batch(&[Item::Transition(birth.t(S, Close, SynSent))]);
     assert!(finished.is_empty());
     let c = m.connection(C_SK).unwrap();
     assert!(c.birth_seen);
@@ -647,7 +659,7 @@ fn ipv4_mapped_and_ipv4_are_the_same_tuple() {
     };
     assert_ne!(raw.local, tw_flow.local, "different before decoding");
     let bytes = wire::event_bytes(&wire::encode(&raw));
-    let Ok(Record::Transition(decoded)) = wire::decode(&bytes) else {
+    let Ok(Item::Transition(decoded)) = wire::decode(&bytes) else {
         panic!("decoding failed");
     };
     assert_eq!(
@@ -840,7 +852,7 @@ fn passive_in_close_wait(
     step(m, first.t(cw_at - 3 * MS, Listen, SynRecv));
     step(m, child.t(cw_at - 2 * MS, SynRecv, Established));
     if let Some((tgid, comm)) = owner {
-        m.apply_owner(&seen(cw_at - MS, skaddr, tgid, comm, ObservedHow::Accept));
+        m.observe(&seen(cw_at - MS, skaddr, tgid, comm, OwnerHow::Accept));
     }
     step(m, child.t(cw_at, Established, CloseWait));
 }
@@ -978,7 +990,7 @@ fn bounded_eviction_drops_the_least_recently_updated() {
         let sock = Sock::new(0x10_000 + i, "10.0.0.1:0", "10.0.0.2:80", client_task());
         step(&mut m, sock.t(i, Close, SynSent));
         // Socket 0 keeps being updated, so it is never the oldest.
-        m.apply_owner(&seen(i, 0x10_000, 1, "x", ObservedHow::SocketIo));
+        m.observe(&seen(i, 0x10_000, 1, "x", OwnerHow::SocketIo));
         assert!(m.len() <= max);
     }
     let stats = m.stats();
@@ -1059,14 +1071,14 @@ fn snapshot_sockets_are_continued_by_their_transitions() {
 fn owner_seen_before_the_first_transition_waits_for_it() {
     let mut m = Model::default();
     // I/O on a socket older than the tracer, then its first transition.
-    m.apply_owner(&seen(S, 0x77, 9, "app", ObservedHow::SocketIo));
+    m.observe(&seen(S, 0x77, 9, "app", OwnerHow::SocketIo));
     assert_eq!(m.pending_owners(), 1);
     let old = Sock::new(0x77, "10.0.0.1:1", "10.0.0.2:2", softirq());
     step(&mut m, old.t(2 * S, Established, CloseWait));
     assert_eq!(m.connection(0x77).unwrap().owner().unwrap().tgid, 9);
     // An observation older than a birth at its address was about the
     // previous socket.
-    m.apply_owner(&seen(3 * S, 0x78, 9, "app", ObservedHow::SocketIo));
+    m.observe(&seen(3 * S, 0x78, 9, "app", OwnerHow::SocketIo));
     let new = Sock::new(0x78, "10.0.0.1:0", "10.0.0.2:2", task(10, "new"));
     step(&mut m, new.t(4 * S, Close, SynSent));
     assert_eq!(m.connection(0x78).unwrap().owner().unwrap().tgid, 10);
@@ -1077,7 +1089,7 @@ fn owner_seen_before_the_first_transition_waits_for_it() {
 #[test]
 fn state_counts_group_by_process_port_and_remote() {
     let mut m = Model::default();
-    open_pair(&mut m, Some(ObservedHow::Accept));
+    open_pair(&mut m, Some(OwnerHow::Accept));
     close_clients_first(&mut m, 0x1000, 2, 2 * S);
     let counts = m.stat();
     assert_eq!(counts.count(Established), 2);
@@ -1102,7 +1114,7 @@ fn state_counts_group_by_process_port_and_remote() {
 /// model last saw it enter `believed` (FIN_WAIT1, FIN_WAIT2 or CLOSING).
 /// The server is left in CLOSE_WAIT (or LAST_ACK after CLOSING).
 fn client_stuck_closing(m: &mut Model, believed: TcpState) -> Pair {
-    let pair = open_pair(m, Some(ObservedHow::Accept));
+    let pair = open_pair(m, Some(OwnerHow::Accept));
     let (client, server) = (pair.client, pair.server);
     step(m, client.t(2 * S, Established, FinWait1));
     step(m, server.t(2 * S + 10 * US, Established, CloseWait));
@@ -1170,9 +1182,12 @@ fn missed_client_close_is_recovered_from_the_local_peer_last_ack() {
         // entry, no new connection.
         let old = if both { Closing } else { FinWait2 };
         let late = [
-            Input::Lost { total: 1 },
-            Input::Transition(client.t(2 * S + 20 * US, FinWait1, FinWait2)),
-            Input::Transition(client.t(2 * S + 34 * US, old, Close)),
+            Item::Lost {
+                total: 1,
+                ts_boot_ns: 2 * S + 20 * US,
+            },
+            Item::Transition(client.t(2 * S + 20 * US, FinWait1, FinWait2)),
+            Item::Transition(client.t(2 * S + 34 * US, old, Close)),
         ];
         assert!(m.apply_batch(&late).is_empty());
         let skewed = client.t(closed_at + US, old, Close);
@@ -1194,7 +1209,7 @@ fn a_peer_close_does_not_finish_a_connection_that_is_not_closing() {
     // Nothing to infer for a client seen all the way to CLOSE, or for one
     // that is not closing (inconsistent input, or another 4-tuple).
     let mut m = Model::default();
-    let Pair { server, .. } = open_pair(&mut m, Some(ObservedHow::Accept));
+    let Pair { server, .. } = open_pair(&mut m, Some(OwnerHow::Accept));
     step(&mut m, server.t(2 * S, Established, CloseWait));
     step(&mut m, server.t(2 * S + US, CloseWait, LastAck));
     let finished = step(&mut m, server.t(2 * S + 2 * US, LastAck, Close));
@@ -1279,9 +1294,10 @@ fn supersede_after_the_peer_fin_dates_the_inferred_entry_from_it() {
     assert_eq!(m.stats().time_wait.reset, 1);
 }
 
-fn reset(src: &str, dst: &str, sender: Option<TcpState>, ts: u64) -> ResetSeen {
-    ResetSeen {
+fn reset(src: &str, dst: &str, sender: Option<TcpState>, ts: u64) -> ResetSent {
+    ResetSent {
         ts_boot_ns: ts,
+        sender: 0,
         netns: NETNS,
         segment_src: ep(src),
         segment_dst: ep(dst),
@@ -1289,8 +1305,8 @@ fn reset(src: &str, dst: &str, sender: Option<TcpState>, ts: u64) -> ResetSeen {
     }
 }
 
-fn apply_reset(m: &mut Model, r: ResetSeen) {
-    assert!(m.apply(&Input::Reset(r)).is_empty());
+fn apply_reset(m: &mut Model, r: ResetSent) {
+    assert!(m.apply(&Item::ResetSent(r)).is_empty());
     m.check_invariants();
 }
 
@@ -1349,7 +1365,7 @@ fn a_reset_sent_by_a_time_wait_socket_destroys_it() {
 #[test]
 fn resets_that_match_no_time_wait_are_harmless() {
     let mut m = Model::default();
-    open_pair(&mut m, Some(ObservedHow::Accept));
+    open_pair(&mut m, Some(OwnerHow::Accept));
     close_clients_first(&mut m, 0x1000, 1, S);
     let before = m.stats();
     let live = m.connection(C_SK).unwrap().clone();
@@ -1363,7 +1379,7 @@ fn resets_that_match_no_time_wait_are_harmless() {
     // Older than the time-wait socket: about the socket before it.
     apply_reset(&mut m, reset(TW_CLIENT, SERVER, Some(Listen), S));
     // Same tuple, another namespace.
-    let elsewhere = ResetSeen {
+    let elsewhere = ResetSent {
         netns: 7,
         ..reset(TW_CLIENT, SERVER, Some(Listen), 2 * S)
     };
@@ -1392,7 +1408,7 @@ fn resets_that_match_no_time_wait_are_harmless() {
 fn a_reset_with_an_unknown_namespace_acts_only_when_one_namespace_matches() {
     let mut m = Model::default();
     close_clients_first(&mut m, 0x1000, 1, S);
-    let unknown_ns = ResetSeen {
+    let unknown_ns = ResetSent {
         netns: 0,
         ..reset(TW_CLIENT, SERVER, Some(Listen), 2 * S)
     };
@@ -1408,7 +1424,7 @@ fn a_reset_with_an_unknown_namespace_acts_only_when_one_namespace_matches() {
     };
     finish(&mut m, other_ns.t(3 * S, FinWait2, Close));
     assert_eq!(m.time_wait().len(), 2);
-    let later = ResetSeen {
+    let later = ResetSent {
         ts_boot_ns: 4 * S,
         ..unknown_ns
     };
@@ -1416,7 +1432,7 @@ fn a_reset_with_an_unknown_namespace_acts_only_when_one_namespace_matches() {
     assert_eq!(m.time_wait().len(), 2);
     assert_eq!(m.stats().resets_ambiguous, 1);
     // Known namespace: exact.
-    let in_7 = ResetSeen { netns: 7, ..later };
+    let in_7 = ResetSent { netns: 7, ..later };
     apply_reset(&mut m, in_7);
     assert!(m.time_wait().get(&flow(TW_CLIENT, SERVER)).is_some());
     assert_eq!(m.time_wait().len_in_netns(7), 0);
@@ -1432,14 +1448,14 @@ fn resets_in_a_batch_are_ordered_by_time() {
     let again = Sock::new(0x2000, TW_CLIENT, SERVER, client_task());
     let rst = reset(TW_CLIENT, SERVER, Some(Listen), 3 * S);
     let batch = [
-        Input::Reset(rst),
-        Input::Transition(again.at("127.0.0.1:0", SERVER).t(2 * S, Close, SynSent)),
-        Input::Transition(again.t(2 * S + 1, SynSent, Established)),
-        Input::Transition(again.t(2 * S + 2, Established, FinWait1)),
-        Input::Transition(again.t(2 * S + 3, FinWait1, FinWait2)),
-        Input::Transition(again.t(2 * S + 4, FinWait2, Close)),
+        Item::ResetSent(rst),
+        Item::Transition(again.at("127.0.0.1:0", SERVER).t(2 * S, Close, SynSent)),
+        Item::Transition(again.t(2 * S + 1, SynSent, Established)),
+        Item::Transition(again.t(2 * S + 2, Established, FinWait1)),
+        Item::Transition(again.t(2 * S + 3, FinWait1, FinWait2)),
+        Item::Transition(again.t(2 * S + 4, FinWait2, Close)),
     ];
-    assert_eq!(Input::Reset(rst).ts_boot_ns(), Some(3 * S));
+    assert_eq!(Item::ResetSent(rst).ts_boot_ns(), 3 * S);
     assert_eq!(m.apply_batch(&batch).len(), 1);
     assert!(m.time_wait().is_empty());
     let tw = m.stats().time_wait;
@@ -1514,8 +1530,8 @@ fn random_transition(rng: &mut Rng, m: &Model, ts: &mut u64) -> Transition {
     }
 }
 
-fn random_owner(rng: &mut Rng, ts: u64) -> OwnerObservation {
-    let how = rng.pick(&[ObservedHow::Accept, ObservedHow::SocketIo]);
+fn random_owner(rng: &mut Rng, ts: u64) -> Seen {
+    let how = rng.pick(&[OwnerHow::Accept, OwnerHow::SocketIo]);
     let at = ts.saturating_sub(rng.below(S));
     seen(at, 1 + rng.below(60), rng.below(4) as u32, "o", how)
 }
@@ -1532,7 +1548,7 @@ fn random_existing(rng: &mut Rng) -> ExistingSocket {
     }
 }
 
-fn random_reset(rng: &mut Rng, m: &Model, ts: u64) -> ResetSeen {
+fn random_reset(rng: &mut Rng, m: &Model, ts: u64) -> ResetSent {
     let stamp = match rng.below(16) {
         0 => u64::MAX - rng.below(4),
         1 => rng.below(S),
@@ -1567,8 +1583,9 @@ fn random_reset(rng: &mut Rng, m: &Model, ts: u64) -> ResetSeen {
             rng.below(3) as u32,
         ),
     };
-    ResetSeen {
+    ResetSent {
         ts_boot_ns: stamp,
+        sender: 0,
         netns,
         segment_src,
         segment_dst,
@@ -1597,9 +1614,9 @@ fn hostile_input_never_panics() {
             }
             65..=69 => {
                 let r = random_reset(&mut rng, &m, ts);
-                assert!(m.apply(&Input::Reset(r)).is_empty());
+                assert!(m.apply(&Item::ResetSent(r)).is_empty());
             }
-            70..=79 => m.apply_owner(&random_owner(&mut rng, ts)),
+            70..=79 => m.observe(&random_owner(&mut rng, ts)),
             80..=82 => m.on_lost(rng.below(100)),
             83..=87 => {
                 let now = ts.saturating_sub(rng.below(200 * S));
@@ -1621,14 +1638,15 @@ fn hostile_input_never_panics() {
                 m.time_wait().by_remote_ip();
             }
             _ => {
-                let batch: Vec<Input> = (0..rng.below(8))
+                let batch: Vec<Item> = (0..rng.below(8))
                     .map(|_| match rng.below(10) {
-                        0 => Input::Lost {
+                        0 => Item::Lost {
                             total: rng.below(100),
+                            ts_boot_ns: ts,
                         },
-                        1..=2 => Input::Owner(random_owner(&mut rng, ts)),
-                        3 => Input::Reset(random_reset(&mut rng, &m, ts)),
-                        _ => Input::Transition(random_transition(&mut rng, &m, &mut ts)),
+                        1..=2 => accepted(&random_owner(&mut rng, ts)),
+                        3 => Item::ResetSent(random_reset(&mut rng, &m, ts)),
+                        _ => Item::Transition(random_transition(&mut rng, &m, &mut ts)),
                     })
                     .collect();
                 finished += m.apply_batch(&batch).len() as u64;

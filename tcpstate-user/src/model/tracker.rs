@@ -3,48 +3,24 @@
 use super::{
     config::ModelConfig,
     connection::{
-        is_birth, leaves_time_wait, tuple_is_complete, ClosedFirst, Connection, EndKind, FlowKey,
-        ListenerRef, OpenKind, TimeWaitFate,
+        is_birth, tuple_is_complete, Connection, EndKind, FlowKey, ListenerRef, OpenKind,
     },
     intern::Interner,
     leaks::{close_wait_leaks, LeakReport},
     live::{LiveTable, Slot, SocketKey},
-    owner::{Owner, OwnerHow, OwnerObservation, PendingOwners},
+    owner::{Owner, OwnerHow, PendingOwners},
     recent::RecentlyClosed,
-    reset::ResetSeen,
     snapshot::{ExistingSocket, ExistingSocketError},
     stats::{ModelStats, StateCounts},
-    time_wait::{ExpiryBasis, Inserted, TimeWaitEntry, TimeWaitRemoval, TimeWaitTable},
+    time_wait::{enters_time_wait, TimeWaitTable},
 };
-use crate::{tcp::TcpState, wire::Transition};
+use crate::{
+    tcp::TcpState,
+    wire::{Item, Transition},
+};
 
 /// Finished sockets remembered for recognising late transitions.
 const RECENTLY_CLOSED: usize = 1 << 14;
-
-/// One input to the model, as a source delivers it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Input {
-    Transition(Transition),
-    Owner(OwnerObservation),
-    /// The kernel's count of records it could not deliver grew to `total`.
-    Lost {
-        total: u64,
-    },
-    /// A RST this host sent in response to a segment from `segment_src` to
-    /// `segment_dst`.
-    Reset(ResetSeen),
-}
-
-impl Input {
-    pub fn ts_boot_ns(&self) -> Option<u64> {
-        match self {
-            Input::Transition(t) => Some(t.ts_boot_ns),
-            Input::Owner(o) => Some(o.ts_boot_ns),
-            Input::Reset(r) => Some(r.ts_boot_ns),
-            Input::Lost { .. } => None,
-        }
-    }
-}
 
 /// The state of every traced socket, reconstructed from transitions.
 ///
@@ -54,18 +30,20 @@ impl Input {
 /// the model believes are counted, and the kernel's word is taken.
 #[derive(Debug)]
 pub struct Model {
-    config: ModelConfig,
-    live: LiveTable,
+    // Visible to the model's modules: the TIME_WAIT rules
+    // (time_wait/rules.rs) are methods of the model too.
+    pub(super) config: ModelConfig,
+    pub(super) live: LiveTable,
     /// Owners and listeners, shared by the connections that refer to them.
-    owners: Interner<Owner>,
-    listener_refs: Interner<ListenerRef>,
-    time_wait: TimeWaitTable,
-    pending: PendingOwners,
-    recently_closed: RecentlyClosed,
-    stats: ModelStats,
-    next_id: u64,
-    next_snapshot_key: u64,
-    lost_seen: Option<u64>,
+    pub(super) owners: Interner<Owner>,
+    pub(super) listener_refs: Interner<ListenerRef>,
+    pub(super) time_wait: TimeWaitTable,
+    pub(super) pending: PendingOwners,
+    pub(super) recently_closed: RecentlyClosed,
+    pub(super) stats: ModelStats,
+    pub(super) next_id: u64,
+    pub(super) next_snapshot_key: u64,
+    pub(super) lost_seen: Option<u64>,
 }
 
 impl Default for Model {
@@ -103,38 +81,34 @@ impl Model {
     /// reach the ring buffer a few microseconds out of order (the order of
     /// reservation, not of the events); a stable sort by timestamp puts the
     /// transitions of one socket back in order, as long as they are in the
-    /// same batch. A `Lost` input keeps its place after the input before it.
-    /// Returns the connections that finished, in order.
-    pub fn apply_batch(&mut self, batch: &[Input]) -> Vec<Connection> {
-        let mut order: Vec<(u64, usize)> = Vec::with_capacity(batch.len());
-        let mut previous_ts = 0;
-        for (i, input) in batch.iter().enumerate() {
-            previous_ts = input.ts_boot_ns().unwrap_or(previous_ts);
-            order.push((previous_ts, i));
-        }
-        order.sort_by_key(|&(ts, _)| ts);
+    /// same batch. Returns the connections that finished, in order.
+    pub fn apply_batch(&mut self, batch: &[Item]) -> Vec<Connection> {
+        let mut order: Vec<&Item> = batch.iter().collect();
+        order.sort_by_key(|item| item.ts_boot_ns());
         let mut finished = Vec::new();
-        for (_, i) in order {
-            self.apply_into(&batch[i], &mut finished);
+        for item in order {
+            self.apply_into(item, &mut finished);
         }
         finished
     }
 
     /// Applies one input; returns the connections it finished.
-    pub fn apply(&mut self, input: &Input) -> Vec<Connection> {
+    pub fn apply(&mut self, item: &Item) -> Vec<Connection> {
         let mut finished = Vec::new();
-        self.apply_into(input, &mut finished);
+        self.apply_into(item, &mut finished);
         finished
     }
 
     /// [`Model::apply`], appending the connections it finished to
     /// `finished` (a buffer the caller reuses).
-    pub fn apply_into(&mut self, input: &Input, finished: &mut Vec<Connection>) {
-        match input {
-            Input::Transition(t) => self.apply_transition_into(t, finished),
-            Input::Owner(o) => self.apply_owner(o),
-            Input::Lost { total } => self.on_lost(*total),
-            Input::Reset(r) => self.apply_reset(r),
+    pub fn apply_into(&mut self, item: &Item, finished: &mut Vec<Connection>) {
+        match item {
+            Item::Transition(t) => self.apply_transition_into(t, finished),
+            Item::Accepted(seen) => {
+                self.apply_owner(seen.ts_boot_ns, seen.skaddr, Owner::accepted(seen))
+            }
+            Item::Lost { total, .. } => self.on_lost(*total),
+            Item::ResetSent(r) => self.apply_reset(r),
         }
     }
 
@@ -186,36 +160,34 @@ impl Model {
         }
     }
 
-    /// Records who holds a socket. Observations from task 0 (interrupt
+    /// Records who holds the socket at `skaddr`, as seen in process context
+    /// at `ts` (accept(); socket I/O). Observations from task 0 (interrupt
     /// context) are ignored; an observation for a socket not seen yet waits
     /// (bounded) for the socket's first transition.
-    pub fn apply_owner(&mut self, obs: &OwnerObservation) {
+    pub fn apply_owner(&mut self, ts: u64, skaddr: u64, owner: Owner) {
         self.stats.owner_observations += 1;
-        if obs.tgid == 0 {
+        if owner.tgid == 0 {
             self.stats.owner_ignored += 1;
             return;
         }
-        let slot = self.live.find(SocketKey::Addr(obs.skaddr));
+        let slot = self.live.find(SocketKey::Addr(skaddr));
         match slot.and_then(|s| Some((s, self.live.get(s)?))) {
             Some((slot, conn)) => {
-                if conn.birth_seen && obs.ts_boot_ns < conn.started_ns {
+                if conn.birth_seen && ts < conn.started_ns {
                     // About an earlier socket at the same address.
                     self.stats.owner_unmatched += 1;
                     return;
                 }
                 let owners = &mut self.owners;
                 self.live
-                    .update(slot, |conn| conn.offer_owner(obs.owner(), owners));
+                    .update(slot, |conn| conn.offer_owner(owner, owners));
             }
-            None if self
-                .recently_closed
-                .predates_close(obs.skaddr, obs.ts_boot_ns) =>
-            {
+            None if self.recently_closed.predates_close(skaddr, ts) => {
                 self.stats.owner_unmatched += 1;
             }
             None => {
                 let dropped = self.pending.dropped();
-                self.pending.insert(obs.skaddr, obs.owner(), obs.ts_boot_ns);
+                self.pending.insert(skaddr, owner, ts);
                 self.stats.owner_unmatched += self.pending.dropped() - dropped;
             }
         }
@@ -237,79 +209,6 @@ impl Model {
                 self.stats.uncertain_marked += 1;
             }
         }
-    }
-
-    /// A RST this host sent. The time-wait socket it destroys, if any, leaves
-    /// the TIME_WAIT table (reason [`TimeWaitRemoval::Reset`]):
-    ///
-    /// - sent by a time-wait socket (`sender_state` TimeWait, the kernel's
-    ///   TCP_TW_RST): that socket, local `segment_dst`, remote
-    ///   `segment_src`, is destroyed;
-    /// - otherwise the RST reaches `segment_src`; if that is a local
-    ///   time-wait socket (local `segment_src`, remote `segment_dst`), it is
-    ///   destroyed unless `rfc1337` is set (TIME-WAIT assassination).
-    ///
-    /// Live connections are left alone: one that receives the RST shows it
-    /// with its own transition to CLOSE. With `netns` 0 (unknown) the
-    /// 4-tuple is looked up in every namespace and acted on only if exactly
-    /// one has it. A RST older than the entry it would remove was about an
-    /// earlier socket with that 4-tuple and is ignored.
-    pub fn apply_reset(&mut self, reset: &ResetSeen) {
-        self.stats.resets_seen += 1;
-        let ts = reset.ts_boot_ns;
-        let sent_by_time_wait = reset.sender_state == Some(TcpState::TimeWait);
-        let (local, remote) = if sent_by_time_wait {
-            (reset.segment_dst, reset.segment_src)
-        } else if self.config.rfc1337 {
-            return;
-        } else {
-            (reset.segment_src, reset.segment_dst)
-        };
-        let flow = match self.time_wait.find(reset.netns, local, remote) {
-            Ok(flow) => flow,
-            Err(0) => return,
-            Err(_) => {
-                self.stats.resets_ambiguous += 1;
-                return;
-            }
-        };
-        let Some(entry) = self.time_wait.get(&flow) else {
-            return;
-        };
-        if entry.started_ns.is_some_and(|started| ts < started) {
-            return;
-        }
-        if entry.expires_ns <= ts {
-            // The kernel had freed it already: the RST was for something
-            // else (or nothing).
-            self.time_wait.remove(&flow, TimeWaitRemoval::Expired);
-            return;
-        }
-        if !sent_by_time_wait && self.received_by_live(&flow, entry) {
-            return;
-        }
-        self.time_wait.remove(&flow, TimeWaitRemoval::Reset);
-        self.stats.resets_time_wait_removed += 1;
-    }
-
-    /// Whether a RST to `flow` goes to a live, synchronized connection
-    /// rather than to the time-wait `entry`. A live connection that takes a
-    /// 4-tuple removes its TIME_WAIT entry, so the two coexist only when the
-    /// live one is stale (its CLOSE missed) — unless it has moved since the
-    /// entry was made.
-    fn received_by_live(&self, flow: &FlowKey, entry: &TimeWaitEntry) -> bool {
-        use TcpState::*;
-        let Some(conn) = self.live.by_flow(flow).and_then(|slot| self.live.get(slot)) else {
-            return false;
-        };
-        let synchronized = matches!(
-            conn.state,
-            Established | FinWait1 | FinWait2 | CloseWait | Closing | LastAck
-        );
-        synchronized
-            && entry
-                .started_ns
-                .is_some_and(|started| conn.last_ns >= started)
     }
 
     /// Adds a socket that existed before tracing started, seen at `now_ns`.
@@ -400,19 +299,6 @@ impl Model {
         }
         self.evict();
         Ok(())
-    }
-
-    /// Removes the TIME_WAIT entries whose predicted expiry is at or before
-    /// `now_ns`, and returns them, soonest first.
-    pub fn expire(&mut self, now_ns: u64) -> Vec<TimeWaitEntry> {
-        self.time_wait
-            .expire(now_ns.saturating_sub(self.config.time_wait_grace_ns()))
-    }
-
-    /// A time-wait socket was killed by a reset (learnt elsewhere: the
-    /// tracepoint does not show it).
-    pub fn time_wait_reset(&mut self, flow: &FlowKey) -> Option<TimeWaitEntry> {
-        self.time_wait.remove(flow, TimeWaitRemoval::Reset)
     }
 
     pub fn time_wait(&self) -> &TimeWaitTable {
@@ -539,10 +425,7 @@ impl Model {
             }
         }
         if t.new == TcpState::LastAck {
-            // The peer of a loopback connection sent its FIN: our side's
-            // time-wait socket now has its final 60 s.
-            self.time_wait
-                .peer_fin(&flow.mirrored(), t.ts_boot_ns, self.config.time_wait_ns());
+            self.peer_sent_fin(&flow, t.ts_boot_ns);
         }
     }
 
@@ -570,16 +453,8 @@ impl Model {
             // the miss). An active closer is freed through the time-wait
             // hand-over far more often than by a reset: infer TIME_WAIT.
             if closing {
-                if let Some(flow) = conn.complete_flow() {
-                    let time_wait_ns = self.config.time_wait_ns();
-                    let expiry = match self.peer_fin_ns(&flow) {
-                        Some(fin) => (fin.saturating_add(time_wait_ns), ExpiryBasis::PeerFin),
-                        None => (ts.saturating_add(time_wait_ns), ExpiryBasis::Superseded),
-                    };
-                    let closing_state = conn.state;
-                    conn.time_wait =
-                        self.insert_time_wait(&conn, ts, None, closing_state, expiry, true);
-                    self.stats.inferred_superseded += 1;
+                if let Some(fate) = self.infer_time_wait_of_superseded(&conn, ts) {
+                    conn.time_wait = fate;
                 }
             }
             self.stats.missed_close += 1;
@@ -677,18 +552,6 @@ impl Model {
         })
     }
 
-    /// A live connection now uses `flow`: a time-wait socket with the same
-    /// 4-tuple is gone (reused, or expired if its time had come).
-    fn tuple_taken(&mut self, flow: FlowKey, ts: u64) {
-        self.time_wait.remove_if(&flow, |entry| {
-            Some(if entry.expires_ns <= ts {
-                TimeWaitRemoval::Expired
-            } else {
-                TimeWaitRemoval::Reused
-            })
-        });
-    }
-
     /// A transition for an unknown address that is older than what ended
     /// there: the late tail of a finished socket. Seen either as the CLOSE at
     /// the same address, or as the time-wait socket its 4-tuple went to (a
@@ -718,7 +581,7 @@ impl Model {
 
     fn finish(&mut self, mut conn: Connection, t: &Transition, finished: &mut Vec<Connection>) {
         self.recently_closed.insert(t.skaddr, t.ts_boot_ns);
-        if leaves_time_wait(t.old, t.new) {
+        if enters_time_wait(t.old, t.new) {
             conn.time_wait = self.enter_time_wait(&conn, t);
         }
         if (t.old, t.new) == (TcpState::CloseWait, TcpState::Close) {
@@ -731,198 +594,6 @@ impl Model {
         }
         self.stats.connections_finished += 1;
         finished.push(conn);
-    }
-
-    /// `peer` went LAST_ACK→CLOSE at `t`: the ACK of its FIN arrived, so
-    /// the other end received that FIN. If the other end is traced here (the
-    /// mirrored 4-tuple in the same namespace, as on loopback) and still
-    /// believed in FIN_WAIT1, FIN_WAIT2 or CLOSING, its way into TIME_WAIT
-    /// was missed: finish it as if FIN_WAIT2→CLOSE (or CLOSING→CLOSE) had
-    /// been seen at `t`, with a TIME_WAIT entry expiring `time_wait_secs`
-    /// after the peer's FIN (its LAST_ACK), marked inferred.
-    fn infer_close_from_peer(
-        &mut self,
-        peer: &Connection,
-        t: &Transition,
-        finished: &mut Vec<Connection>,
-    ) {
-        use TcpState::*;
-        let ts = t.ts_boot_ns;
-        let Some(flow) = peer.complete_flow().map(|f| f.mirrored()) else {
-            return;
-        };
-        let Some(slot) = self.live.by_flow(&flow) else {
-            return;
-        };
-        let believed_closing = self
-            .live
-            .get(slot)
-            .is_some_and(|c| matches!(c.state, FinWait1 | FinWait2 | Closing) && c.last_ns <= ts);
-        if !believed_closing {
-            return;
-        }
-        let Some(mut conn) = self.live.remove(slot) else {
-            return;
-        };
-        let old = if conn.state == Closing {
-            Closing
-        } else {
-            FinWait2
-        };
-        let inferred = Transition {
-            ts_boot_ns: ts,
-            skaddr: conn.skaddr().unwrap_or(0),
-            family: conn.family,
-            local: conn.local,
-            remote: conn.remote,
-            old,
-            new: Close,
-            netns: conn.netns,
-            ..*t
-        };
-        conn.enter(&inferred, &self.config);
-        conn.uncertain = true;
-        if let Some(skaddr) = conn.skaddr() {
-            // Late records of the transitions that were missed (if they were
-            // only delayed) are then recognised as such.
-            self.recently_closed.insert(skaddr, ts);
-        }
-        let fin_ns = peer
-            .states()
-            .rev()
-            .find(|v| v.state == LastAck)
-            .and_then(|v| v.entered_ns)
-            .unwrap_or(ts);
-        let expiry = (
-            fin_ns.saturating_add(self.config.time_wait_ns()),
-            ExpiryBasis::PeerFin,
-        );
-        conn.time_wait = self.insert_time_wait(&conn, ts, Some(ts), old, expiry, true);
-        self.stats.inferred_closes += 1;
-        self.stats.connections_finished += 1;
-        finished.push(conn);
-    }
-
-    /// Records the time-wait socket that `conn`'s last transition `t` left.
-    fn enter_time_wait(&mut self, conn: &Connection, t: &Transition) -> TimeWaitFate {
-        let Some(flow) = conn.complete_flow() else {
-            return TimeWaitFate::Untracked;
-        };
-        let ts = t.ts_boot_ns;
-        let time_wait_ns = self.config.time_wait_ns();
-        let (expires_ns, basis) = if (t.old, t.new) == (TcpState::FinWait2, TcpState::Close) {
-            match self.peer_fin_ns(&flow) {
-                // If the FIN came before our close, TIME_WAIT starts now.
-                Some(fin) => (
-                    fin.max(ts).saturating_add(time_wait_ns),
-                    ExpiryBasis::PeerFin,
-                ),
-                None => (
-                    ts.saturating_add(time_wait_ns.max(self.config.fin_timeout_ns())),
-                    ExpiryBasis::FinTimeoutEstimate,
-                ),
-            }
-        } else {
-            (ts.saturating_add(time_wait_ns), ExpiryBasis::TimeWaitLen)
-        };
-        self.insert_time_wait(conn, ts, Some(ts), t.old, (expires_ns, basis), false)
-    }
-
-    /// Adds the TIME_WAIT entry of `conn`, which left `closing_state` for
-    /// TIME_WAIT (at `started_ns`, when known), as of `ts`.
-    fn insert_time_wait(
-        &mut self,
-        conn: &Connection,
-        ts: u64,
-        started_ns: Option<u64>,
-        closing_state: TcpState,
-        (expires_ns, basis): (u64, ExpiryBasis),
-        inferred: bool,
-    ) -> TimeWaitFate {
-        let Some(flow) = conn.complete_flow() else {
-            return TimeWaitFate::Untracked;
-        };
-        // What the kernel has freed by now does not count against the limit.
-        self.time_wait
-            .drop_expired(ts.saturating_sub(self.config.time_wait_grace_ns()));
-        let closed_first = match conn.closed_first {
-            ClosedFirst::Local | ClosedFirst::Both => conn.closed_first,
-            _ if closing_state == TcpState::Closing => ClosedFirst::Both,
-            _ => ClosedFirst::Local,
-        };
-        let entry = TimeWaitEntry {
-            flow,
-            family: conn.family,
-            owner: conn.attributed_owner(),
-            closed_first,
-            started_ns,
-            expires_ns,
-            basis,
-            connection_id: Some(conn.id),
-            inferred,
-        };
-        match self.time_wait.insert(entry) {
-            Inserted::Yes => TimeWaitFate::Entered,
-            Inserted::Overflow => TimeWaitFate::Overflow,
-            Inserted::OverMemory => TimeWaitFate::Untracked,
-        }
-    }
-
-    /// `conn` went CLOSE_WAIT→CLOSE: it reset instead of sending its FIN
-    /// (closed with unread data), or was reset for sending data. If its peer
-    /// is local and in time-wait still waiting for that FIN, the RST (or the
-    /// data) kills the time-wait socket.
-    fn peer_reset(&mut self, conn: &Connection, ts: u64) {
-        let Some(flow) = conn.complete_flow().map(|f| f.mirrored()) else {
-            return;
-        };
-        let waiting = self
-            .time_wait
-            .get(&flow)
-            .is_some_and(|e| e.basis.awaits_peer_fin() && e.started_ns.is_none_or(|s| s <= ts));
-        if waiting {
-            self.time_wait.remove(&flow, TimeWaitRemoval::Reset);
-        }
-    }
-
-    /// When the peer of a locally traced connection sent its FIN (it entered
-    /// LAST_ACK), if it did.
-    fn peer_fin_ns(&self, flow: &FlowKey) -> Option<u64> {
-        let peer = self.live.get(self.live.by_flow(&flow.mirrored())?)?;
-        (peer.state == TcpState::LastAck)
-            .then(|| peer.state_entered_ns())
-            .flatten()
-    }
-
-    fn insert_existing_time_wait(
-        &mut self,
-        sock: &ExistingSocket,
-        flow: FlowKey,
-        owner: Option<Owner>,
-        now_ns: u64,
-        left_ns: u64,
-    ) -> Result<(), ExistingSocketError> {
-        if !tuple_is_complete(&flow.local, &flow.remote) {
-            return Err(ExistingSocketError::IncompleteTuple);
-        }
-        self.time_wait
-            .drop_expired(now_ns.saturating_sub(self.config.time_wait_grace_ns()));
-        if self.time_wait.get(&flow).is_some() {
-            // Seen entering TIME_WAIT while tracing: that entry knows more.
-            return Ok(());
-        }
-        self.time_wait.insert(TimeWaitEntry {
-            flow,
-            family: sock.family,
-            owner,
-            closed_first: ClosedFirst::Local,
-            started_ns: None,
-            expires_ns: now_ns.saturating_add(left_ns),
-            basis: ExpiryBasis::Snapshot,
-            connection_id: None,
-            inferred: false,
-        });
-        Ok(())
     }
 
     fn evict(&mut self) {

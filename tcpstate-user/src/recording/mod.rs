@@ -166,10 +166,8 @@ pub fn encode_stream(
         }
     };
     for item in items {
-        if let (Some(span), Some(first), Some(ts)) =
-            (max_block_span_ns, encoder.first_ts, item_ts(&item))
-        {
-            if ts.saturating_sub(first) >= span {
+        if let (Some(span), Some(first)) = (max_block_span_ns, encoder.first_ts) {
+            if item.ts_boot_ns().saturating_sub(first) >= span {
                 flush(&mut encoder, &mut out);
             }
         }
@@ -180,16 +178,6 @@ pub fn encode_stream(
     }
     flush(&mut encoder, &mut out);
     out
-}
-
-/// The boot-time timestamp of an item, if it has one.
-pub fn item_ts(item: &Item) -> Option<u64> {
-    match item {
-        Item::Transition(t) => Some(t.ts_boot_ns),
-        Item::Accepted(a) => Some(a.ts_boot_ns),
-        Item::ResetSent(r) => Some(r.ts_boot_ns),
-        Item::Lost { ts_boot_ns, .. } => Some(*ts_boot_ns),
-    }
 }
 
 /// Parses arbitrary bytes as a recording, reading on after every error

@@ -13,6 +13,7 @@ use crate::{
         Item,
     },
     tcp::{Family, TcpState},
+    testkit::{self, task_thread as task, INIT_NETNS},
     wire::{Comm, OwnerSeen, ResetSent, Task, Transition},
 };
 use std::{
@@ -59,27 +60,17 @@ fn v6(s: &str, port: u16) -> Endpoint {
     Endpoint::new(IpAddr::V6(s.parse().unwrap()), port)
 }
 
-fn task(tgid: u32, pid: u32, comm: &str) -> Task {
-    Task {
-        tgid,
-        pid,
-        comm: Comm::from_str_lossy(comm),
-    }
-}
-
+/// Socket `skaddr` of 10.0.0.1:443 towards 192.0.2.7:50000 at `ts`, in
+/// softirq on CPU 1 of the initial namespace.
 fn transition(ts: u64, skaddr: u64, old: TcpState, new: TcpState) -> Transition {
     Transition {
-        ts_boot_ns: ts,
-        skaddr,
-        family: Family::Ipv4,
         local: v4(10, 0, 0, 1, 443),
         remote: v4(192, 0, 2, 7, 50_000),
-        old,
-        new,
         task: task(0, 0, "swapper/1"),
         cgroup_id: 1,
-        netns: 4_026_531_840,
+        netns: INIT_NETNS,
         cpu: 1,
+        ..testkit::transition(ts, skaddr, old, new)
     }
 }
 

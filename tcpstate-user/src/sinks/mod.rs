@@ -4,6 +4,7 @@ pub mod http;
 pub mod json;
 pub mod json_line;
 pub mod parquet;
+pub mod refreshed;
 pub mod table;
 
 use crate::{model::Owner, views::trace::TraceRow};

@@ -1,30 +1,19 @@
-//! Sources of transitions: the live kernel (ring buffer), later recordings.
+//! Sources: the live kernel (ring buffer), replayed recordings, the
+//! start-up snapshot, and every read of the host (`/proc`, `/proc/sys`).
 //!
-//! Everything after the source (model, views, sinks) sees only [`Item`]s, so
-//! live tracing and offline analysis share the rest of the pipeline.
+//! Everything after the source (model, views, sinks) sees only [`Item`]s
+//! and the facts read here, so live tracing and offline analysis share the
+//! rest of the pipeline, and views never read the host themselves.
 pub mod cgroup;
 pub mod live;
+pub mod net_counters;
+pub mod procfs;
 pub mod replay;
 pub mod snapshot;
 pub mod sysctl;
+pub mod sysctl_advice;
 
-use crate::wire::{OwnerSeen, ResetSent, Transition};
-
-/// One thing a source delivers, in the order it happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Item {
-    Transition(Transition),
-    /// A process got a socket from accept().
-    Accepted(OwnerSeen),
-    /// The host sent a RST in answer to a segment.
-    ResetSent(ResetSent),
-    /// The kernel's count of transitions it could not deliver grew to
-    /// `total`; `ts_boot_ns` is when the new total was read.
-    Lost {
-        total: u64,
-        ts_boot_ns: u64,
-    },
-}
+pub use crate::wire::Item;
 
 /// Counters every source keeps, shown in every output's summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -160,6 +160,6 @@ impl ReadAhead {
     fn report(&self, e: &dyn std::fmt::Display) {
         // Counted first: once `next` has seen the end, the count is final.
         self.damaged.fetch_add(1, Ordering::Relaxed);
-        eprintln!("tcpstate: error: {e}");
+        log::error!("{e}");
     }
 }

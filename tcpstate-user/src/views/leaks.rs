@@ -43,7 +43,7 @@ pub struct LeaksView {
     pub lost_events: u64,
 }
 
-impl crate::commands::refreshed::Report for LeaksView {
+impl crate::views::Report for LeaksView {
     fn table(&self) -> String {
         LeaksView::table(self)
     }

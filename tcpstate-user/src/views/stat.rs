@@ -42,7 +42,7 @@ fn names(tally: &BTreeMap<TcpState, usize>) -> BTreeMap<&'static str, usize> {
     tally.iter().map(|(s, n)| (s.name(), *n)).collect()
 }
 
-impl crate::commands::refreshed::Report for StatView {
+impl crate::views::Report for StatView {
     fn table(&self) -> String {
         StatView::table(self)
     }

@@ -172,51 +172,27 @@ impl StateClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        addr::Endpoint,
-        tcp::Family,
-        wire::{Comm, Task},
-    };
-    use std::net::{IpAddr, Ipv4Addr};
-
-    fn t(skaddr: u64, ts: u64, old: TcpState, new: TcpState) -> Transition {
-        let ep = Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
-        Transition {
-            ts_boot_ns: ts,
-            skaddr,
-            family: Family::Ipv4,
-            local: ep,
-            remote: ep,
-            old,
-            new,
-            task: Task {
-                tgid: 0,
-                pid: 0,
-                comm: Comm::default(),
-            },
-            cgroup_id: 0,
-            netns: 0,
-            cpu: 0,
-        }
-    }
+    use crate::testkit::transition;
 
     #[test]
     fn measures_time_in_the_old_state() {
         use TcpState::*;
         let mut clock = StateClock::default();
         assert_eq!(
-            clock.observe(&t(1, 100, Close, SynSent)).in_old_state_ns,
+            clock
+                .observe(&transition(100, 1, Close, SynSent))
+                .in_old_state_ns,
             None
         );
         assert_eq!(
             clock
-                .observe(&t(1, 350, SynSent, Established))
+                .observe(&transition(350, 1, SynSent, Established))
                 .in_old_state_ns,
             Some(250)
         );
         assert_eq!(
             clock
-                .observe(&t(1, 1350, Established, Close))
+                .observe(&transition(1350, 1, Established, Close))
                 .in_old_state_ns,
             Some(1000)
         );
@@ -227,11 +203,13 @@ mod tests {
     fn reused_address_starts_fresh() {
         use TcpState::*;
         let mut clock = StateClock::default();
-        clock.observe(&t(7, 10, Close, Listen));
-        clock.observe(&t(7, 20, Listen, Close));
+        clock.observe(&transition(10, 7, Close, Listen));
+        clock.observe(&transition(20, 7, Listen, Close));
         // A new socket at the same address: its first transition is unknown.
         assert_eq!(
-            clock.observe(&t(7, 30, Close, SynSent)).in_old_state_ns,
+            clock
+                .observe(&transition(30, 7, Close, SynSent))
+                .in_old_state_ns,
             None
         );
     }
@@ -240,10 +218,10 @@ mod tests {
     fn out_of_order_is_unknown_not_negative() {
         use TcpState::*;
         let mut clock = StateClock::default();
-        clock.observe(&t(1, 500, Close, SynSent));
+        clock.observe(&transition(500, 1, Close, SynSent));
         assert_eq!(
             clock
-                .observe(&t(1, 400, SynSent, Established))
+                .observe(&transition(400, 1, SynSent, Established))
                 .in_old_state_ns,
             None
         );
@@ -254,14 +232,14 @@ mod tests {
         use TcpState::*;
         let mut clock = StateClock::with_capacity(100);
         for i in 0..1_000u64 {
-            clock.observe(&t(i, i, Close, SynSent));
+            clock.observe(&transition(i, i, Close, SynSent));
             assert!(clock.len() <= 100);
         }
         assert!(clock.evicted() >= 900 - 50, "evicted {}", clock.evicted());
         // The newest sockets are still known.
         assert_eq!(
             clock
-                .observe(&t(999, 1_999, SynSent, Established))
+                .observe(&transition(1_999, 999, SynSent, Established))
                 .in_old_state_ns,
             Some(1_000)
         );

@@ -1,4 +1,10 @@
-//! What /proc says about a process and the machine.
+//! What /proc says about a process and the machine, for the benchmark.
+//!
+//! Not shared with `tcpstate::source::procfs`: xtask does not link the
+//! tcpstate library, whose build embeds the BPF object that xtask itself
+//! builds first (a dependency would compile the whole userspace, parquet
+//! included, before every `cargo xtask` command, with a stale or empty
+//! object). The two overlap in the `/proc/PID/stat` and `status` fields only.
 
 use std::fs;
 use std::time::Instant;

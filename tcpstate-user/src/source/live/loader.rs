@@ -3,7 +3,7 @@ use super::{preflight, tracefs, LiveError};
 use crate::{
     source::{Item, SourceStats},
     tcp::Family,
-    wire::{decode, Record},
+    wire::decode,
 };
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
@@ -146,7 +146,7 @@ impl LiveSource {
             .override_global(common::GLOBAL_WAKEUP_INTERVAL_NS, &interval_ns, true)
             .override_global(common::GLOBAL_OFFSETS, &offsets, true)
             .load(BPF_OBJECT)
-            .map_err(|e| load_error(&e))?;
+            .map_err(|e| load_error(Box::new(e)))?;
 
         let logger = if options.diagnostics {
             Some(spawn_logger(&mut ebpf)?)
@@ -170,17 +170,14 @@ impl LiveSource {
         let program: &mut TracePoint = ebpf
             .program_mut(common::PROGRAM_SET_STATE)
             .ok_or_else(|| {
-                LiveError::Load(format!(
-                    "program {} not in the object",
-                    common::PROGRAM_SET_STATE
-                ))
+                LiveError::NotInObject(format!("program {}", common::PROGRAM_SET_STATE))
             })?
             .try_into()
-            .map_err(|e| LiveError::Load(format!("{e}")))?;
-        program.load().map_err(|e| load_error(&e))?;
+            .map_err(|e| load_error(Box::new(e)))?;
+        program.load().map_err(|e| load_error(Box::new(e)))?;
         program
             .attach(common::TRACEPOINT_CATEGORY, common::TRACEPOINT_NAME)
-            .map_err(|e| LiveError::Attach(chain(&e)))?;
+            .map_err(LiveError::Attach)?;
 
         let (accept_hooks, reset_tracking) = if !options.lifetime_hooks {
             (AcceptHooks::off(), HookStatus::Off)
@@ -202,9 +199,9 @@ impl LiveSource {
         }
 
         let ring = RingBuf::try_from(take_map(&mut ebpf, common::MAP_EVENTS)?)
-            .map_err(|e| LiveError::Load(format!("{e}")))?;
+            .map_err(|e| load_error(Box::new(e)))?;
         let lost_map = PerCpuArray::try_from(take_map(&mut ebpf, common::MAP_LOST)?)
-            .map_err(|e| LiveError::Load(format!("{e}")))?;
+            .map_err(|e| load_error(Box::new(e)))?;
         let rescued_map = ebpf
             .take_map(common::MAP_RESCUED)
             .and_then(|map| PerCpuArray::try_from(map).ok());
@@ -435,17 +432,15 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<Item>, stats: &mut SourceSta
             return true;
         };
         match decode(&item) {
-            Ok(Record::Transition(t)) => {
-                stats.delivered += 1;
-                out.push(Item::Transition(t));
-            }
-            Ok(Record::Accepted(seen)) => {
-                stats.owners += 1;
-                out.push(Item::Accepted(seen));
-            }
-            Ok(Record::ResetSent(reset)) => {
-                stats.resets += 1;
-                out.push(Item::ResetSent(reset));
+            Ok(item) => {
+                match item {
+                    Item::Transition(_) => stats.delivered += 1,
+                    Item::Accepted(_) => stats.owners += 1,
+                    Item::ResetSent(_) => stats.resets += 1,
+                    // Not a record kind: decode never returns it.
+                    Item::Lost { .. } => {}
+                }
+                out.push(item);
             }
             Err(e) => {
                 stats.malformed += 1;
@@ -810,7 +805,7 @@ fn first_line(text: &str) -> String {
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, LiveError> {
     ebpf.take_map(name)
-        .ok_or_else(|| LiveError::Load(format!("map {name} not in the object")))
+        .ok_or_else(|| LiveError::NotInObject(format!("map {name}")))
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -824,19 +819,35 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn load_error(e: &dyn std::error::Error) -> LiveError {
-    let text = chain(e);
-    if text.contains("Operation not permitted") || text.contains("Permission denied") {
+/// A failed load: lack of privilege when the kernel answered EPERM or
+/// EACCES anywhere down the error's chain of causes.
+fn load_error(e: Box<dyn std::error::Error + Send + Sync>) -> LiveError {
+    if denied_by_errno(e.as_ref()) {
         LiveError::NotPrivileged {
-            detail: format!(" (the kernel said: {text})"),
+            detail: format!(" (the kernel said: {})", chain(e.as_ref())),
         }
     } else {
-        LiveError::Load(text)
+        LiveError::Load(e)
     }
 }
 
+/// Whether an `std::io::Error` with EPERM or EACCES is among the causes.
+fn denied_by_errno(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(error) = cause {
+        let errno = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error);
+        if matches!(errno, Some(libc::EPERM | libc::EACCES)) {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
 fn spawn_logger(ebpf: &mut Ebpf) -> Result<tokio::task::JoinHandle<()>, LiveError> {
-    let logger = aya_log::EbpfLogger::init(ebpf).map_err(|e| LiveError::Load(chain(&e)))?;
+    let logger = aya_log::EbpfLogger::init(ebpf).map_err(|e| LiveError::Load(Box::new(e)))?;
     let mut logger = register_readable(logger)?;
     Ok(tokio::spawn(async move {
         loop {
@@ -852,6 +863,31 @@ fn spawn_logger(ebpf: &mut Ebpf) -> Result<tokio::task::JoinHandle<()>, LiveErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permission_errors_are_recognised_by_errno_anywhere_in_the_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let denied = Outer(std::io::Error::from_raw_os_error(libc::EPERM));
+        assert!(matches!(
+            load_error(Box::new(denied)),
+            LiveError::NotPrivileged { .. }
+        ));
+        let eacces = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(matches!(
+            load_error(Box::new(eacces)),
+            LiveError::NotPrivileged { .. }
+        ));
+        // The text alone does not decide: the errno does.
+        let worded = std::io::Error::other("Operation not permitted");
+        assert!(matches!(load_error(Box::new(worded)), LiveError::Load(_)));
+        let invalid = Outer(std::io::Error::from_raw_os_error(libc::EINVAL));
+        let err = load_error(Box::new(invalid));
+        assert!(matches!(err, LiveError::Load(_)));
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("outer"), "typed source kept");
+    }
 
     #[test]
     fn ring_size_must_be_a_power_of_two_of_pages() {

@@ -34,10 +34,12 @@ pub enum LiveError {
     FormatMismatch { path: String, detail: String },
     #[error("bad --ring-size {bytes}: {reason}")]
     RingSize { bytes: u64, reason: String },
-    #[error("could not load the BPF program: {0}")]
-    Load(String),
-    #[error("could not attach to sock:inet_sock_set_state: {0}")]
-    Attach(String),
+    #[error("could not load the BPF program")]
+    Load(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the BPF object has no {0}: rebuild it with `cargo xtask build`")]
+    NotInObject(String),
+    #[error("could not attach to sock:inet_sock_set_state")]
+    Attach(#[source] aya::programs::ProgramError),
     #[error("reading the ring buffer failed: {0}")]
     Read(#[from] std::io::Error),
 }

@@ -80,10 +80,7 @@ pub fn parse_comm(contents: &[u8]) -> Comm {
 /// comm in field 2 may hold spaces and parentheses, so fields are counted
 /// from the last `)`.
 pub fn parse_start_time(stat: &[u8]) -> Option<u64> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let after = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
-    // Field 3 (state) is the first after the comm, so field 22 is the 20th.
-    after.split_ascii_whitespace().nth(19)?.parse().ok()
+    crate::source::procfs::stat_field(stat, 22)
 }
 
 /// Finds the holders of the sockets in `wanted` among the processes under

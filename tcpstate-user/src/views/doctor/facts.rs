@@ -4,13 +4,13 @@
 //! model at the end.
 use crate::{
     addr::Endpoint,
-    commands::pipeline::{Pipeline, View},
     model::{Connection, Model, Owner, TimeWaitFate},
     source::{
         snapshot::{Snapshot, TimerKind},
         Item,
     },
     tcp::TcpState,
+    views::{Progress, View},
     wire::Comm,
 };
 use serde::Serialize;
@@ -253,7 +253,7 @@ impl View for Watch {
         Ok(())
     }
 
-    fn refresh(&mut self, _: &Pipeline, _: bool) -> std::io::Result<()> {
+    fn refresh(&mut self, _: &Progress, _: bool) -> std::io::Result<()> {
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 //! live traffic through the connection model, and findings with the numbers
 //! behind them and advice that is right for the running kernel.
 //!
-//! - [`sysctls`], [`counters`]: what is read from `/proc`;
+//! - the facts read from `/proc` come from [`crate::source::sysctl_advice`]
+//!   and [`crate::source::net_counters`]; [`counters`] picks what is shown;
 //! - [`facts`]: the pipeline view of the watch and what the model says at
 //!   its end;
 //! - [`findings`], [`notes`]: pure functions of a [`DoctorInput`];
@@ -12,15 +13,14 @@ pub mod facts;
 pub mod findings;
 pub mod notes;
 pub mod render;
-pub mod sysctls;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::source::sysctl_advice::{DoctorSysctls, Kernel};
 use counters::{CounterDelta, CountersView};
 use facts::ModelFacts;
 use serde::Serialize;
-use sysctls::{DoctorSysctls, Kernel};
 
 /// How long a socket stays in TIME_WAIT: `TCP_TIMEWAIT_LEN`, compiled into
 /// the kernel; no sysctl changes it.

@@ -5,8 +5,7 @@ use super::{
     facts::*,
     findings::{findings, time_wait::pressure},
     notes::notes,
-    sysctls::{DoctorSysctls, Kernel},
-    DoctorInput, DoctorReport, Finding, Severity,
+    DoctorInput, DoctorReport, DoctorSysctls, Finding, Kernel, Severity,
 };
 
 fn sysctls() -> DoctorSysctls {
@@ -692,42 +691,6 @@ fn counters_parse_the_proc_layout() {
     assert_eq!(delta.view().delta["TcpExt.TWRecycled"], 14);
 }
 
-#[test]
-fn sysctls_are_read_and_missing_ones_are_unknown() {
-    let root = std::env::temp_dir().join(format!("tcpstate-doctor-sysctl-{}", std::process::id()));
-    let v4 = root.join("net/ipv4");
-    std::fs::create_dir_all(&v4).unwrap();
-    std::fs::create_dir_all(root.join("net/core")).unwrap();
-    std::fs::write(v4.join("tcp_tw_reuse"), "1\n").unwrap();
-    std::fs::write(v4.join("ip_local_port_range"), "1024\t65000\n").unwrap();
-    std::fs::write(v4.join("tcp_keepalive_time"), "600\n").unwrap();
-    std::fs::write(v4.join("tcp_max_tw_buckets"), "lots\n").unwrap();
-    std::fs::write(root.join("net/core/somaxconn"), "128\n").unwrap();
-    let s = DoctorSysctls::read_from(&root);
-    std::fs::remove_dir_all(&root).unwrap();
-    assert_eq!(s.tw_reuse, Some(1));
-    assert_eq!(s.local_port_range, Some((1024, 65000)));
-    assert_eq!(s.port_range_size(), 63_977);
-    assert_eq!(s.keepalive_time, Some(600));
-    assert_eq!(s.somaxconn, Some(128));
-    assert_eq!(s.max_tw_buckets, None);
-    assert_eq!(s.tw_recycle, None);
-    assert_eq!(s.tw_reuse_delay_secs(), 1.0);
-    // Unknown range: the kernel default.
-    assert_eq!(DoctorSysctls::default().port_range_size(), 28_232);
-}
-
-#[test]
-fn kernel_releases() {
-    let k = Kernel::parse("6.18.44-fc-v657");
-    assert_eq!((k.major, k.minor), (Some(6), Some(18)));
-    assert_eq!(k.at_least(4, 12), Some(true));
-    assert_eq!(Kernel::parse("4.9.0-13-amd64").at_least(4, 12), Some(false));
-    assert_eq!(Kernel::parse("4.12").at_least(4, 12), Some(true));
-    assert_eq!(Kernel::parse("").at_least(4, 12), None);
-    assert_eq!(Kernel::parse("weird").at_least(4, 12), None);
-}
-
 // --- the model's side --------------------------------------------------------
 
 mod from_the_model {
@@ -735,16 +698,12 @@ mod from_the_model {
     use crate::{
         addr::Endpoint,
         model::{Model, ModelConfig},
-        tcp::{Family, TcpState, TcpState::*},
-        wire::{Comm, Task, Transition},
+        tcp::{TcpState, TcpState::*},
+        testkit::{ep10 as ep, task, transition},
+        wire::Transition,
     };
-    use std::net::{IpAddr, Ipv4Addr};
 
     const S: u64 = 1_000_000_000;
-
-    fn ep(last: u8, port: u16) -> Endpoint {
-        Endpoint::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)), port)
-    }
 
     #[allow(clippy::too_many_arguments)]
     fn t(
@@ -758,21 +717,11 @@ mod from_the_model {
         comm: &str,
     ) -> Transition {
         Transition {
-            ts_boot_ns: ts,
-            skaddr,
-            family: Family::Ipv4,
             local,
             remote,
-            old,
-            new,
-            task: Task {
-                tgid,
-                pid: tgid,
-                comm: Comm::from_str_lossy(comm),
-            },
-            cgroup_id: 0,
+            task: task(tgid, comm),
             netns: 1,
-            cpu: 0,
+            ..transition(ts, skaddr, old, new)
         }
     }
 

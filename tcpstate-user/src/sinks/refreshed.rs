@@ -1,11 +1,10 @@
 //! A report recomputed from the model and shown when it changes, at most
 //! once per `every` (live), or once at the end (replay): `stat`, `leaks`.
-use super::pipeline::{Pipeline, View};
 use crate::{
     model::{Connection, Model},
     source::Item,
+    views::{Progress, Report, View},
 };
-use serde::Serialize;
 use std::{
     io::{self, Write},
     time::{Duration, Instant},
@@ -20,12 +19,7 @@ pub struct Refreshed<R, F> {
     shown: u64,
 }
 
-/// A report that can be shown as a table.
-pub trait Report: Serialize + PartialEq {
-    fn table(&self) -> String;
-}
-
-impl<R: Report, F: FnMut(&Pipeline) -> R> Refreshed<R, F> {
+impl<R: Report, F: FnMut(&Progress) -> R> Refreshed<R, F> {
     pub fn new(make: F, json: bool, every: Duration) -> Self {
         Self {
             make,
@@ -38,15 +32,15 @@ impl<R: Report, F: FnMut(&Pipeline) -> R> Refreshed<R, F> {
     }
 }
 
-impl<R: Report, F: FnMut(&Pipeline) -> R> View for Refreshed<R, F> {
+impl<R: Report, F: FnMut(&Progress) -> R> View for Refreshed<R, F> {
     fn item(&mut self, _: &Item, _: &[Connection], _: &Model, _: bool) -> io::Result<()> {
         Ok(())
     }
 
-    fn refresh(&mut self, pipeline: &Pipeline, last: bool) -> io::Result<()> {
+    fn refresh(&mut self, progress: &Progress, last: bool) -> io::Result<()> {
         // Replays answer once, at the end: the state the recording reached
         // (or the state at `--to`/`--at`).
-        if !last && !pipeline.is_live() {
+        if !last && !progress.is_live() {
             return Ok(());
         }
         // A report walks every connection: build it only when it may be
@@ -55,7 +49,7 @@ impl<R: Report, F: FnMut(&Pipeline) -> R> View for Refreshed<R, F> {
         if !last && self.last_shown.elapsed() < self.every && self.last.is_some() {
             return Ok(());
         }
-        let report = (self.make)(pipeline);
+        let report = (self.make)(progress);
         let changed = self.last.as_ref() != Some(&report);
         if !(last || changed) {
             self.last_shown = Instant::now();

@@ -7,11 +7,17 @@
 //! with the host (processes, destinations) are bounded: the top N get their
 //! own series and the rest are summed under `"other"`.
 use crate::{
-    model::{Connection, EndKind, Model, OpenKind},
-    source::{Item, SourceStats},
+    model::{Connection, EndKind, Model, OpenKind, StateCounts},
+    source::{procfs::SelfStats, Item, SourceStats},
     tcp::TcpState,
 };
-use std::{collections::BTreeMap, fmt::Write as _};
+#[cfg(test)]
+use exposition::escape_help;
+pub use exposition::escape_label;
+use exposition::{Exposition, Kind};
+use std::collections::BTreeMap;
+
+mod exposition;
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -90,83 +96,6 @@ impl Default for Limits {
     }
 }
 
-/// The tracer's own process, as `/proc/self` shows it.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct SelfStats {
-    pub cpu_seconds: Option<f64>,
-    pub resident_bytes: Option<u64>,
-    pub virtual_bytes: Option<u64>,
-    /// Unix time, seconds.
-    pub start_time_seconds: Option<f64>,
-    pub open_fds: Option<u64>,
-}
-
-impl SelfStats {
-    /// Reads `/proc/self/stat`, `/proc/self/status`, `/proc/stat` (boot
-    /// time) and `/proc/self/fd`; what cannot be read is left out.
-    pub fn read() -> SelfStats {
-        // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
-        let stat = std::fs::read_to_string("/proc/self/stat").ok();
-        let times = stat.as_deref().and_then(parse_self_stat);
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let boot_time = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|s| parse_boot_time(&s));
-        SelfStats {
-            cpu_seconds: times.map(|t| (t.utime + t.stime) as f64 / ticks),
-            resident_bytes: status_kib(&status, "VmRSS").map(|kib| kib * 1024),
-            virtual_bytes: status_kib(&status, "VmSize").map(|kib| kib * 1024),
-            start_time_seconds: times
-                .zip(boot_time)
-                .map(|(t, boot)| boot as f64 + t.starttime as f64 / ticks),
-            open_fds: std::fs::read_dir("/proc/self/fd")
-                .ok()
-                .map(|dir| dir.count() as u64),
-        }
-    }
-}
-
-/// Fields of `/proc/self/stat`, in clock ticks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StatTimes {
-    pub utime: u64,
-    pub stime: u64,
-    /// Since boot.
-    pub starttime: u64,
-}
-
-/// `/proc/PID/stat`: fields 14 (utime), 15 (stime) and 22 (starttime). The
-/// comm (field 2) is in parentheses and may hold spaces and parentheses
-/// itself, so fields are counted after the last `)`.
-pub fn parse_self_stat(text: &str) -> Option<StatTimes> {
-    let after = &text[text.rfind(')')? + 1..];
-    // Field 3 (state) is the first after the comm.
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
-    Some(StatTimes {
-        utime: field(14)?,
-        stime: field(15)?,
-        starttime: field(22)?,
-    })
-}
-
-/// `btime` of `/proc/stat`: boot time, Unix seconds.
-pub fn parse_boot_time(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// A `Name:   1234 kB` line of `/proc/self/status`, in KiB.
-pub fn status_kib(text: &str, name: &str) -> Option<u64> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(name)?.strip_prefix(':')?;
-        value.trim().strip_suffix("kB")?.trim().parse().ok()
-    })
-}
-
 /// Everything a scrape is computed from.
 pub struct Inputs<'a> {
     pub model: &'a Model,
@@ -181,10 +110,18 @@ pub struct Inputs<'a> {
 /// The exposition, in the text format 0.0.4.
 pub fn render(inputs: &Inputs) -> String {
     let model = inputs.model;
-    let limits = inputs.limits;
     let counts = model.stat();
     let mut out = Exposition::default();
+    write_sockets(&mut out, &counts, inputs.limits);
+    write_time_wait(&mut out, model, &counts, inputs.limits);
+    write_close_wait(&mut out, model, inputs.now_ns, inputs.limits);
+    write_events(&mut out, inputs);
+    write_process(&mut out, &inputs.process);
+    out.text
+}
 
+/// Sockets per state, and per owning process and state.
+fn write_sockets(out: &mut Exposition, counts: &StateCounts, limits: Limits) {
     let mut f = out.family(
         "tcpstate_sockets",
         Kind::Gauge,
@@ -248,7 +185,10 @@ pub fn render(inputs: &Inputs) -> String {
             );
         }
     }
+}
 
+/// TIME_WAIT sockets by who closed first and by destination.
+fn write_time_wait(out: &mut Exposition, model: &Model, counts: &StateCounts, limits: Limits) {
     let mut f = out.family(
         "tcpstate_time_wait_sockets",
         Kind::Gauge,
@@ -288,8 +228,11 @@ pub fn render(inputs: &Inputs) -> String {
         let rest: usize = destinations[keep..].iter().map(|(_, n)| n).sum();
         f.sample(&[("remote", OTHER)], rest);
     }
+}
 
-    let leaks = model.leaks(inputs.now_ns);
+/// CLOSE_WAIT leak suspects per process and per listener's backlog.
+fn write_close_wait(out: &mut Exposition, model: &Model, now_ns: u64, limits: Limits) {
+    let leaks = model.leaks(now_ns);
     let mut f = out.family(
         "tcpstate_close_wait_suspects",
         Kind::Gauge,
@@ -353,7 +296,11 @@ pub fn render(inputs: &Inputs) -> String {
         "Live connections that may have missed a transition (lost events): their state may be wrong.",
     )
     .sample(&[], model.connections().filter(|c| c.uncertain).count());
+}
 
+/// Counters of what happened: transitions, opens, closes, losses.
+fn write_events(out: &mut Exposition, inputs: &Inputs) {
+    let model = inputs.model;
     let mut f = out.family(
         "tcpstate_transitions_total",
         Kind::Counter,
@@ -422,179 +369,64 @@ pub fn render(inputs: &Inputs) -> String {
         "The tracer's version (always 1).",
     )
     .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1u64);
+}
 
-    let process = inputs.process;
-    if let Some(v) = process.cpu_seconds {
-        out.family(
+/// The standard `process_*` metrics of the tracer itself, as client
+/// libraries name them; a value that could not be read is left out.
+fn write_process(out: &mut Exposition, process: &SelfStats) {
+    // Sizes and counts as f64: exact below 2^53, far above any of them.
+    let as_f64 = |v: Option<u64>| v.map(|v| v as f64);
+    let families = [
+        (
             "process_cpu_seconds_total",
             Kind::Counter,
             "Total user and system CPU time spent in seconds.",
-        )
-        .sample(&[], v);
-    }
-    if let Some(v) = process.resident_bytes {
-        out.family(
+            process.cpu_seconds,
+        ),
+        (
             "process_resident_memory_bytes",
             Kind::Gauge,
             "Resident memory size in bytes.",
-        )
-        .sample(&[], v);
-    }
-    if let Some(v) = process.virtual_bytes {
-        out.family(
+            as_f64(process.resident_bytes),
+        ),
+        (
             "process_virtual_memory_bytes",
             Kind::Gauge,
             "Virtual memory size in bytes.",
-        )
-        .sample(&[], v);
-    }
-    if let Some(v) = process.start_time_seconds {
-        out.family(
+            as_f64(process.virtual_bytes),
+        ),
+        (
             "process_start_time_seconds",
             Kind::Gauge,
             "Start time of the process since unix epoch in seconds.",
-        )
-        .sample(&[], v);
-    }
-    if let Some(v) = process.open_fds {
-        out.family(
+            process.start_time_seconds,
+        ),
+        (
             "process_open_fds",
             Kind::Gauge,
             "Number of open file descriptors.",
-        )
-        .sample(&[], v);
-    }
-    out.text
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Counter,
-    Gauge,
-}
-
-/// The text being written. A family's `# HELP` and `# TYPE` are written once,
-/// when it is opened, and its samples follow them.
-#[derive(Default)]
-struct Exposition {
-    text: String,
-}
-
-impl Exposition {
-    fn family<'a>(&'a mut self, name: &'a str, kind: Kind, help: &str) -> Family<'a> {
-        let kind = match kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-        };
-        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
-        Family {
-            text: &mut self.text,
-            name,
+            as_f64(process.open_fds),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        if let Some(value) = value {
+            out.family(name, kind, help).sample(&[], value);
         }
     }
-}
-
-struct Family<'a> {
-    text: &'a mut String,
-    name: &'a str,
-}
-
-impl Family<'_> {
-    fn sample(&mut self, labels: &[(&str, &str)], value: impl Value) {
-        self.text.push_str(self.name);
-        if !labels.is_empty() {
-            self.text.push('{');
-            for (i, (name, value)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.text.push(',');
-                }
-                let _ = write!(self.text, "{name}=\"{}\"", escape_label(value));
-            }
-            self.text.push('}');
-        }
-        self.text.push(' ');
-        value.write(self.text);
-        self.text.push('\n');
-    }
-}
-
-trait Value {
-    fn write(&self, out: &mut String);
-}
-
-impl Value for u64 {
-    fn write(&self, out: &mut String) {
-        let _ = write!(out, "{self}");
-    }
-}
-
-impl Value for usize {
-    fn write(&self, out: &mut String) {
-        let _ = write!(out, "{self}");
-    }
-}
-
-impl Value for f64 {
-    fn write(&self, out: &mut String) {
-        if self.is_nan() {
-            out.push_str("NaN");
-        } else if self.is_infinite() {
-            out.push_str(if *self > 0.0 { "+Inf" } else { "-Inf" });
-        } else {
-            let _ = write!(out, "{self}");
-        }
-    }
-}
-
-/// A label value: `\`, `"` and line feeds escaped.
-pub fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A HELP text: `\` and line feeds escaped.
-fn escape_help(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
-        addr::Endpoint,
         model::ModelConfig,
-        tcp::Family as IpFamily,
-        wire::{Comm, Task, Transition},
+        testkit::{self, ep, task, INIT_NETNS},
+        wire::{Task, Transition},
     };
-    use std::{
-        collections::{BTreeSet, HashMap},
-        net::SocketAddr,
-    };
+    use std::collections::{BTreeSet, HashMap};
 
     const MS: u64 = 1_000_000;
     const S: u64 = 1_000_000_000;
-
-    fn ep(text: &str) -> Endpoint {
-        let addr: SocketAddr = text.parse().unwrap();
-        Endpoint::new(addr.ip(), addr.port())
-    }
-
-    fn task(tgid: u32, comm: &str) -> Task {
-        Task {
-            tgid,
-            pid: tgid,
-            comm: Comm::from_str_lossy(comm),
-        }
-    }
 
     fn transition(
         ts: u64,
@@ -606,17 +438,11 @@ mod tests {
         task: Task,
     ) -> Transition {
         Transition {
-            ts_boot_ns: ts,
-            skaddr,
-            family: IpFamily::Ipv4,
             local: ep(local),
             remote: ep(remote),
-            old,
-            new,
             task,
-            cgroup_id: 0,
-            netns: 4026531840,
-            cpu: 0,
+            netns: INIT_NETNS,
+            ..testkit::transition(ts, skaddr, old, new)
         }
     }
 
@@ -625,7 +451,7 @@ mod tests {
         let mut model = Model::new(ModelConfig::default());
         let mut counters = Counters::default();
         for t in transitions {
-            let ended = model.apply(&crate::model::Input::Transition(*t));
+            let ended = model.apply(&Item::Transition(*t));
             counters.count(&Item::Transition(*t), &ended);
         }
         (model, counters)
@@ -1151,43 +977,5 @@ mod tests {
         );
         assert_eq!(counters.transitions.get(&(Established, Close)), Some(&1));
         assert_eq!(counters.transitions.values().sum::<u64>(), 10);
-    }
-
-    #[test]
-    fn proc_files_parse() {
-        let stat = "1234 (tcp state) (x)) S 1 1234 1234 0 -1 4194560 2000 0 0 0 150 25 0 0 20 0 1 0 98765 123456789 2500 18446744073709551615";
-        assert_eq!(
-            parse_self_stat(stat),
-            Some(StatTimes {
-                utime: 150,
-                stime: 25,
-                starttime: 98765
-            })
-        );
-        assert_eq!(parse_self_stat("1234 (x) S 1"), None);
-        assert_eq!(
-            parse_boot_time("cpu  1 2 3\nbtime 1700000000\nprocesses 5\n"),
-            Some(1_700_000_000)
-        );
-        let status = "Name:\ttcpstate\nVmSize:\t  123456 kB\nVmRSS:\t    7890 kB\n";
-        assert_eq!(status_kib(status, "VmRSS"), Some(7890));
-        assert_eq!(status_kib(status, "VmSize"), Some(123456));
-        assert_eq!(status_kib(status, "VmSwap"), None);
-        let me = SelfStats::read();
-        assert!(me.resident_bytes.is_some_and(|b| b > 0), "{me:?}");
-        assert!(
-            me.cpu_seconds.is_some() && me.start_time_seconds.is_some(),
-            "{me:?}"
-        );
-    }
-
-    #[test]
-    fn floats_are_written_as_prometheus_reads_them() {
-        let mut text = String::new();
-        for v in [0.5, 1e21, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 3.0] {
-            v.write(&mut text);
-            text.push(' ');
-        }
-        assert_eq!(text, "0.5 1000000000000000000000 NaN +Inf -Inf 3 ");
     }
 }

@@ -1,11 +1,8 @@
-//! The local TIME_WAIT sockets, inferred.
-//!
-//! TIME_WAIT never appears on the tracepoint: the full socket goes to CLOSE
-//! and a mini socket takes over. The table records one entry per such
-//! hand-over and predicts when the kernel will free it.
-use super::{
+//! The table of local TIME_WAIT sockets: one entry per hand-over to a
+//! time-wait socket, with its predicted expiry, indexed by 4-tuple.
+use super::expiry::{ExpiryKey, ExpiryOrder};
+use crate::model::{
     connection::{ClosedFirst, FlowKey},
-    expiry::{ExpiryKey, ExpiryOrder},
     owner::Owner,
     slab::Slab,
 };
@@ -69,7 +66,7 @@ pub enum TimeWaitRemoval {
     Reused,
     /// Killed by a reset: one it received (RFC 1337 assassination) or one
     /// it sent. The tracepoint cannot show it: learnt from a
-    /// [`ResetSeen`](super::ResetSeen), from the local peer's reset, or
+    /// [`ResetSent`](crate::wire::ResetSent), from the local peer's reset, or
     /// from the caller.
     Reset,
 }

@@ -1,6 +1,6 @@
-//! The sysctls the usual TCP advice is about, and the kernel release that
-//! decides what they mean. Read from `/proc/sys`; a value that cannot be
-//! read is `None` (shown as null), never a guess.
+//! The sysctls the usual TCP advice is about (`doctor`), and the kernel
+//! release that decides what they mean. Read from `/proc/sys`; a value that
+//! cannot be read is `None` (shown as null), never a guess.
 use serde::Serialize;
 use std::path::Path;
 
@@ -138,5 +138,47 @@ impl Kernel {
     /// Whether the kernel is at least `major.minor`; None when unknown.
     pub fn at_least(&self, major: u32, minor: u32) -> Option<bool> {
         Some((self.major?, self.minor?) >= (major, minor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctls_are_read_and_missing_ones_are_unknown() {
+        let root =
+            std::env::temp_dir().join(format!("tcpstate-doctor-sysctl-{}", std::process::id()));
+        let v4 = root.join("net/ipv4");
+        std::fs::create_dir_all(&v4).unwrap();
+        std::fs::create_dir_all(root.join("net/core")).unwrap();
+        std::fs::write(v4.join("tcp_tw_reuse"), "1\n").unwrap();
+        std::fs::write(v4.join("ip_local_port_range"), "1024\t65000\n").unwrap();
+        std::fs::write(v4.join("tcp_keepalive_time"), "600\n").unwrap();
+        std::fs::write(v4.join("tcp_max_tw_buckets"), "lots\n").unwrap();
+        std::fs::write(root.join("net/core/somaxconn"), "128\n").unwrap();
+        let s = DoctorSysctls::read_from(&root);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(s.tw_reuse, Some(1));
+        assert_eq!(s.local_port_range, Some((1024, 65000)));
+        assert_eq!(s.port_range_size(), 63_977);
+        assert_eq!(s.keepalive_time, Some(600));
+        assert_eq!(s.somaxconn, Some(128));
+        assert_eq!(s.max_tw_buckets, None);
+        assert_eq!(s.tw_recycle, None);
+        assert_eq!(s.tw_reuse_delay_secs(), 1.0);
+        // Unknown range: the kernel default.
+        assert_eq!(DoctorSysctls::default().port_range_size(), 28_232);
+    }
+
+    #[test]
+    fn kernel_releases() {
+        let k = Kernel::parse("6.18.44-fc-v657");
+        assert_eq!((k.major, k.minor), (Some(6), Some(18)));
+        assert_eq!(k.at_least(4, 12), Some(true));
+        assert_eq!(Kernel::parse("4.9.0-13-amd64").at_least(4, 12), Some(false));
+        assert_eq!(Kernel::parse("4.12").at_least(4, 12), Some(true));
+        assert_eq!(Kernel::parse("").at_least(4, 12), None);
+        assert_eq!(Kernel::parse("weird").at_least(4, 12), None);
     }
 }

@@ -2,24 +2,32 @@
 //! recordings) → the connection model → the command's view. Live and
 //! replayed analysis share everything after the source: the same items in
 //! the same order give the same output.
+//!
+//! It sits above the layers it wires (source, model, views) and below the
+//! commands; views see it only as [`Progress`].
+mod drive;
+mod recorder;
+
+pub use drive::{drive, drive_until};
+pub use recorder::{rotated_path, RecordTo};
+
 use crate::{
     cli::{FilterArgs, InputArgs, LiveArgs},
     clock::{boot_now_ns, BootClock},
-    model::{Connection, Input, Model, ModelConfig, ObservedHow, OwnerObservation, ResetSeen},
-    recording::{item_ts, RecordingHeader, RecordingReader, RecordingWriter, WriterOptions},
+    model::{Connection, Model, ModelConfig},
+    recording::{RecordingHeader, RecordingReader},
     source::{
-        live::{LiveSource, OwnerTracking},
+        live::{LiveOptions, LiveSource, OwnerTracking},
         replay::Replay,
-        snapshot::{self, Snapshot},
+        snapshot::Snapshot,
         sysctl::TcpSysctls,
         Item, SourceStats,
     },
+    views::Progress,
 };
 use anyhow::Context;
-use std::{
-    path::{Path, PathBuf},
-    time::Instant,
-};
+use recorder::{take_snapshot, Recorder};
+use std::time::Instant;
 
 /// Where items come from.
 pub enum Source {
@@ -44,17 +52,6 @@ impl Window {
         self.to.is_some_and(|to| ts > to)
     }
 }
-
-/// An open recording being written alongside live analysis.
-pub struct Recorder {
-    writer: RecordingWriter,
-    path: PathBuf,
-    /// Start a new file once this many bytes are written (`--rotate`).
-    rotate_bytes: Option<u64>,
-    rotations: u32,
-    command_line: Vec<String>,
-}
-
 pub struct Pipeline {
     pub source: Source,
     pub model: Model,
@@ -84,13 +81,6 @@ pub fn model_config(sysctls: &TcpSysctls, close_wait_leak_secs: u64) -> ModelCon
         ..ModelConfig::default()
     }
 }
-
-/// What to record while analysing live.
-pub struct RecordTo<'a> {
-    pub path: &'a Path,
-    pub rotate_bytes: Option<u64>,
-}
-
 impl Pipeline {
     /// For views that never look at the model (`record`): it then takes no
     /// CPU, which at full churn is most of what the tracer spends.
@@ -108,12 +98,12 @@ impl Pipeline {
         close_wait_leak_secs: u64,
         record: Option<RecordTo>,
     ) -> anyhow::Result<Pipeline> {
-        let mut options = super::live_options(live, filters, verbose);
+        let mut options = live_options(live, filters, verbose);
         options.lifetime_hooks = true;
         let source = LiveSource::open(&options)?;
         if let OwnerTracking::Unavailable(reason) = source.owner_tracking() {
-            eprintln!(
-                "tcpstate: warning: owners of accepted sockets are unavailable ({reason}); they show as unknown"
+            log::warn!(
+                "owners of accepted sockets are unavailable ({reason}); they show as unknown"
             );
         }
         // The source itself warns when RSTs are not followed.
@@ -210,6 +200,18 @@ impl Pipeline {
         }
     }
 
+    /// What views see of the pipeline at a refresh.
+    pub fn progress(&self) -> Progress<'_> {
+        Progress::new(
+            &self.model,
+            self.clock,
+            &self.sysctls,
+            self.now_ns(),
+            self.stats(),
+            self.is_live(),
+        )
+    }
+
     pub fn stats(&self) -> SourceStats {
         match &self.source {
             Source::Live(live) => live.stats(),
@@ -229,7 +231,7 @@ impl Pipeline {
                 live.next_batch(&mut self.items).await?;
                 // Records from different CPUs arrive nearly in order; sort
                 // once here, so that recordings hold the order analysed.
-                self.items.sort_by_key(|item| item_ts(item).unwrap_or(0));
+                self.items.sort_by_key(Item::ts_boot_ns);
             }
             Source::Replay(replay) => {
                 if !replay.next(&mut self.items) {
@@ -248,13 +250,13 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         if let Source::Live(live) = &mut self.source {
             live.finish(&mut self.items);
-            self.items.sort_by_key(|item| item_ts(item).unwrap_or(0));
+            self.items.sort_by_key(Item::ts_boot_ns);
         }
         self.consume(each)?;
         if let Some(recorder) = self.recorder.take() {
             let summary = recorder.writer.finish()?;
-            eprintln!(
-                "tcpstate: recorded {} items in {} bytes to {}",
+            crate::status!(
+                "recorded {} items in {} bytes to {}",
                 summary.items,
                 summary.bytes,
                 recorder.path.display()
@@ -298,7 +300,7 @@ impl Pipeline {
         mut each: impl FnMut(&Item, &[Connection], &Model, bool) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         for item in items {
-            let ts = item_ts(item).unwrap_or(self.latest_ts);
+            let ts = item.ts_boot_ns();
             if self.window.ended_by(ts) {
                 self.finished = true;
                 break;
@@ -309,79 +311,12 @@ impl Pipeline {
                 each(item, &[], &self.model, self.window.shows(ts))?;
                 continue;
             }
-            match item {
-                // Most items: applied without building an Input (a copy).
-                Item::Transition(t) => self.model.apply_transition_into(t, &mut self.ended),
-                _ => self.model.apply_into(&to_input(*item), &mut self.ended),
-            }
+            self.model.apply_into(item, &mut self.ended);
             each(item, &self.ended, &self.model, self.window.shows(ts))?;
         }
         Ok(())
     }
 }
-
-impl Recorder {
-    fn start(
-        to: RecordTo,
-        header: &RecordingHeader,
-        snapshot: Option<&Snapshot>,
-    ) -> anyhow::Result<Recorder> {
-        let mut writer = RecordingWriter::create_with(to.path, header, WriterOptions::default())?;
-        if let Some(snapshot) = snapshot {
-            writer.write_snapshot(snapshot)?;
-        }
-        Ok(Recorder {
-            writer,
-            path: to.path.to_path_buf(),
-            rotate_bytes: to.rotate_bytes,
-            rotations: 0,
-            command_line: header.command_line.clone(),
-        })
-    }
-
-    /// Past `--rotate`, goes on in `FILE.1`, `FILE.2`, ...; each file starts
-    /// with a fresh header and snapshot, so it can be analysed alone.
-    fn maybe_rotate(&mut self) -> anyhow::Result<()> {
-        let Some(limit) = self.rotate_bytes else {
-            return Ok(());
-        };
-        if self.writer.bytes_written() + (self.writer.bytes_buffered() as u64) < limit {
-            return Ok(());
-        }
-        self.rotations += 1;
-        let next = rotated_path(&self.path, self.rotations);
-        let header = RecordingHeader::capture(self.command_line.clone());
-        let summary = self.writer.rotate(&next, &header)?;
-        if let Some(snapshot) = take_snapshot() {
-            self.writer.write_snapshot(&snapshot)?;
-        }
-        eprintln!(
-            "tcpstate: {} full ({} bytes); recording goes on in {}",
-            summary.path.display(),
-            summary.bytes,
-            next.display()
-        );
-        Ok(())
-    }
-}
-
-/// `FILE.N`.
-pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(format!(".{n}"));
-    PathBuf::from(name)
-}
-
-fn take_snapshot() -> Option<Snapshot> {
-    match snapshot::take(snapshot::current_netns()) {
-        Ok(snapshot) => Some(snapshot),
-        Err(e) => {
-            eprintln!("tcpstate: warning: sockets that existed before the start are unknown: {e}");
-            None
-        }
-    }
-}
-
 /// Sockets that existed before tracing, so leaks and TIME_WAIT sockets
 /// older than the tracer are known.
 fn load_snapshot(model: &mut Model, snapshot: &Snapshot, now: u64) {
@@ -404,29 +339,6 @@ fn load_snapshot(model: &mut Model, snapshot: &Snapshot, now: u64) {
     );
 }
 
-pub fn to_input(item: Item) -> Input {
-    match item {
-        Item::Transition(t) => Input::Transition(t),
-        Item::Accepted(seen) => Input::Owner(OwnerObservation {
-            ts_boot_ns: seen.ts_boot_ns,
-            skaddr: seen.skaddr,
-            tgid: seen.task.tgid,
-            pid: seen.task.pid,
-            comm: seen.task.comm,
-            how: ObservedHow::Accept,
-            cgroup_id: seen.cgroup_id,
-        }),
-        Item::ResetSent(reset) => Input::Reset(ResetSeen {
-            ts_boot_ns: reset.ts_boot_ns,
-            netns: reset.netns,
-            segment_src: reset.segment_src,
-            segment_dst: reset.segment_dst,
-            sender_state: reset.sender_state,
-        }),
-        Item::Lost { total, .. } => Input::Lost { total },
-    }
-}
-
 /// A moment of a recording: RFC 3339 (`2026-11-22T11:23:45Z`, with an
 /// optional fraction and offset), or `+DURATION` from the recording's start
 /// (`+90s`, `+5m`).
@@ -441,125 +353,6 @@ pub fn parse_time(text: &str, header: &RecordingHeader) -> anyhow::Result<u64> {
     })?;
     Ok(clock.boot_of_wall(wall))
 }
-
-/// What a command does with the pipeline's output.
-pub trait View {
-    /// Every item, after the model took it; `shown` when inside the window.
-    fn item(
-        &mut self,
-        item: &Item,
-        ended: &[Connection],
-        model: &Model,
-        shown: bool,
-    ) -> std::io::Result<()>;
-    /// After each batch, and once more with `last` at the end.
-    fn refresh(&mut self, pipeline: &Pipeline, last: bool) -> std::io::Result<()>;
-    /// How many rows or reports it wrote (for the summary).
-    fn shown(&self) -> u64;
-    /// Whether the view asks to stop (`top`'s quit key): checked after each
-    /// refresh; `drive` then ends as on Ctrl-C. Never, by default.
-    fn done(&self) -> bool {
-        false
-    }
-}
-
-/// Runs the pipeline to its end: Ctrl-C, SIGTERM or `duration` when live,
-/// the end of the recordings (or of the window) when replaying. Prints the
-/// summary on stderr. Err when output failed or a recording was damaged
-/// (after everything readable was analysed).
-pub async fn drive(
-    pipeline: &mut Pipeline,
-    view: &mut dyn View,
-    duration: Option<std::time::Duration>,
-) -> anyhow::Result<()> {
-    drive_until(pipeline, view, duration, std::future::pending::<()>).await
-}
-
-/// [`drive`], also refreshing the view (without new items) whenever a
-/// future made by `wake` resolves: keyboard input, a timer. The futures
-/// are dropped whenever items come first, so they must be cancel-safe.
-pub async fn drive_until<F: std::future::Future<Output = ()>>(
-    pipeline: &mut Pipeline,
-    view: &mut dyn View,
-    duration: Option<std::time::Duration>,
-    mut wake: impl FnMut() -> F,
-) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let deadline = tokio::time::sleep(duration.unwrap_or(std::time::Duration::MAX / 4));
-    tokio::pin!(deadline);
-    if pipeline.is_live() {
-        eprintln!("tcpstate: tracing TCP state transitions (Ctrl-C to stop)");
-    }
-    let mut lost_seen = 0;
-    let mut output_closed = false;
-    while !pipeline.finished() {
-        let stepped = tokio::select! {
-            biased;
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = &mut deadline => break,
-            () = wake() => Ok(()),
-            stepped = pipeline.step(|item, ended, model, shown| view.item(item, ended, model, shown)) => stepped,
-        };
-        let refreshed = stepped.and_then(|()| Ok(view.refresh(pipeline, false)?));
-        if let Err(e) = refreshed {
-            if is_broken_pipe(&e) {
-                output_closed = true;
-                break;
-            }
-            return Err(e);
-        }
-        if view.done() {
-            break;
-        }
-        let lost = pipeline.stats().lost;
-        if pipeline.is_live() && lost > lost_seen {
-            lost_seen = lost;
-            eprintln!(
-                "tcpstate: warning: {lost} transitions lost in the kernel so far (raise --ring-size, or narrow the filters); affected connections are marked uncertain"
-            );
-        }
-    }
-    if !output_closed {
-        let last = pipeline
-            .finish(|item, ended, model, shown| view.item(item, ended, model, shown))
-            .and_then(|()| Ok(view.refresh(pipeline, true)?));
-        match last {
-            Err(e) if !is_broken_pipe(&e) => return Err(e),
-            _ => {}
-        }
-    }
-    let stats = pipeline.stats();
-    let model = pipeline.model.stats();
-    eprintln!(
-        "tcpstate: {} transitions seen, {} shown, {} lost in the kernel; {} accept() owners ({} lost), {} RSTs ({} lost); {} connections evicted from a full table",
-        stats.delivered,
-        view.shown(),
-        stats.lost,
-        stats.owners,
-        stats.lost_owners,
-        stats.resets,
-        stats.lost_resets,
-        model.evicted
-    );
-    if let Source::Replay(replay) = &pipeline.source {
-        if replay.damaged() > 0 {
-            anyhow::bail!(
-                "{} damaged part(s) in the recordings (reported above); everything readable was analysed",
-                replay.damaged()
-            );
-        }
-    }
-    Ok(())
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<std::io::Error>()
-        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-}
-
 /// Opens the pipeline a command asked for: recordings with `--input`, else
 /// the live kernel (recording to `--record` if given).
 pub fn open(
@@ -580,4 +373,19 @@ pub fn open(
         rotate_bytes: None,
     });
     Pipeline::live(live, filters, verbose, close_wait_leak_secs, record)
+}
+
+/// Live-source options from the command line: the filters the kernel can
+/// apply are pushed down to it.
+pub fn live_options(live: &LiveArgs, filters: &FilterArgs, verbose: bool) -> LiveOptions {
+    LiveOptions {
+        ring_bytes: live.ring_size,
+        wakeup_bytes: live.wakeup_size,
+        family: filters.family,
+        any_port: filters.to_filter().kernel_port(),
+        local_port: None,
+        remote_port: None,
+        diagnostics: verbose,
+        lifetime_hooks: false,
+    }
 }

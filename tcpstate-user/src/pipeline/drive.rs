@@ -1,0 +1,101 @@
+//! The loop that runs a pipeline to its end and feeds a view.
+use super::{Pipeline, Source};
+use crate::views::View;
+use anyhow::Context;
+
+/// Runs the pipeline to its end: Ctrl-C, SIGTERM or `duration` when live,
+/// the end of the recordings (or of the window) when replaying. Prints the
+/// summary on stderr. Err when output failed or a recording was damaged
+/// (after everything readable was analysed).
+pub async fn drive(
+    pipeline: &mut Pipeline,
+    view: &mut dyn View,
+    duration: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
+    drive_until(pipeline, view, duration, std::future::pending::<()>).await
+}
+
+/// [`drive`], also refreshing the view (without new items) whenever a
+/// future made by `wake` resolves: keyboard input, a timer. The futures
+/// are dropped whenever items come first, so they must be cancel-safe.
+pub async fn drive_until<F: std::future::Future<Output = ()>>(
+    pipeline: &mut Pipeline,
+    view: &mut dyn View,
+    duration: Option<std::time::Duration>,
+    mut wake: impl FnMut() -> F,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let deadline = tokio::time::sleep(duration.unwrap_or(std::time::Duration::MAX / 4));
+    tokio::pin!(deadline);
+    if pipeline.is_live() {
+        crate::status!("tracing TCP state transitions (Ctrl-C to stop)");
+    }
+    let mut lost_seen = 0;
+    let mut output_closed = false;
+    while !pipeline.finished() {
+        let stepped = tokio::select! {
+            biased;
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = &mut deadline => break,
+            () = wake() => Ok(()),
+            stepped = pipeline.step(|item, ended, model, shown| view.item(item, ended, model, shown)) => stepped,
+        };
+        let refreshed = stepped.and_then(|()| Ok(view.refresh(&pipeline.progress(), false)?));
+        if let Err(e) = refreshed {
+            if is_broken_pipe(&e) {
+                output_closed = true;
+                break;
+            }
+            return Err(e);
+        }
+        if view.done() {
+            break;
+        }
+        let lost = pipeline.stats().lost;
+        if pipeline.is_live() && lost > lost_seen {
+            lost_seen = lost;
+            log::warn!(
+                "{lost} transitions lost in the kernel so far (raise --ring-size, or narrow the filters); affected connections are marked uncertain"
+            );
+        }
+    }
+    if !output_closed {
+        let last = pipeline
+            .finish(|item, ended, model, shown| view.item(item, ended, model, shown))
+            .and_then(|()| Ok(view.refresh(&pipeline.progress(), true)?));
+        match last {
+            Err(e) if !is_broken_pipe(&e) => return Err(e),
+            _ => {}
+        }
+    }
+    let stats = pipeline.stats();
+    let model = pipeline.model.stats();
+    crate::status!(
+        "{} transitions seen, {} shown, {} lost in the kernel; {} accept() owners ({} lost), {} RSTs ({} lost); {} connections evicted from a full table",
+        stats.delivered,
+        view.shown(),
+        stats.lost,
+        stats.owners,
+        stats.lost_owners,
+        stats.resets,
+        stats.lost_resets,
+        model.evicted
+    );
+    if let Source::Replay(replay) = &pipeline.source {
+        if replay.damaged() > 0 {
+            anyhow::bail!(
+                "{} damaged part(s) in the recordings (reported above); everything readable was analysed",
+                replay.damaged()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
