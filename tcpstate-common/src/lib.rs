@@ -32,9 +32,10 @@ pub const MAP_RESCUED: &str = "RESCUED";
 /// set_state tracepoint cannot).
 pub const PROGRAM_ACCEPT4_EXIT: &str = "tcpstate_accept4_exit";
 /// fexit programs on `inet_csk_accept` (its four-argument form before Linux
-/// 6.10, its two-argument form since): the owner of every accepted socket
-/// where the kernel allows tracing programs; the syscall tracepoints are
-/// the fallback.
+/// 6.10, its two-argument form since): the owner of every accepted socket,
+/// also without accept() (io_uring), where the kernel allows tracing
+/// programs. Beside the syscall tracepoints, which see the accepts that
+/// were already blocked when the program was attached.
 pub const PROGRAM_ACCEPT_FEXIT4: &str = "tcpstate_accept_fexit4";
 pub const PROGRAM_ACCEPT_FEXIT2: &str = "tcpstate_accept_fexit2";
 pub const ACCEPT_FUNCTION: &str = "inet_csk_accept";

@@ -546,9 +546,8 @@ fn try_accept_exit(ctx: &TracePointContext) {
 }
 
 /// `inet_csk_accept()` returned `sk` to the task now running: it owns it.
-/// Where the kernel allows tracing programs this replaces the accept()
-/// tracepoints (no walk of the fd table), and also sees accepts made without
-/// those system calls (io_uring). Two programs, because the function's
+/// Where the kernel allows tracing programs this sees the accepts made
+/// without the accept() system calls (io_uring) too. Two programs, because the function's
 /// arguments changed in Linux 6.10 (four before, two since) and the return
 /// value follows them. Userspace tries the four-argument one first: the
 /// verifier refuses its read of index 4 where there are only two.

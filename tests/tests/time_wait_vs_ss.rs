@@ -108,13 +108,17 @@ fn model_time_wait(
     (all, near_expiry)
 }
 
-/// Feeds the model until the ring buffer is drained.
+/// Feeds the model until the ring buffer is drained: at least 400 ms, then
+/// until four steps in a row (each waits up to the 50 ms flush interval)
+/// brought nothing new. On an emulated machine the model takes seconds to
+/// catch up with a chunk; a fixed wait would compare it while it is behind.
 fn catch_up(runtime: &tokio::runtime::Runtime, pipeline: &mut Pipeline) {
     runtime.block_on(async {
-        // Scaled on a slow (emulated) machine, where the model takes longer
-        // to catch up; the waits tied to TIME_WAIT's 60 s are not.
-        let until = Instant::now() + tcpstate_tests::millis(400);
-        while Instant::now() < until {
+        let started = Instant::now();
+        let limit = tcpstate_tests::secs(60);
+        let mut quiet_steps = 0;
+        while started.elapsed() < limit {
+            let before = pipeline.stats().delivered;
             pipeline
                 .step(|_, ended, _, _| {
                     let mut recent = RECENTLY_ENDED.lock().unwrap();
@@ -125,6 +129,14 @@ fn catch_up(runtime: &tokio::runtime::Runtime, pipeline: &mut Pipeline) {
                 })
                 .await
                 .expect("step");
+            quiet_steps = if pipeline.stats().delivered == before {
+                quiet_steps + 1
+            } else {
+                0
+            };
+            if quiet_steps >= 4 && started.elapsed() >= Duration::from_millis(400) {
+                break;
+            }
         }
     });
 }

@@ -290,7 +290,6 @@ impl LiveSource {
     /// whether it is attached (if not, why).
     pub fn programs(&self) -> Vec<ProgramStatus> {
         let (fexit, fexit_status) = &self.accept_hooks.fexit;
-        let fexit_attached = *fexit_status == HookStatus::Attached;
         vec![
             ProgramStatus {
                 program: common::PROGRAM_SET_STATE_RAW,
@@ -309,20 +308,16 @@ impl LiveSource {
                 status: HookStatus::Attached,
             },
             ProgramStatus {
-                program: fexit,
-                hook: "fexit inet_csk_accept",
-                purpose: "owners of accepted sockets (also accepts without accept(): io_uring)",
-                status: fexit_status.clone(),
-            },
-            ProgramStatus {
                 program: common::PROGRAM_ACCEPT4_EXIT,
                 hook: "tracepoint syscalls:sys_exit_accept4 (and sys_exit_accept)",
-                purpose: if fexit_attached {
-                    "owners of accepted sockets where fexit is refused; the fexit program does it here"
-                } else {
-                    "owners of accepted sockets"
-                },
+                purpose: "owners of accepted sockets",
                 status: self.accept_hooks.syscalls.clone(),
+            },
+            ProgramStatus {
+                program: fexit,
+                hook: "fexit inet_csk_accept",
+                purpose: "owners of sockets accepted without accept() (io_uring)",
+                status: fexit_status.clone(),
             },
             ProgramStatus {
                 program: common::PROGRAM_SEND_RESET,
@@ -705,17 +700,15 @@ impl AcceptHooks {
     }
 }
 
-/// The fexit program on `inet_csk_accept` where the kernel allows tracing
-/// programs, else the accept() and accept4() exit tracepoints (either of
-/// the two is enough).
+/// The accept() and accept4() exit tracepoints (either of the two is
+/// enough), and, where the kernel allows tracing programs, the fexit program
+/// on `inet_csk_accept` for the accepts that go through neither (io_uring).
+/// Both, not one or the other: an fexit program does not see a call that
+/// was already running when it was attached, such as an accept() blocked
+/// while tcpstate starts; the tracepoint at its exit does. An owner seen
+/// twice is the same owner.
 fn attach_accept(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> AcceptHooks {
     let fexit = attach_accept_fexit(ebpf);
-    if fexit.1 == HookStatus::Attached {
-        return AcceptHooks {
-            fexit,
-            syscalls: HookStatus::Off,
-        };
-    }
     let mut problems = Vec::new();
     let mut attached = false;
     for (program, tracepoint) in [
