@@ -8,6 +8,7 @@ pub mod clock;
 pub mod commands;
 pub mod filter;
 pub mod model;
+pub mod privileges;
 pub mod recording;
 pub mod sinks;
 pub mod source;

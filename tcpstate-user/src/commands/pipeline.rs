@@ -6,6 +6,7 @@ use crate::{
     cli::{FilterArgs, InputArgs, LiveArgs},
     clock::{boot_now_ns, BootClock},
     model::{Connection, Input, Model, ModelConfig, ObservedHow, OwnerObservation, ResetSeen},
+    privileges::{self, AfterStart},
     recording::{item_ts, RecordingHeader, RecordingReader, RecordingWriter, WriterOptions},
     source::{
         live::{LiveSource, OwnerTracking},
@@ -125,10 +126,21 @@ impl Pipeline {
         if let Some(snapshot) = &snapshot {
             load_snapshot(&mut model, snapshot, boot_now_ns());
         }
+        let after_start = match &record {
+            Some(RecordTo {
+                rotate_bytes: Some(_),
+                ..
+            }) => AfterStart::Snapshots,
+            _ => AfterStart::MapsOnly,
+        };
         let recorder = match record {
             Some(to) => Some(Recorder::start(to, &header, snapshot.as_ref())?),
             None => None,
         };
+        // Loaded, attached, snapshot taken, files open: from here on the
+        // run reads its own maps (and parses whatever comes from outside).
+        let kept = privileges::drop_after_start(after_start)?;
+        log::info!("capabilities kept for the run: {kept:?}");
         Ok(Pipeline {
             source: Source::Live(Box::new(source)),
             model,

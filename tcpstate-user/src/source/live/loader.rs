@@ -260,10 +260,18 @@ impl LiveSource {
 
     /// Sum of the kernel's per-CPU lost counters of one kind of record.
     fn read_lost(&self, slot: u32) -> u64 {
-        self.lost_map
-            .get(&slot, 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0)
+        match self.lost_map.get(&slot, 0) {
+            Ok(per_cpu) => per_cpu.iter().sum(),
+            Err(e) => {
+                // Said once: an unreadable counter must not pass for "none
+                // lost" (capabilities dropped too far would do this).
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    eprintln!("tcpstate: warning: the kernel's lost-event counters cannot be read ({e}); losses are not counted");
+                });
+                0
+            }
+        }
     }
 
     /// Transitions no program recorded because the kernel skipped it. With
