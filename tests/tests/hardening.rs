@@ -119,3 +119,36 @@ fn serve_drops_capabilities_and_keeps_serving() {
     assert!(status.success(), "{status:?}: {stderr:?}");
     assert!(!stderr.iter().any(|l| l.contains("warning")), "{stderr:?}");
 }
+
+/// The other live commands drop the same way; `record --rotate` keeps what
+/// its later snapshots read (other users' /proc/PID/fd) and what creating
+/// the next files needs.
+#[test]
+fn every_live_command_drops_capabilities() {
+    require_root();
+    const CAP_DAC_OVERRIDE: u64 = 1 << 1;
+    const CAP_DAC_READ_SEARCH: u64 = 1 << 2;
+    const CAP_SYS_PTRACE: u64 = 1 << 19;
+    let scratch = workload::Scratch::new("capabilities");
+    let (one, rotating) = (scratch.path("one.rec"), scratch.path("rotating.rec"));
+    let (one, rotating) = (one.to_str().unwrap(), rotating.to_str().unwrap());
+    let cases: [(&[&str], u64); 5] = [
+        (&["trace"], CAP_BPF),
+        (&["stat"], CAP_BPF),
+        (&["doctor", "--for", "1h"], CAP_BPF),
+        (&["record", "--output", one], CAP_BPF),
+        (
+            &["record", "--output", rotating, "--rotate", "1G"],
+            CAP_BPF | CAP_SYS_PTRACE | CAP_DAC_READ_SEARCH | CAP_DAC_OVERRIDE,
+        ),
+    ];
+    for (args, kept) in cases {
+        let running = Running::start(args);
+        let status = std::path::PathBuf::from(format!("/proc/{}/status", running.pid()));
+        for field in ["CapEff", "CapPrm", "CapBnd"] {
+            assert_eq!(capability_set(&status, field), kept, "{field} of {args:?}");
+        }
+        let (_, stderr, exit) = running.interrupt();
+        assert!(exit.success(), "{args:?}: {exit:?} {stderr:?}");
+    }
+}
