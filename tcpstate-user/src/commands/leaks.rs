@@ -1,7 +1,10 @@
 //! `tcpstate leaks`: CLOSE_WAIT suspects per process, refreshed as events
 //! arrive (and as sockets cross the age threshold).
 use super::{pipeline, refreshed::Refreshed};
-use crate::{cli::LeaksArgs, views::leaks::LeaksView};
+use crate::{
+    cli::{LeaksArgs, Unsupported},
+    views::leaks::LeaksView,
+};
 
 /// The command line of a live process, for telling apart workers of one
 /// program.
@@ -16,6 +19,9 @@ pub fn cmdline(tgid: u32) -> Option<String> {
 }
 
 pub async fn run(args: &LeaksArgs, verbose: bool) -> anyhow::Result<()> {
+    args.filters
+        .refuse("leaks", &[Unsupported::State, Unsupported::Cgroup])
+        .map_err(anyhow::Error::msg)?;
     let mut pipeline = pipeline::open(
         &args.input,
         &args.live,

@@ -1,7 +1,7 @@
 //! `tcpstate life`: one line per finished connection, with its real owner.
 use super::pipeline::{self, Pipeline, View};
 use crate::{
-    cli::LifeArgs,
+    cli::{LifeArgs, Unsupported},
     filter::Filter,
     model::{Connection, Model, OpenKind},
     source::Item,
@@ -54,6 +54,9 @@ impl View for LifeView {
 }
 
 pub async fn run(args: &LifeArgs, verbose: bool) -> anyhow::Result<()> {
+    args.filters
+        .refuse("life", &[Unsupported::State])
+        .map_err(anyhow::Error::msg)?;
     let mut pipeline = pipeline::open(&args.input, &args.live, &args.filters, verbose, 30)?;
     let mut view = LifeView {
         out: BufWriter::new(io::stdout().lock()),

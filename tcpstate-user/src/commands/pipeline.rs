@@ -5,6 +5,7 @@
 use crate::{
     cli::{FilterArgs, InputArgs, LiveArgs},
     clock::{boot_now_ns, BootClock},
+    filter::Filter,
     model::{Connection, Input, Model, ModelConfig, ObservedHow, OwnerObservation, ResetSeen},
     privileges::{self, AfterStart},
     recording::{item_ts, RecordingHeader, RecordingReader, RecordingWriter, WriterOptions},
@@ -54,6 +55,8 @@ pub struct Recorder {
     rotate_bytes: Option<u64>,
     rotations: u32,
     command_line: Vec<String>,
+    /// Applied to the snapshot of each new file, like the first one's.
+    filter: Filter,
 }
 
 pub struct Pipeline {
@@ -73,6 +76,9 @@ pub struct Pipeline {
     /// Off when nothing reads the model (`record`): items then go straight
     /// from the source to the recording.
     model_used: bool,
+    /// The command's filters; their socket part is applied to what comes
+    /// from the source (traced and snapshot sockets alike).
+    filter: Filter,
 }
 
 /// The model's settings from the host's sysctls.
@@ -120,9 +126,10 @@ impl Pipeline {
         // The source itself warns when RSTs are not followed.
         let header = RecordingHeader::capture(std::env::args().collect());
         let mut model = Model::new(model_config(&header.sysctls, close_wait_leak_secs));
+        let filter = filters.to_filter();
         // Taken once, after the program is attached, so that no socket falls
         // between the two: what changes meanwhile is in the ring buffer.
-        let snapshot = take_snapshot();
+        let snapshot = take_snapshot(&filter);
         if let Some(snapshot) = &snapshot {
             load_snapshot(&mut model, snapshot, boot_now_ns());
         }
@@ -134,7 +141,12 @@ impl Pipeline {
             _ => AfterStart::MapsOnly,
         };
         let recorder = match record {
-            Some(to) => Some(Recorder::start(to, &header, snapshot.as_ref())?),
+            Some(to) => Some(Recorder::start(
+                to,
+                &header,
+                snapshot.as_ref(),
+                filter.clone(),
+            )?),
             None => None,
         };
         // Loaded, attached, snapshot taken, files open: from here on the
@@ -153,12 +165,18 @@ impl Pipeline {
             latest_ts: boot_now_ns(),
             finished: false,
             model_used: true,
+            filter,
         })
     }
 
     /// Replay of recordings, in the order given. The first file's header
     /// sets the clock and the sysctls; its snapshot starts the model.
-    pub fn replay(input: &InputArgs, close_wait_leak_secs: u64) -> anyhow::Result<Pipeline> {
+    pub fn replay(
+        input: &InputArgs,
+        filters: &FilterArgs,
+        close_wait_leak_secs: u64,
+    ) -> anyhow::Result<Pipeline> {
+        let filter = filters.to_filter();
         let first = input
             .input
             .first()
@@ -179,7 +197,11 @@ impl Pipeline {
                 .transpose()?,
         };
         if let Some(snapshot) = reader.snapshot() {
-            load_snapshot(&mut model, snapshot, header.clock.boot_ns);
+            let mut snapshot = snapshot.clone();
+            snapshot
+                .sockets
+                .retain(|s| filter.matches_existing(&s.existing));
+            load_snapshot(&mut model, &snapshot, header.clock.boot_ns);
         }
         Ok(Pipeline {
             source: Source::Replay(Box::new(Replay::start(reader, input.input.clone()))),
@@ -193,6 +215,7 @@ impl Pipeline {
             latest_ts: header.clock.boot_ns,
             finished: false,
             model_used: true,
+            filter,
         })
     }
 
@@ -249,6 +272,7 @@ impl Pipeline {
                 }
             }
         }
+        self.keep_filtered();
         self.consume(each)
     }
 
@@ -262,6 +286,7 @@ impl Pipeline {
             live.finish(&mut self.items);
             self.items.sort_by_key(|item| item_ts(item).unwrap_or(0));
         }
+        self.keep_filtered();
         self.consume(each)?;
         if let Some(recorder) = self.recorder.take() {
             let summary = recorder.writer.finish()?;
@@ -273,6 +298,19 @@ impl Pipeline {
             );
         }
         Ok(())
+    }
+
+    /// Drops the transitions of sockets the filters leave out, as the
+    /// kernel already does for one port and a family.
+    fn keep_filtered(&mut self) {
+        if self.filter.is_empty() {
+            return;
+        }
+        let filter = &self.filter;
+        self.items.retain(|item| match item {
+            Item::Transition(t) => filter.matches_socket(t.family, &t.local, &t.remote, t.netns),
+            _ => true,
+        });
     }
 
     fn consume(
@@ -337,6 +375,7 @@ impl Recorder {
         to: RecordTo,
         header: &RecordingHeader,
         snapshot: Option<&Snapshot>,
+        filter: Filter,
     ) -> anyhow::Result<Recorder> {
         let mut writer = RecordingWriter::create_with(to.path, header, WriterOptions::default())?;
         if let Some(snapshot) = snapshot {
@@ -348,6 +387,7 @@ impl Recorder {
             rotate_bytes: to.rotate_bytes,
             rotations: 0,
             command_line: header.command_line.clone(),
+            filter,
         })
     }
 
@@ -364,7 +404,7 @@ impl Recorder {
         let next = rotated_path(&self.path, self.rotations);
         let header = RecordingHeader::capture(self.command_line.clone());
         let summary = self.writer.rotate(&next, &header)?;
-        if let Some(snapshot) = take_snapshot() {
+        if let Some(snapshot) = take_snapshot(&self.filter) {
             self.writer.write_snapshot(&snapshot)?;
         }
         eprintln!(
@@ -384,9 +424,15 @@ pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn take_snapshot() -> Option<Snapshot> {
+/// The sockets that exist now, those the filters leave out already left out.
+fn take_snapshot(filter: &Filter) -> Option<Snapshot> {
     match snapshot::take(snapshot::current_netns()) {
-        Ok(snapshot) => Some(snapshot),
+        Ok(mut snapshot) => {
+            snapshot
+                .sockets
+                .retain(|s| filter.matches_existing(&s.existing));
+            Some(snapshot)
+        }
         Err(e) => {
             eprintln!("tcpstate: warning: sockets that existed before the start are unknown: {e}");
             None
@@ -585,7 +631,7 @@ pub fn open(
         if live.record.is_some() {
             anyhow::bail!("--record records the live kernel; it cannot be used with --input");
         }
-        return Pipeline::replay(input, close_wait_leak_secs);
+        return Pipeline::replay(input, filters, close_wait_leak_secs);
     }
     let record = live.record.as_deref().map(|path| RecordTo {
         path,

@@ -3,6 +3,7 @@
 use super::pipeline::{self, Pipeline, RecordTo, View};
 use crate::{
     cli::RecordArgs,
+    cli::Unsupported,
     model::{Connection, Model},
     source::Item,
 };
@@ -29,6 +30,9 @@ impl View for Counting {
 }
 
 pub async fn run(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
+    args.filters
+        .refuse("record", &[Unsupported::State, Unsupported::Cgroup])
+        .map_err(anyhow::Error::msg)?;
     let record = RecordTo {
         path: &args.output,
         rotate_bytes: args.rotate,

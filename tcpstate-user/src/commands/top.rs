@@ -11,6 +11,7 @@
 //! footer, and all of it printed once the screen is left.
 use super::pipeline::{self, Pipeline, View};
 use crate::{
+    cli::Unsupported,
     cli::{InputArgs, TopArgs},
     model::{Connection, Model, OpenKind, Owner},
     source::{live::OwnerTracking, Item},
@@ -43,6 +44,9 @@ const MAX_REDRAW: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(100);
 
 pub async fn run(args: &TopArgs, verbose: bool) -> anyhow::Result<()> {
+    args.filters
+        .refuse("top", &[Unsupported::State, Unsupported::Cgroup])
+        .map_err(anyhow::Error::msg)?;
     if !io::stdout().is_terminal() {
         anyhow::bail!(
             "`tcpstate top` is a full-screen view and needs a terminal; for output to a pipe or file use `tcpstate stat` or `tcpstate leaks`"
