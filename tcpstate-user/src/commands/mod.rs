@@ -25,8 +25,6 @@ pub fn live_options(live: &LiveArgs, filters: &FilterArgs, verbose: bool) -> Liv
         wakeup_bytes: live.wakeup_size,
         family: filters.family,
         any_port: filters.to_filter().kernel_port(),
-        local_port: None,
-        remote_port: None,
         diagnostics: verbose,
         lifetime_hooks: false,
     }
