@@ -4,10 +4,10 @@
 //! CAP_PERFMON), and the start-up snapshot reads other processes' file
 //! descriptors. After that, the run only reads from maps and programs it
 //! already holds file descriptors for: a map lookup or
-//! `BPF_OBJ_GET_INFO_BY_FD` on such an fd needs no capability on kernels
-//! since 6.5, but before that every `bpf()` call was refused without
-//! CAP_BPF (or CAP_SYS_ADMIN) when `kernel.unprivileged_bpf_disabled` is set,
-//! as Debian and others do. So CAP_BPF is kept (it grants no other access),
+//! `BPF_OBJ_GET_INFO_BY_FD` on such an fd needs no capability on recent
+//! kernels (6.18 here: tried with none), but older ones refused every
+//! `bpf()` call without CAP_BPF (or CAP_SYS_ADMIN) when
+//! `kernel.unprivileged_bpf_disabled` is set, as Debian and others do. So CAP_BPF is kept (it grants no other access),
 //! and everything else goes: no CAP_SYS_ADMIN while serving HTTP or parsing
 //! anything from outside.
 //!
