@@ -64,8 +64,6 @@ pub const LOST_RESETS: u32 = 2;
 
 /// Load-time globals (set by userspace before the program is loaded).
 pub const GLOBAL_FILTER_FAMILY: &str = "FILTER_FAMILY";
-pub const GLOBAL_FILTER_LPORT: &str = "FILTER_LPORT";
-pub const GLOBAL_FILTER_RPORT: &str = "FILTER_RPORT";
 pub const GLOBAL_FILTER_ANY_PORT: &str = "FILTER_ANY_PORT";
 pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 pub const GLOBAL_WAKEUP_INTERVAL_NS: &str = "WAKEUP_INTERVAL_NS";

@@ -3,6 +3,10 @@
 //! Reads the fields of `sock:inet_sock_set_state`, keeps TCP only, applies the
 //! optional load-time filters, reserves a record in the ring buffer, fills it
 //! and submits it. When a record cannot be reserved, a per-CPU counter says so.
+//!
+//! Each program's body is a `try_*` function returning `Result`: a hit that
+//! yields no record for another reason than a filter (a kernel read failed)
+//! is an `Err`, which the entry point logs (aya-log; shown with `-v`).
 #![no_std]
 #![no_main]
 
@@ -16,13 +20,13 @@ use aya_ebpf::{
     macros::{fexit, map, raw_tracepoint, tracepoint},
     maps::{Array, PerCpuArray, RingBuf},
     programs::{FExitContext, RawTracePointContext, TracePointContext},
-    EbpfContext,
+    EbpfContext, Global,
 };
 use aya_log_ebpf::warn;
 use tcpstate_common::{
     kind, reset_offsets, syscall_exit_offsets, tp_offsets as off, Event, StructOffsets,
-    DEFAULT_RING_BYTES, INET_SADDR_SPAN, IPPROTO_TCP, LOST_OWNERS, LOST_RESETS, LOST_TRANSITIONS,
-    SOCK_HEAD_BYTES,
+    DEFAULT_RING_BYTES, EVENT_SIZE, INET_SADDR_SPAN, IPPROTO_TCP, LOST_OWNERS, LOST_RESETS,
+    LOST_TRANSITIONS, SOCK_HEAD_BYTES,
 };
 
 #[map(name = "EVENTS")]
@@ -72,6 +76,11 @@ static RAW_TAKEN: PerCpuArray<RawTaken> = PerCpuArray::with_max_entries(1, 0);
 
 /// 1 once the classic program found a hit in `RAW_TAKEN`: the kernel runs
 /// the raw program first (the order is fixed once both are attached).
+///
+/// Mutable globals stay `static mut`: aya-ebpf 0.2.1's `Global<T>` is
+/// read-only, and core's atomics do not compile for the BPF target here
+/// (bpf-linker's LLVM cannot select an atomic load for `--cpu generic`).
+/// Each access is a volatile load or store of a whole word.
 #[no_mangle]
 static mut RAW_RUNS_FIRST: u32 = 0;
 
@@ -83,41 +92,62 @@ static RESCUED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "LOST")]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
 
-// Load-time settings; userspace overrides them before loading. Zero means
-// "no filter". Read with `read_volatile` so the compiler keeps the loads.
+// Load-time settings; userspace overrides them before loading
+// (`EbpfLoader::override_global`). Zero means "no filter".
 #[no_mangle]
-static FILTER_FAMILY: u16 = 0;
+static FILTER_FAMILY: Global<u16> = Global::new(0);
 #[no_mangle]
-static FILTER_LPORT: u16 = 0;
+static FILTER_ANY_PORT: Global<u16> = Global::new(0);
+/// Wake userspace once this many bytes are waiting (batching under load):
+/// by default 64 records.
 #[no_mangle]
-static FILTER_RPORT: u16 = 0;
-#[no_mangle]
-static FILTER_ANY_PORT: u16 = 0;
-/// Wake userspace once this many bytes are waiting (batching under load).
-#[no_mangle]
-static WAKEUP_BYTES: u64 = 64 * 112;
+static WAKEUP_BYTES: Global<u64> = Global::new(64 * RECORD_BYTES);
 /// ...or when nobody was woken for this long (an isolated event is prompt).
 #[no_mangle]
-static WAKEUP_INTERVAL_NS: u64 = 50_000_000;
+static WAKEUP_INTERVAL_NS: Global<u64> = Global::new(50_000_000);
 
 /// Kernel struct offsets from BTF; all zero when userspace could not read them.
 #[no_mangle]
-static OFFSETS: StructOffsets = StructOffsets::zeroed();
+static OFFSETS: Global<StructOffsets> = Global::new(StructOffsets::zeroed());
 
 /// Time of the last forced wake-up, shared by all CPUs. Races only make a
 /// wake-up happen slightly earlier or later, never lose a record.
 #[no_mangle]
 static mut LAST_WAKEUP_NS: u64 = 0;
 
-#[tracepoint]
-pub fn tcpstate_set_state(ctx: TracePointContext) -> u32 {
-    try_set_state(&ctx);
-    0
+/// Why a hit gave no record, other than a filter or a full ring buffer
+/// (those are not failures, or are counted in `LOST`).
+#[derive(Clone, Copy)]
+enum Miss {
+    /// The socket's fields could not be read from kernel memory.
+    SocketUnreadable,
+    /// accept() returned this fd, but its socket could not be read.
+    AcceptedSocketUnreadable(i64),
+    /// A RST's segment headers could not be read.
+    ResetSegmentUnreadable,
 }
 
-#[inline(always)]
-fn setting<T: Copy>(global: &'static T) -> T {
-    unsafe { core::ptr::read_volatile(global) }
+/// Out of line: the log call's stack stays out of the programs' own frame.
+#[inline(never)]
+fn report<C: EbpfContext>(ctx: &C, miss: Miss) {
+    match miss {
+        Miss::SocketUnreadable => {
+            warn!(ctx, "a transition's socket could not be read: not recorded")
+        }
+        Miss::AcceptedSocketUnreadable(fd) => warn!(
+            ctx,
+            "accept() returned fd {} but its socket could not be read", fd
+        ),
+        Miss::ResetSegmentUnreadable => warn!(ctx, "a RST's segment headers could not be read"),
+    }
+}
+
+#[tracepoint]
+pub fn tcpstate_set_state(ctx: TracePointContext) -> u32 {
+    if let Err(miss) = try_set_state(&ctx) {
+        report(&ctx, miss);
+    }
+    0
 }
 
 /// The struct offsets, read in place: a copy would take 76 bytes of the
@@ -125,10 +155,13 @@ fn setting<T: Copy>(global: &'static T) -> T {
 /// the compiler from folding the fields to the zeros it was compiled with.
 #[inline(always)]
 fn offsets() -> &'static StructOffsets {
-    let global: *const StructOffsets = &raw const OFFSETS;
+    // `Global<T>` is `repr(transparent)` over `T`: the same bytes.
+    let global: *const StructOffsets = (&raw const OFFSETS).cast();
     // SAFETY: reads a local; the pointer it yields is `OFFSETS` itself, a
     // static that lives for the whole program and is never written (it is
-    // set by userspace before load, in read-only data).
+    // set by userspace before load, in read-only data), and always holds an
+    // initialized `StructOffsets` (`Global::new`). `Global::load` would copy
+    // it instead, which is what this avoids.
     unsafe { &*core::ptr::read_volatile(&global) }
 }
 
@@ -137,6 +170,9 @@ fn offsets() -> &'static StructOffsets {
 /// userspace has checked them against the running kernel's format file.
 #[inline(always)]
 fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: `offset` is one of the tracepoint format's field offsets
+    // (checked by userspace against the kernel's format file), inside the
+    // context and naturally aligned; the verifier checks the access too.
     unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset) as *const T) }
 }
 
@@ -170,16 +206,16 @@ struct Fields {
 }
 
 #[inline(always)]
-fn try_set_state(ctx: &TracePointContext) {
+fn try_set_state(ctx: &TracePointContext) -> Result<(), Miss> {
     let skaddr: u64 = field(ctx, off::SKADDR);
     let newstate: i32 = field(ctx, off::NEWSTATE);
     let raw_mode = RAW_MODE.get(0).is_some_and(|mode| *mode == 1);
     if raw_mode && !stands_in_for_raw(skaddr, newstate as u32) {
-        return;
+        return Ok(());
     }
     let protocol: u16 = field(ctx, off::PROTOCOL);
     if protocol != IPPROTO_TCP {
-        return;
+        return Ok(());
     }
     let fields = Fields {
         skaddr,
@@ -193,6 +229,7 @@ fn try_set_state(ctx: &TracePointContext) {
         netns: netns_of(skaddr),
     };
     emit_transition(ctx, &fields);
+    Ok(())
 }
 
 /// With the raw program attached: whether the kernel skipped it for this
@@ -200,10 +237,17 @@ fn try_set_state(ctx: &TracePointContext) {
 #[inline(always)]
 fn stands_in_for_raw(skaddr: u64, newstate: u32) -> bool {
     if raw_took(skaddr, newstate) {
+        // SAFETY: a whole aligned u32 of our own global, written through a
+        // raw pointer (no reference to the `static mut` is made); other
+        // CPUs only ever write the same value.
         unsafe { core::ptr::write_volatile(&raw mut RAW_RUNS_FIRST, 1) };
         return false;
     }
+    // SAFETY: a whole aligned u32 of our own global, read through a raw
+    // pointer; a concurrent write of 1 makes it read 0 or 1, both valid.
     let raw_first = unsafe { core::ptr::read_volatile(&raw const RAW_RUNS_FIRST) } == 1;
+    // SAFETY: a pointer to this CPU's slot of a per-CPU map, valid for the
+    // whole program run; a u32 is read whole.
     let raw_active = RAW_ACTIVE
         .get_ptr(0)
         .is_some_and(|active| unsafe { core::ptr::read_volatile(active) } == 1);
@@ -216,6 +260,9 @@ fn stands_in_for_raw(skaddr: u64, newstate: u32) -> bool {
     // becomes of it: filtered out (not lost), written, or counted lost when
     // the ring buffer is full (counted once, there).
     if let Some(rescued) = RESCUED.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU map, valid for the program
+        // run; no other CPU writes it, and the classic program does not
+        // nest on one CPU (the kernel skips it instead).
         unsafe { *rescued += 1 };
     }
     true
@@ -227,6 +274,10 @@ fn raw_took(sk: u64, newstate: u32) -> bool {
     let Some(taken) = RAW_TAKEN.get_ptr_mut(0) else {
         return false;
     };
+    // SAFETY: this CPU's entry of a per-CPU map, valid and aligned for the
+    // program run. A raw program interrupting this one on the CPU may write
+    // a slot meanwhile: the worst outcome is a hit recorded twice or
+    // rescued once more, never undefined memory.
     let taken = unsafe { &mut *taken };
     for i in 0..RAW_TAKEN_SLOTS {
         if taken.sk[i] == sk && taken.state[i] == newstate {
@@ -241,11 +292,16 @@ fn raw_took(sk: u64, newstate: u32) -> bool {
 pub fn tcpstate_set_state_raw(ctx: RawTracePointContext) -> i32 {
     let active = RAW_ACTIVE.get_ptr_mut(0);
     if let Some(active) = active {
+        // SAFETY: this CPU's slot of a per-CPU map, valid for the run.
         unsafe { core::ptr::write_volatile(active, 1) };
     }
-    try_set_state_raw(&ctx);
+    let body = try_set_state_raw(&ctx);
     if let Some(active) = active {
+        // SAFETY: as above.
         unsafe { core::ptr::write_volatile(active, 0) };
+    }
+    if let Err(miss) = body {
+        report(&ctx, miss);
     }
     // Last, and whatever the hit was (even one filtered out): the classic
     // program must not record a hit this program took.
@@ -258,6 +314,8 @@ pub fn tcpstate_set_state_raw(ctx: RawTracePointContext) -> i32 {
 #[inline(never)]
 fn mark_taken(sk: u64, newstate: u32) {
     if let Some(taken) = RAW_TAKEN.get_ptr_mut(0) {
+        // SAFETY: this CPU's entry of a per-CPU map, valid for the run; see
+        // `raw_took` for what an interrupting run can do to it.
         let taken = unsafe { &mut *taken };
         taken.runs = taken.runs.wrapping_add(1);
         let slot = free_or_oldest_slot(taken);
@@ -288,34 +346,42 @@ fn free_or_oldest_slot(taken: &RawTaken) -> usize {
 /// read what the event's format would hold, the way the kernel fills it in
 /// (`TP_STORE_ADDRS`: IPv4 as mapped IPv6).
 #[inline(always)]
-fn try_set_state_raw(ctx: &RawTracePointContext) {
+fn try_set_state_raw(ctx: &RawTracePointContext) -> Result<(), Miss> {
     let sk: u64 = ctx.arg(0);
     let oldstate: u64 = ctx.arg(1);
     let newstate: u64 = ctx.arg(2);
-    let Some(fields) = sock_fields(sk, oldstate as i32, newstate as i32, offsets()) else {
-        return;
-    };
-    emit_transition(ctx, &fields);
+    // Ok(None): not TCP.
+    if let Some(fields) = sock_fields(sk, oldstate as i32, newstate as i32, offsets())? {
+        emit_transition(ctx, &fields);
+    }
+    Ok(())
 }
 
 /// Four probe reads: the protocol, the socket's first bytes (its
 /// `sock_common`: addresses, ports, family, namespace) at once, the
 /// `inet_sock` words holding the IPv4 source address and (on every kernel
 /// we know) the source port, and the namespace's inode. A fifth reads the
-/// port on its own where the kernel's layout puts it elsewhere.
+/// port on its own where the kernel's layout puts it elsewhere. Ok(None):
+/// not a TCP socket.
 #[inline(always)]
-fn sock_fields(sk: u64, oldstate: i32, newstate: i32, o: &StructOffsets) -> Option<Fields> {
-    let protocol: u16 = read_kernel(sk, o.sk_protocol)?;
+fn sock_fields(
+    sk: u64,
+    oldstate: i32,
+    newstate: i32,
+    o: &StructOffsets,
+) -> Result<Option<Fields>, Miss> {
+    let unreadable = Miss::SocketUnreadable;
+    let protocol: u16 = read_kernel(sk, o.sk_protocol).ok_or(unreadable)?;
     if protocol != IPPROTO_TCP {
-        return None;
+        return Ok(None);
     }
-    let head: Words<SOCK_HEAD_WORDS> = read_words(sk)?;
+    let head: Words<SOCK_HEAD_WORDS> = read_words(sk).ok_or(unreadable)?;
     // `inet_sport` (and `inet_saddr`), not `skc_num` (and `skc_rcv_saddr`):
     // the tracepoint runs after a closing socket gave its port back, which
     // zeroes `skc_num` but leaves `inet_sport`, and reports the latter.
-    let mut inet: Words<INET_WORDS> = read_words(sk + u64::from(o.inet_saddr))?;
+    let mut inet: Words<INET_WORDS> = read_words(sk + u64::from(o.inet_saddr)).ok_or(unreadable)?;
     let saddr_v4 = inet[0];
-    let sport = source_port(sk, &mut inet, o)?;
+    let sport = source_port(sk, &mut inet, o).ok_or(unreadable)?;
     let family = u16_at(&head, o.skc_family);
     let (saddr, daddr) = if family == tcpstate_common::AF_INET6 {
         (
@@ -332,7 +398,7 @@ fn sock_fields(sk: u64, oldstate: i32, newstate: i32, o: &StructOffsets) -> Opti
     } else {
         read_kernel::<u32>(net, o.net_ns_inum).unwrap_or(0)
     };
-    Some(Fields {
+    Ok(Some(Fields {
         skaddr: sk,
         oldstate,
         newstate,
@@ -342,7 +408,7 @@ fn sock_fields(sk: u64, oldstate: i32, newstate: i32, o: &StructOffsets) -> Opti
         saddr,
         daddr,
         netns,
-    })
+    }))
 }
 
 /// `inet_sport` (network order) from the words read at `inet_saddr`, or,
@@ -370,6 +436,8 @@ type Words<const N: usize> = [u32; N];
 #[inline(always)]
 fn read_words<const N: usize>(addr: u64) -> Option<Words<N>> {
     let mut words = core::mem::MaybeUninit::<Words<N>>::uninit();
+    // SAFETY: `words` is N * 4 writable bytes; the helper writes exactly
+    // that many (zeros on failure) and reads only kernel memory.
     let status = unsafe {
         aya_ebpf::helpers::generated::bpf_probe_read_kernel(
             words.as_mut_ptr().cast(),
@@ -377,7 +445,8 @@ fn read_words<const N: usize>(addr: u64) -> Option<Words<N>> {
             addr as *const aya_ebpf::cty::c_void,
         )
     };
-    // The helper zero-fills on failure; either way every byte is written.
+    // SAFETY: the helper zero-fills on failure; either way every byte is
+    // written, and any bit pattern is a valid u32.
     (status == 0).then(|| unsafe { words.assume_init() })
 }
 
@@ -437,11 +506,17 @@ fn emit_transition<C: EbpfContext>(ctx: &C, f: &Fields) {
         count_lost(ctx, LOST_TRANSITIONS);
         return;
     };
+    // SAFETY: a helper without arguments or preconditions.
     let ts = unsafe { bpf_ktime_get_boot_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
     // Field by field into the reserved record: no copy of the whole event
     // through the stack.
     let e = entry.as_mut_ptr();
+    // SAFETY: `e` points at the reserved record, an `Event` of ours until
+    // it is submitted: every store is inside it (the 8-byte one covers
+    // `newstate` and the padding that ends it, checked below at compile
+    // time); `comm` is 16 writable bytes for the helper; the helpers called
+    // have no other preconditions.
     unsafe {
         (*e).ts_boot_ns = ts;
         (*e).skaddr = f.skaddr;
@@ -491,6 +566,8 @@ fn read_kernel<T: Copy>(base: u64, offset: u32) -> Option<T> {
     if base == 0 {
         return None;
     }
+    // SAFETY: the helper reads kernel memory without faulting (an error if
+    // unmapped) and returns a copy; nothing is dereferenced here.
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
 }
 
@@ -498,6 +575,8 @@ fn read_kernel<T: Copy>(base: u64, offset: u32) -> Option<T> {
 /// task->files->fdt->fd[fd]->private_data (a `struct socket`)->sk.
 #[inline(always)]
 fn sock_of_fd(fd: u64, offsets: &StructOffsets) -> Option<u64> {
+    // SAFETY: a helper without arguments or preconditions; the pointer it
+    // returns is only read through `bpf_probe_read_kernel`.
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read_kernel(task, offsets.task_files)?;
     let fdt: u64 = read_kernel(files, offsets.files_fdt)?;
@@ -514,35 +593,34 @@ fn sock_of_fd(fd: u64, offsets: &StructOffsets) -> Option<u64> {
 
 #[tracepoint]
 pub fn tcpstate_accept4_exit(ctx: TracePointContext) -> u32 {
-    try_accept_exit(&ctx);
+    if let Err(miss) = try_accept_exit(&ctx) {
+        report(&ctx, miss);
+    }
     0
 }
 
 #[tracepoint]
 pub fn tcpstate_accept_exit(ctx: TracePointContext) -> u32 {
-    try_accept_exit(&ctx);
+    if let Err(miss) = try_accept_exit(&ctx) {
+        report(&ctx, miss);
+    }
     0
 }
 
 /// accept() returned a new socket: its owner is the calling process.
 #[inline(always)]
-fn try_accept_exit(ctx: &TracePointContext) {
+fn try_accept_exit(ctx: &TracePointContext) -> Result<(), Miss> {
     let ret: i64 = field(ctx, syscall_exit_offsets::RET);
     if ret < 0 {
-        return;
+        return Ok(());
     }
     let offsets = offsets();
     if offsets.task_files == 0 {
-        return;
+        return Ok(());
     }
-    let Some(sk) = sock_of_fd(ret as u64, offsets) else {
-        warn!(
-            ctx,
-            "accept() returned fd {} but its socket could not be read", ret
-        );
-        return;
-    };
+    let sk = sock_of_fd(ret as u64, offsets).ok_or(Miss::AcceptedSocketUnreadable(ret))?;
     emit_owner(ctx, sk);
+    Ok(())
 }
 
 /// `inet_csk_accept()` returned `sk` to the task now running: it owns it.
@@ -577,15 +655,18 @@ fn emit_owner<C: EbpfContext>(ctx: &C, sk: u64) {
         count_lost(ctx, LOST_OWNERS);
         return;
     };
+    // SAFETY: a helper without arguments or preconditions.
     let ts = unsafe { bpf_ktime_get_boot_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
     let mut event = Event::zeroed();
     event.ts_boot_ns = ts;
     event.skaddr = sk;
+    // SAFETY: helpers without arguments or preconditions.
     event.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     event.tgid = (pid_tgid >> 32) as u32;
     event.pid = pid_tgid as u32;
+    // SAFETY: as above.
     event.cpu = unsafe { bpf_get_smp_processor_id() };
     event.netns = netns_of(sk);
     event.kind = kind::OWNER_ACCEPT;
@@ -595,7 +676,9 @@ fn emit_owner<C: EbpfContext>(ctx: &C, sk: u64) {
 
 #[tracepoint]
 pub fn tcpstate_send_reset(ctx: TracePointContext) -> u32 {
-    try_send_reset(&ctx);
+    if let Err(miss) = try_send_reset(&ctx) {
+        report(&ctx, miss);
+    }
     0
 }
 
@@ -603,22 +686,21 @@ pub fn tcpstate_send_reset(ctx: TracePointContext) -> u32 {
 /// the skb's IP and TCP headers. A RST without a segment (an active reset
 /// by a full socket) shows in that socket's own state transition.
 #[inline(always)]
-fn try_send_reset(ctx: &TracePointContext) {
+fn try_send_reset(ctx: &TracePointContext) -> Result<(), Miss> {
     let skb: u64 = field(ctx, reset_offsets::SKBADDR);
     let offsets = offsets();
     if skb == 0 || offsets.skb_head == 0 {
-        return;
+        return Ok(());
     }
-    let Some((family, saddr, daddr, ports)) = segment_of(skb, offsets) else {
-        warn!(ctx, "a RST's segment headers could not be read");
-        return;
-    };
+    let (family, saddr, daddr, ports) =
+        segment_of(skb, offsets).ok_or(Miss::ResetSegmentUnreadable)?;
     let sender: u64 = field(ctx, reset_offsets::SKADDR);
     let state: i32 = field(ctx, reset_offsets::STATE);
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_lost(ctx, LOST_RESETS);
-        return;
+        return Ok(());
     };
+    // SAFETY: a helper without arguments or preconditions.
     let ts = unsafe { bpf_ktime_get_boot_ns() };
     let mut event = Event::zeroed();
     event.ts_boot_ns = ts;
@@ -629,11 +711,13 @@ fn try_send_reset(ctx: &TracePointContext) {
     event.dport = u16::from_be((ports >> 16) as u16);
     event.family = family;
     event.oldstate = if sender == 0 { 0 } else { state as u8 };
+    // SAFETY: a helper without arguments or preconditions.
     event.cpu = unsafe { bpf_get_smp_processor_id() };
     event.netns = if sender == 0 { 0 } else { netns_of(sender) };
     event.kind = kind::RESET_SENT;
     entry.write(event);
     entry.submit(wakeup_flag(ts));
+    Ok(())
 }
 
 /// (family, source, destination, ports word) of the segment in `skb`;
@@ -671,19 +755,11 @@ fn segment_of(skb: u64, offsets: &StructOffsets) -> Option<(u16, [u8; 16], [u8; 
 
 #[inline(always)]
 fn passes_filters(family: u16, sport: u16, dport: u16) -> bool {
-    let want_family = setting(&FILTER_FAMILY);
+    let want_family = FILTER_FAMILY.load();
     if want_family != 0 && want_family != family {
         return false;
     }
-    let lport = setting(&FILTER_LPORT);
-    if lport != 0 && lport != sport {
-        return false;
-    }
-    let rport = setting(&FILTER_RPORT);
-    if rport != 0 && rport != dport {
-        return false;
-    }
-    let any = setting(&FILTER_ANY_PORT);
+    let any = FILTER_ANY_PORT.load();
     any == 0 || any == sport || any == dport
 }
 
@@ -694,7 +770,7 @@ const _: () = assert!(core::mem::offset_of!(Event, _pad) == NEWSTATE_AND_PAD + 1
 const _: () = assert!(NEWSTATE_AND_PAD + 8 == core::mem::size_of::<Event>());
 
 /// Ring-buffer bytes one record takes: the kernel's 8-byte header + the event.
-const RECORD_BYTES: u64 = (core::mem::size_of::<Event>() + 8) as u64;
+const RECORD_BYTES: u64 = (EVENT_SIZE + 8) as u64;
 
 /// Batches wake-ups: wake the reader when this record takes the backlog over
 /// the threshold, or when no wake-up happened for a while (so a lone event is
@@ -706,10 +782,15 @@ const RECORD_BYTES: u64 = (core::mem::size_of::<Event>() + 8) as u64;
 #[inline(always)]
 fn wakeup_flag(now: u64) -> u64 {
     let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let threshold = setting(&WAKEUP_BYTES);
+    let threshold = WAKEUP_BYTES.load();
     let crossed = pending >= threshold && pending < threshold + 4 * RECORD_BYTES;
+    // SAFETY: a whole aligned u64 of our own global, through raw pointers
+    // (no reference to the `static mut`); BPF loads and stores of 8 bytes
+    // are single instructions, so a race yields one CPU's value or
+    // another's, both valid timestamps.
     let last = unsafe { core::ptr::read_volatile(&raw const LAST_WAKEUP_NS) };
-    if crossed || now.wrapping_sub(last) >= setting(&WAKEUP_INTERVAL_NS) {
+    if crossed || now.wrapping_sub(last) >= WAKEUP_INTERVAL_NS.load() {
+        // SAFETY: as above.
         unsafe { core::ptr::write_volatile(&raw mut LAST_WAKEUP_NS, now) };
         BPF_RB_FORCE_WAKEUP as u64
     } else {
@@ -722,6 +803,7 @@ fn count_lost<C: EbpfContext>(ctx: &C, slot: u32) {
     if let Some(lost) = LOST.get_ptr_mut(slot) {
         // Per-CPU slot: no other CPU writes it, and this program does not
         // nest on one CPU, so a plain increment is exact.
+        // SAFETY: this CPU's slot of a per-CPU map, valid for the run.
         unsafe {
             if *lost == 0 {
                 // Rare: once per CPU for the life of the program.

@@ -244,7 +244,41 @@ pub struct FilterArgs {
     pub cgroups: Vec<u64>,
 }
 
+/// Filters that some commands cannot apply: `--state` (a transition's,
+/// not a socket's) and `--cgroup` (an owner's, learnt after the socket's
+/// first transitions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsupported {
+    State,
+    Cgroup,
+}
+
 impl FilterArgs {
+    /// Err (the message) when a filter the command does not apply is set:
+    /// refused rather than silently ignored.
+    pub fn refuse(&self, command: &str, unsupported: &[Unsupported]) -> Result<(), String> {
+        for flag in unsupported {
+            let (set, name, instead) = match flag {
+                Unsupported::State => (
+                    !self.states.is_empty(),
+                    "--state",
+                    "`tcpstate trace --state` shows the transitions into or out of a state",
+                ),
+                Unsupported::Cgroup => (
+                    !self.cgroups.is_empty(),
+                    "--cgroup",
+                    "`tcpstate trace --cgroup` and `tcpstate life --cgroup` filter by the owner's cgroup",
+                ),
+            };
+            if set {
+                return Err(format!(
+                    "`tcpstate {command}` does not take {name}: {instead}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn to_filter(&self) -> Filter {
         Filter {
             ports: self.ports.clone(),

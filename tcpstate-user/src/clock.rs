@@ -4,7 +4,6 @@
 //! At start we read CLOCK_BOOTTIME and CLOCK_REALTIME as a pair and map one
 //! onto the other; later NTP steps of the wall clock are not followed, which
 //! keeps the durations between events exact.
-use std::fmt::Write as _;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BootClock {
@@ -77,78 +76,24 @@ impl BootClock {
 }
 
 /// RFC 3339 in UTC with nanoseconds, e.g. `2026-11-22T11:23:45.123456789Z`.
+/// chrono formats it; `trace --json` calls this once per second of events
+/// and writes the fraction itself (see `sinks::json_line`), so chrono's
+/// general-purpose formatting is paid once per second, not per event.
 pub fn rfc3339_utc(wall_ns: u64) -> String {
-    let secs = wall_ns / 1_000_000_000;
-    let nanos = wall_ns % 1_000_000_000;
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    let mut out = String::with_capacity(30);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    );
-    out
+    let secs = (wall_ns / 1_000_000_000) as i64;
+    let nanos = (wall_ns % 1_000_000_000) as u32;
+    // Every u64 of nanoseconds is within chrono's range (up to year 2554).
+    chrono::DateTime::from_timestamp(secs, nanos)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 /// Parses RFC 3339 (`2026-11-22T11:23:45Z`, `2026-11-22T11:23:45.5+01:00`,
-/// also with a space for the `T`) into nanoseconds since the epoch.
+/// also with a space for the `T`) into nanoseconds since the epoch; None
+/// for anything else, or a time before the epoch.
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let (date, rest) = text.split_once(['T', 't', ' '])?;
-    let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (ymd.next()??, ymd.next()??, ymd.next()??);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    // The zone: Z, or ±HH:MM at the end.
-    let (time, offset_secs) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
-        (t, 0i64)
-    } else {
-        let at = rest.rfind(['+', '-'])?;
-        let (t, zone) = rest.split_at(at);
-        let sign = if zone.starts_with('-') { -1 } else { 1 };
-        let (h, m) = zone[1..].split_once(':')?;
-        (
-            t,
-            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60),
-        )
-    };
-    let (hms, fraction) = match time.split_once('.') {
-        Some((hms, f)) => (hms, f),
-        None => (time, ""),
-    };
-    let mut parts = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
-    if h > 23
-        || m > 59
-        || s > 60
-        || !fraction.bytes().all(|b| b.is_ascii_digit())
-        || fraction.len() > 9
-    {
-        return None;
-    }
-    let nanos: i64 = format!("{fraction:0<9}").parse().ok()?;
-    let days = days_from_civil(year, month as u32, day as u32);
-    let secs = days * 86_400 + h * 3600 + m * 60 + s - offset_secs;
-    u64::try_from(secs)
-        .ok()?
-        .checked_mul(1_000_000_000)?
-        .checked_add(nanos as u64)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (inverse of
-/// `civil_from_days`; Howard Hinnant's public-domain algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let time = chrono::DateTime::parse_from_rfc3339(text.trim()).ok()?;
+    u64::try_from(time.timestamp_nanos_opt()?).ok()
 }
 
 /// Local time of day with microseconds, e.g. `11:23:45.123456`, for tables.
@@ -166,21 +111,6 @@ pub fn local_time_of_day(wall_ns: u64) -> String {
         "{:02}:{:02}:{:02}.{micros:06}",
         tm.tm_hour, tm.tm_min, tm.tm_sec
     )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
-/// Howard Hinnant's public-domain algorithm.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

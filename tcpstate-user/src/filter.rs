@@ -224,6 +224,29 @@ impl Filter {
                     .any(|f| f.matches(remote.ip, remote.port)))
     }
 
+    /// The filters that are properties of the socket itself (ports,
+    /// addresses, family, namespace), which a transition carries. The
+    /// pipeline applies them at its source, to traced and snapshot sockets
+    /// alike, so every command means the same by them.
+    pub fn matches_socket(
+        &self,
+        family: Family,
+        local: &crate::addr::Endpoint,
+        remote: &crate::addr::Endpoint,
+        netns: u32,
+    ) -> bool {
+        self.matches_endpoints(local, remote)
+            && self.family.is_none_or(|f| f == family)
+            && (self.netns.is_empty() || self.netns.contains(&netns))
+    }
+
+    /// A socket of the start-up snapshot: the socket filters, and the
+    /// owner's cgroup (its owner is known at once).
+    pub fn matches_existing(&self, socket: &crate::model::ExistingSocket) -> bool {
+        self.matches_socket(socket.family, &socket.local, &socket.remote, socket.netns)
+            && self.matches_owner(socket.owner.as_ref())
+    }
+
     /// The single port the kernel can filter on, when exactly one is given.
     pub fn kernel_port(&self) -> Option<u16> {
         match self.ports.as_slice() {

@@ -31,6 +31,7 @@ pub mod filter;
 pub mod messages;
 pub mod model;
 pub mod pipeline;
+pub mod privileges;
 pub mod recording;
 pub mod sinks;
 pub mod source;

@@ -80,7 +80,7 @@ pub async fn run(args: &ExportArgs) -> anyhow::Result<()> {
         input: args.files.clone(),
         ..InputArgs::default()
     };
-    let mut pipeline = Pipeline::replay(&input, 30)?;
+    let mut pipeline = Pipeline::replay(&input, &args.filters, 30)?;
     let filter = args.filters.to_filter();
     let clock = pipeline.clock;
     let sink: Box<dyn TraceSink> = match (args.format, &args.output) {

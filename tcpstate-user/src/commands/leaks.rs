@@ -1,9 +1,16 @@
 //! `tcpstate leaks`: CLOSE_WAIT suspects per process, refreshed as events
 //! arrive (and as sockets cross the age threshold).
-use crate::{cli::LeaksArgs, source::procfs, views::leaks::LeaksView};
+use crate::{
+    cli::{LeaksArgs, Unsupported},
+    source::procfs,
+    views::leaks::LeaksView,
+};
 use crate::{pipeline, sinks::refreshed::Refreshed, views::Progress};
 
 pub async fn run(args: &LeaksArgs, verbose: bool) -> anyhow::Result<()> {
+    args.filters
+        .refuse("leaks", &[Unsupported::State, Unsupported::Cgroup])
+        .map_err(anyhow::Error::msg)?;
     let mut pipeline = pipeline::open(
         &args.input,
         &args.live,

@@ -2,7 +2,7 @@
 use crate::pipeline;
 use crate::views::{Progress, View};
 use crate::{
-    cli::LifeArgs,
+    cli::{LifeArgs, Unsupported},
     filter::Filter,
     model::{Connection, Model, OpenKind},
     source::Item,
@@ -55,6 +55,9 @@ impl View for LifeView {
 }
 
 pub async fn run(args: &LifeArgs, verbose: bool) -> anyhow::Result<()> {
+    args.filters
+        .refuse("life", &[Unsupported::State])
+        .map_err(anyhow::Error::msg)?;
     let mut pipeline = pipeline::open(&args.input, &args.live, &args.filters, verbose, 30)?;
     let mut view = LifeView {
         out: BufWriter::new(io::stdout().lock()),

@@ -4,6 +4,7 @@ use crate::pipeline::{self, Pipeline, RecordTo};
 use crate::views::{Progress, View};
 use crate::{
     cli::RecordArgs,
+    cli::Unsupported,
     model::{Connection, Model},
     source::Item,
 };
@@ -30,6 +31,9 @@ impl View for Counting {
 }
 
 pub async fn run(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
+    args.filters
+        .refuse("record", &[Unsupported::State, Unsupported::Cgroup])
+        .map_err(anyhow::Error::msg)?;
     let record = RecordTo {
         path: &args.output,
         rotate_bytes: args.rotate,

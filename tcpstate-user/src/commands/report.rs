@@ -214,7 +214,11 @@ pub async fn run(args: &ReportArgs) -> anyhow::Result<()> {
         ..InputArgs::default()
     };
     let header = RecordingReader::open(&args.files[0])?.header().clone();
-    let mut pipeline = Pipeline::replay(&input, args.leak.threshold_secs)?;
+    let mut pipeline = Pipeline::replay(
+        &input,
+        &crate::cli::FilterArgs::default(),
+        args.leak.threshold_secs,
+    )?;
     let mut view = ReportView {
         summary: Summary {
             kind: "report",

@@ -150,11 +150,8 @@ mod tests {
 
     fn request(path: &str) -> Request {
         Request {
-            method: "GET".into(),
+            method: hyper::Method::GET,
             path: path.into(),
-            query: None,
-            version: "HTTP/1.1".into(),
-            headers: vec![("host".into(), "x".into())],
         }
     }
 

@@ -1,9 +1,15 @@
 //! `tcpstate stat`: sockets per state now, the live replacement of
 //! `netstat -n | awk '/^tcp/ {++S[$NF]} ...'`; refreshed on events.
-use crate::{cli::StatArgs, views::stat::StatView};
+use crate::{
+    cli::{StatArgs, Unsupported},
+    views::stat::StatView,
+};
 use crate::{pipeline, sinks::refreshed::Refreshed, views::Progress};
 
 pub async fn run(args: &StatArgs, verbose: bool) -> anyhow::Result<()> {
+    args.filters
+        .refuse("stat", &[Unsupported::State, Unsupported::Cgroup])
+        .map_err(anyhow::Error::msg)?;
     let mut input = args.input.clone();
     if args.at.is_some() {
         input.to = args.at.clone();

@@ -13,6 +13,7 @@
 use crate::pipeline;
 use crate::views::{Progress, View};
 use crate::{
+    cli::Unsupported,
     cli::{InputArgs, TopArgs},
     messages,
     model::{Connection, Model, OpenKind, Owner},
@@ -45,6 +46,9 @@ const MAX_REDRAW: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(100);
 
 pub async fn run(args: &TopArgs, verbose: bool) -> anyhow::Result<()> {
+    args.filters
+        .refuse("top", &[Unsupported::State, Unsupported::Cgroup])
+        .map_err(anyhow::Error::msg)?;
     if !io::stdout().is_terminal() {
         anyhow::bail!(
             "`tcpstate top` is a full-screen view and needs a terminal; for output to a pipe or file use `tcpstate stat` or `tcpstate leaks`"

@@ -14,7 +14,9 @@ pub use recorder::{rotated_path, RecordTo};
 use crate::{
     cli::{FilterArgs, InputArgs, LiveArgs},
     clock::{boot_now_ns, BootClock},
+    filter::Filter,
     model::{Connection, Model, ModelConfig},
+    privileges::{self, AfterStart},
     recording::{RecordingHeader, RecordingReader},
     source::{
         live::{LiveOptions, LiveSource, OwnerTracking},
@@ -69,6 +71,9 @@ pub struct Pipeline {
     /// Off when nothing reads the model (`record`): items then go straight
     /// from the source to the recording.
     model_used: bool,
+    /// The command's filters; their socket part is applied to what comes
+    /// from the source (traced and snapshot sockets alike).
+    filter: Filter,
 }
 
 /// The model's settings from the host's sysctls.
@@ -109,16 +114,33 @@ impl Pipeline {
         // The source itself warns when RSTs are not followed.
         let header = RecordingHeader::capture(std::env::args().collect());
         let mut model = Model::new(model_config(&header.sysctls, close_wait_leak_secs));
+        let filter = filters.to_filter();
         // Taken once, after the program is attached, so that no socket falls
         // between the two: what changes meanwhile is in the ring buffer.
-        let snapshot = take_snapshot();
+        let snapshot = take_snapshot(&filter);
         if let Some(snapshot) = &snapshot {
             load_snapshot(&mut model, snapshot, boot_now_ns());
         }
+        let after_start = match &record {
+            Some(RecordTo {
+                rotate_bytes: Some(_),
+                ..
+            }) => AfterStart::Snapshots,
+            _ => AfterStart::MapsOnly,
+        };
         let recorder = match record {
-            Some(to) => Some(Recorder::start(to, &header, snapshot.as_ref())?),
+            Some(to) => Some(Recorder::start(
+                to,
+                &header,
+                snapshot.as_ref(),
+                filter.clone(),
+            )?),
             None => None,
         };
+        // Loaded, attached, snapshot taken, files open: from here on the
+        // run reads its own maps (and parses whatever comes from outside).
+        let kept = privileges::drop_after_start(after_start)?;
+        log::info!("capabilities kept for the run: {kept:?}");
         Ok(Pipeline {
             source: Source::Live(Box::new(source)),
             model,
@@ -131,12 +153,18 @@ impl Pipeline {
             latest_ts: boot_now_ns(),
             finished: false,
             model_used: true,
+            filter,
         })
     }
 
     /// Replay of recordings, in the order given. The first file's header
     /// sets the clock and the sysctls; its snapshot starts the model.
-    pub fn replay(input: &InputArgs, close_wait_leak_secs: u64) -> anyhow::Result<Pipeline> {
+    pub fn replay(
+        input: &InputArgs,
+        filters: &FilterArgs,
+        close_wait_leak_secs: u64,
+    ) -> anyhow::Result<Pipeline> {
+        let filter = filters.to_filter();
         let first = input
             .input
             .first()
@@ -157,7 +185,11 @@ impl Pipeline {
                 .transpose()?,
         };
         if let Some(snapshot) = reader.snapshot() {
-            load_snapshot(&mut model, snapshot, header.clock.boot_ns);
+            let mut snapshot = snapshot.clone();
+            snapshot
+                .sockets
+                .retain(|s| filter.matches_existing(&s.existing));
+            load_snapshot(&mut model, &snapshot, header.clock.boot_ns);
         }
         Ok(Pipeline {
             source: Source::Replay(Box::new(Replay::start(reader, input.input.clone()))),
@@ -171,6 +203,7 @@ impl Pipeline {
             latest_ts: header.clock.boot_ns,
             finished: false,
             model_used: true,
+            filter,
         })
     }
 
@@ -239,6 +272,7 @@ impl Pipeline {
                 }
             }
         }
+        self.keep_filtered();
         self.consume(each)
     }
 
@@ -252,6 +286,7 @@ impl Pipeline {
             live.finish(&mut self.items);
             self.items.sort_by_key(Item::ts_boot_ns);
         }
+        self.keep_filtered();
         self.consume(each)?;
         if let Some(recorder) = self.recorder.take() {
             let summary = recorder.writer.finish()?;
@@ -263,6 +298,19 @@ impl Pipeline {
             );
         }
         Ok(())
+    }
+
+    /// Drops the transitions of sockets the filters leave out, as the
+    /// kernel already does for one port and a family.
+    fn keep_filtered(&mut self) {
+        if self.filter.is_empty() {
+            return;
+        }
+        let filter = &self.filter;
+        self.items.retain(|item| match item {
+            Item::Transition(t) => filter.matches_socket(t.family, &t.local, &t.remote, t.netns),
+            _ => true,
+        });
     }
 
     fn consume(
@@ -366,7 +414,7 @@ pub fn open(
         if live.record.is_some() {
             anyhow::bail!("--record records the live kernel; it cannot be used with --input");
         }
-        return Pipeline::replay(input, close_wait_leak_secs);
+        return Pipeline::replay(input, filters, close_wait_leak_secs);
     }
     let record = live.record.as_deref().map(|path| RecordTo {
         path,
@@ -383,8 +431,6 @@ pub fn live_options(live: &LiveArgs, filters: &FilterArgs, verbose: bool) -> Liv
         wakeup_bytes: live.wakeup_size,
         family: filters.family,
         any_port: filters.to_filter().kernel_port(),
-        local_port: None,
-        remote_port: None,
         diagnostics: verbose,
         lifetime_hooks: false,
     }

@@ -1,6 +1,7 @@
 //! Recording alongside live analysis: the open file, its rotation, and the
 //! snapshot each file starts with.
 use crate::{
+    filter::Filter,
     recording::{RecordingHeader, RecordingWriter, WriterOptions},
     source::snapshot::{self, Snapshot},
 };
@@ -20,6 +21,8 @@ pub struct Recorder {
     rotate_bytes: Option<u64>,
     rotations: u32,
     command_line: Vec<String>,
+    /// Applied to the snapshot of each new file, like the first one's.
+    filter: Filter,
 }
 
 impl Recorder {
@@ -27,6 +30,7 @@ impl Recorder {
         to: RecordTo,
         header: &RecordingHeader,
         snapshot: Option<&Snapshot>,
+        filter: Filter,
     ) -> anyhow::Result<Recorder> {
         let mut writer = RecordingWriter::create_with(to.path, header, WriterOptions::default())?;
         if let Some(snapshot) = snapshot {
@@ -38,6 +42,7 @@ impl Recorder {
             rotate_bytes: to.rotate_bytes,
             rotations: 0,
             command_line: header.command_line.clone(),
+            filter,
         })
     }
 
@@ -54,7 +59,7 @@ impl Recorder {
         let next = rotated_path(&self.path, self.rotations);
         let header = RecordingHeader::capture(self.command_line.clone());
         let summary = self.writer.rotate(&next, &header)?;
-        if let Some(snapshot) = take_snapshot() {
+        if let Some(snapshot) = take_snapshot(&self.filter) {
             self.writer.write_snapshot(&snapshot)?;
         }
         crate::status!(
@@ -74,9 +79,15 @@ pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
-pub(super) fn take_snapshot() -> Option<Snapshot> {
+/// The sockets that exist now, those the filters leave out already left out.
+pub(super) fn take_snapshot(filter: &Filter) -> Option<Snapshot> {
     match snapshot::take(snapshot::current_netns()) {
-        Ok(snapshot) => Some(snapshot),
+        Ok(mut snapshot) => {
+            snapshot
+                .sockets
+                .retain(|s| filter.matches_existing(&s.existing));
+            Some(snapshot)
+        }
         Err(e) => {
             log::warn!("sockets that existed before the start are unknown: {e}");
             None

@@ -37,8 +37,6 @@ pub struct LiveOptions {
     /// Kernel filters; `None` keeps everything.
     pub family: Option<Family>,
     pub any_port: Option<u16>,
-    pub local_port: Option<u16>,
-    pub remote_port: Option<u16>,
     /// Forward the program's aya-log diagnostics to the `log` crate.
     pub diagnostics: bool,
     /// Attach the hooks the connection model needs besides the transitions:
@@ -54,8 +52,6 @@ impl Default for LiveOptions {
             wakeup_bytes: None,
             family: None,
             any_port: None,
-            local_port: None,
-            remote_port: None,
             diagnostics: false,
             lifetime_hooks: false,
         }
@@ -120,8 +116,6 @@ impl LiveSource {
             .unwrap_or((64 * record_bytes).min(u64::from(ring_bytes) / 4));
         let family = options.family.map_or(0, Family::raw);
         let any_port = options.any_port.unwrap_or(0);
-        let local_port = options.local_port.unwrap_or(0);
-        let remote_port = options.remote_port.unwrap_or(0);
         let interval_ns = FLUSH_INTERVAL.as_nanos() as u64;
         // Without BTF offsets the program still traces transitions; only the
         // owner of accepted sockets and the namespace are then unknown.
@@ -140,8 +134,6 @@ impl LiveSource {
             .map_max_entries(common::MAP_EVENTS, ring_bytes)
             .override_global(common::GLOBAL_FILTER_FAMILY, &family, true)
             .override_global(common::GLOBAL_FILTER_ANY_PORT, &any_port, true)
-            .override_global(common::GLOBAL_FILTER_LPORT, &local_port, true)
-            .override_global(common::GLOBAL_FILTER_RPORT, &remote_port, true)
             .override_global(common::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(common::GLOBAL_WAKEUP_INTERVAL_NS, &interval_ns, true)
             .override_global(common::GLOBAL_OFFSETS, &offsets, true)
@@ -257,10 +249,20 @@ impl LiveSource {
 
     /// Sum of the kernel's per-CPU lost counters of one kind of record.
     fn read_lost(&self, slot: u32) -> u64 {
-        self.lost_map
-            .get(&slot, 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0)
+        match self.lost_map.get(&slot, 0) {
+            Ok(per_cpu) => per_cpu.iter().sum(),
+            Err(e) => {
+                // Said once: an unreadable counter must not pass for "none
+                // lost" (capabilities dropped too far would do this).
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    log::warn!(
+                        "the kernel's lost-event counters cannot be read ({e}); losses are not counted"
+                    );
+                });
+                0
+            }
+        }
     }
 
     /// Transitions no program recorded because the kernel skipped it. With
