@@ -31,6 +31,11 @@ impl Zigbuild {
         if zb.is_complete() {
             return Ok(zb);
         }
+        // Checkouts share the directory: one installs, the others wait.
+        let _lock = install_lock(&zb.venv)?;
+        if zb.is_complete() {
+            return Ok(zb);
+        }
         zb.install()?;
         anyhow::ensure!(
             zb.is_complete(),
@@ -64,9 +69,6 @@ impl Zigbuild {
             fs::remove_dir_all(&self.venv)
                 .with_context(|| format!("removing the incomplete {}", self.venv.display()))?;
         }
-        let parent = self.venv.parent().context("venv path has no parent")?;
-        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-
         let python = cmd::find_program("python3", &[]);
         let venv_works = python.as_ref().is_some_and(|p| make_venv(p, &self.venv));
         if !venv_works {
@@ -134,6 +136,29 @@ impl Zigbuild {
         }
         Ok(c)
     }
+}
+
+/// An exclusive lock next to `venv`, held until dropped (or the process ends).
+fn install_lock(venv: &Path) -> Result<fs::File> {
+    let parent = venv.parent().context("venv path has no parent")?;
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let name = venv.file_name().context("venv path has no name")?;
+    let path = parent.join(format!("{}.lock", name.to_string_lossy()));
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if file.try_lock().is_err() {
+        phase(format!(
+            "waiting for another checkout installing cargo-zigbuild ({})",
+            path.display()
+        ));
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+    }
+    Ok(file)
 }
 
 fn make_venv(python: &Path, dir: &Path) -> bool {
