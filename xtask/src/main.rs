@@ -5,6 +5,7 @@ mod bench;
 mod cmd;
 mod ebpf;
 mod fuzz;
+mod portable;
 mod prereqs;
 mod run;
 mod test;

@@ -144,6 +144,12 @@ pub fn ensure(needs: Needs) -> Result<Prereqs> {
     })
 }
 
+/// Installs Debian packages (as root on Debian/Ubuntu), or fails with the
+/// commands to run.
+pub fn install_packages(what: &str, pkgs: &[&str]) -> Result<()> {
+    Apt::new().install(what, pkgs)
+}
+
 fn find_bpf_linker() -> Option<(PathBuf, String)> {
     let path = cmd::find_program("bpf-linker", &cargo_bin_dirs())?;
     let out = probe(Command::new(&path).arg("--version")).unwrap_or_default();

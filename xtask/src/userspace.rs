@@ -1,32 +1,17 @@
 //! Builds the userspace package (tcpstate-user) with the eBPF object embedded.
+//! Always the portable binary (`crate::portable`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::cmd::{self, phase};
-use crate::workspace::{expect_file, Workspace};
+use crate::workspace::Workspace;
 
 /// Environment variable read by tcpstate-user's build.rs.
 pub const BPF_OBJECT_ENV: &str = "TCPSTATE_BPF_OBJECT";
 
-/// Returns the absolute path of the `tcpstate` binary.
+/// Returns the absolute path of the `tcpstate` binary: always the portable
+/// kind (see `portable`), checked before it is returned.
 pub fn build(ws: &Workspace, bpf_object: &Path, release: bool) -> Result<PathBuf> {
-    let mut build = cmd::cargo();
-    build.args(["build", "-p", "tcpstate-user"]);
-    if release {
-        build.arg("--release");
-    }
-    build
-        .env(BPF_OBJECT_ENV, bpf_object)
-        .env("CARGO_TARGET_DIR", &ws.target_dir)
-        .current_dir(&ws.root);
-    phase(format!(
-        "building userspace ({})",
-        if release { "release" } else { "debug" }
-    ));
-    cmd::run(&mut build)?;
-    let bin = ws.user_bin(release);
-    expect_file(&bin, "tcpstate binary")?;
-    Ok(bin)
+    crate::portable::build(ws, bpf_object, BPF_OBJECT_ENV, release)
 }

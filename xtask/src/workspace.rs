@@ -58,9 +58,13 @@ impl Workspace {
             .join(BIN_NAME)
     }
 
+    /// The `tcpstate` binary xtask builds (portable: built with `--target`).
     pub fn user_bin(&self, release: bool) -> PathBuf {
         let profile = if release { "release" } else { "debug" };
-        self.target_dir.join(profile).join(BIN_NAME)
+        self.target_dir
+            .join(crate::portable::TARGET)
+            .join(profile)
+            .join(BIN_NAME)
     }
 }
 

@@ -65,7 +65,7 @@ pub fn notes(settings: &Settings, sat: &Phase) -> Vec<String> {
         "Peak RSS: VmHWM of the tracer process at the end of its run (bpftrace's includes the \
          LLVM that compiles its script)."
             .to_string(),
-        "tcpstate is the release build (`cargo xtask build --release` -> target/release/tcpstate), \
+        "tcpstate is the release build (`cargo xtask build --release` -> target/x86_64-unknown-linux-gnu/release/tcpstate, linked for glibc 2.17+), \
          run with -v; `trace --json` writes to /dev/null, `stat` to /dev/null (refreshed every \
          second), `record` to a file in a private temporary directory, removed after each run. \
          bpftrace (default settings) writes to a file in the same directory, read afterwards for \
