@@ -6,6 +6,7 @@ pub mod addr;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod docs;
 pub mod filter;
 pub mod model;
 pub mod recording;
