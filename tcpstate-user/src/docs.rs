@@ -45,7 +45,8 @@ pub fn write_completions(dir: &Path) -> Result<Vec<PathBuf>, DocsError> {
     let mut written = Vec::new();
     for shell in SHELLS {
         let mut cmd = command();
-        let path = clap_complete::generate_to(shell, &mut cmd, "tcpstate", dir).map_err(write_err)?;
+        let path =
+            clap_complete::generate_to(shell, &mut cmd, "tcpstate", dir).map_err(write_err)?;
         written.push(path);
     }
     written.sort();
