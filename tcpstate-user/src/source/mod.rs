@@ -3,6 +3,7 @@
 //! Everything after the source (model, views, sinks) sees only [`Item`]s, so
 //! live tracing and offline analysis share the rest of the pipeline.
 pub mod cgroup;
+pub mod kubernetes;
 pub mod live;
 pub mod replay;
 pub mod snapshot;
