@@ -115,7 +115,7 @@ mod tests {
         assert_eq!(names, ["_tcpstate", "tcpstate.bash", "tcpstate.fish"]);
         for file in &files {
             let text = fs::read_to_string(file).unwrap();
-            for word in ["serve", "leaks", "--top-processes"] {
+            for word in ["serve", "leaks", "top-processes"] {
                 assert!(text.contains(word), "{word} in {}", file.display());
             }
         }

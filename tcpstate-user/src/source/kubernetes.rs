@@ -28,7 +28,7 @@ pub struct Pod {
 pub fn pod_uid(cgroup_path: &str) -> Option<String> {
     let mut in_kubepods = false;
     for part in cgroup_path.split('/') {
-        if part.starts_with("kubepods") {
+        if part.contains("kubepods") {
             in_kubepods = true;
         }
         if !in_kubepods {
