@@ -125,6 +125,9 @@ struct TopView {
     message: Arc<Mutex<Option<String>>>,
     frames: u64,
     done: bool,
+    /// Cgroup paths, for the Kubernetes pod of an owner (a cache, filled
+    /// while a frame is built).
+    cgroups: std::cell::RefCell<crate::source::cgroup::CgroupNames>,
 }
 
 impl TopView {
@@ -153,6 +156,7 @@ impl TopView {
             message,
             frames: 0,
             done: false,
+            cgroups: Default::default(),
         }
     }
 
@@ -197,8 +201,16 @@ impl TopView {
         let model = &pipeline.model;
         let counts = model.stat();
         let leaks = model.leaks(pipeline.now_ns());
+        let mut cgroups = self.cgroups.borrow_mut();
+        let mut pod_of = |id: u64| {
+            let view = cgroups.view(id, true);
+            Some(crate::source::kubernetes::Pod {
+                namespace: view.namespace?,
+                name: view.pod?,
+            })
+        };
         TopState {
-            rows: build_rows(&counts, &leaks, &self.rates),
+            rows: build_rows(&counts, &leaks, &self.rates, &mut pod_of),
             totals: counts.by_state.clone(),
             transitions_per_s: self.transitions_per_s,
             // Folded from 0.0: an empty f64 sum is -0.0.
