@@ -110,6 +110,10 @@ pub fn test(ws: &Workspace, plan: &Plan, test_args: &[OsString]) -> Result<i32> 
             .env(BPF_OBJECT_ENV, &obj),
     )?;
 
+    if root {
+        phase("checking the alert rules and the dashboard (promtool check/test rules; contrib/)");
+        crate::dist::check_contrib(ws)?;
+    }
     phase("fmt, clippy and unit tests passed");
     if !root {
         phase(
