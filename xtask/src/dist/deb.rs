@@ -101,7 +101,13 @@ pub fn build(ws: &Workspace, inputs: &Inputs) -> Result<PathBuf> {
         )?;
     }
     write(&debian.join("conffiles"), &format!("/{DEFAULTS}\n"), 0o644)?;
-    let control = control(inputs.version, arch, installed_size_kib(&stage)?);
+    let binary =
+        fs::read(inputs.bin).with_context(|| format!("reading {}", inputs.bin.display()))?;
+    let glibc = newest_glibc(&binary).context(
+        "the binary names no GLIBC_ symbol version: is it linked against glibc? \
+         (the package depends on libc6 at the version the binary needs)",
+    )?;
+    let control = control(inputs.version, arch, &glibc, installed_size_kib(&stage)?);
     write(&debian.join("control"), &control, 0o644)?;
 
     let deb = inputs.out_dir.join(format!("{name}.deb"));
@@ -115,14 +121,45 @@ pub fn build(ws: &Workspace, inputs: &Inputs) -> Result<PathBuf> {
     Ok(deb)
 }
 
-fn control(version: &str, arch: &str, installed_kib: u64) -> String {
+/// The newest `GLIBC_x.y[.z]` symbol version a binary names: the libc6
+/// version it needs (a build against an old glibc, such as the portable
+/// release, needs an old one).
+pub fn newest_glibc(binary: &[u8]) -> Option<String> {
+    const TAG: &[u8] = b"GLIBC_";
+    let mut newest: Option<Vec<u32>> = None;
+    let mut at = 0;
+    while let Some(found) = binary[at..].windows(TAG.len()).position(|w| w == TAG) {
+        let start = at + found + TAG.len();
+        let end = binary[start..]
+            .iter()
+            .position(|b| !(b.is_ascii_digit() || *b == b'.'))
+            .map_or(binary.len(), |n| start + n);
+        at = start;
+        // Only a whole NUL-terminated version string (not GLIBC_PRIVATE).
+        if binary.get(end) != Some(&0) {
+            continue;
+        }
+        let parts: Option<Vec<u32>> = std::str::from_utf8(&binary[start..end])
+            .ok()
+            .map(|v| v.split('.').map(|p| p.parse().ok()).collect())
+            .unwrap_or(None);
+        if let Some(parts) = parts.filter(|p| p.len() >= 2) {
+            if newest.as_ref().is_none_or(|n| parts > *n) {
+                newest = Some(parts);
+            }
+        }
+    }
+    newest.map(|v| v.iter().map(u32::to_string).collect::<Vec<_>>().join("."))
+}
+
+fn control(version: &str, arch: &str, glibc: &str, installed_kib: u64) -> String {
     format!(
         "Package: tcpstate\n\
          Version: {version}\n\
          Architecture: {arch}\n\
          Maintainer: tcpstate developers <tcpstate@localhost>\n\
          Installed-Size: {installed_kib}\n\
-         Depends: libc6 (>= 2.17)\n\
+         Depends: libc6 (>= {glibc})\n\
          Section: net\n\
          Priority: optional\n\
          Description: TCP state transitions traced from the kernel with BPF\n \
@@ -191,4 +228,21 @@ fn installed_size_kib(dir: &Path) -> Result<u64> {
     let mut total = 0;
     walk(dir, &mut total)?;
     Ok(total.div_ceil(1024))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest_glibc;
+
+    #[test]
+    fn the_newest_glibc_version_a_binary_names() {
+        let binary = b"\x7fELF..GLIBC_2.2.5\0GLIBC_2.34\0xGLIBC_2.17\0GLIBC_PRIVATE\0GLIBC_2.9\0";
+        assert_eq!(newest_glibc(binary).as_deref(), Some("2.34"));
+        assert_eq!(newest_glibc(b"GLIBC_2.17\0").as_deref(), Some("2.17"));
+        // Not terminated, not a version, or none at all.
+        assert_eq!(newest_glibc(b"GLIBC_2.40x\0"), None);
+        assert_eq!(newest_glibc(b"GLIBC_2\0GLIBC_\0"), None);
+        assert_eq!(newest_glibc(b"no libc here"), None);
+        assert_eq!(newest_glibc(b"GLIBC_2.17"), None);
+    }
 }
