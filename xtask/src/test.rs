@@ -161,7 +161,6 @@ fn host_kernel_tests(
     test_args: &[OsString],
 ) -> Result<()> {
     let _lock = kernel_tests_lock()?;
-    let _lock = kernel_tests_lock()?;
     phase("running kernel integration tests on the host's kernel (cargo test -p tcpstate-tests)");
     let mut integration = ws_cargo(ws);
     integration
