@@ -7,7 +7,6 @@ use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::Duration,
 };
 
 use crate::workload::Scratch;
@@ -138,7 +137,7 @@ fn encode(query: &str) -> String {
 /// chunked, or up to the close).
 fn get(addr: &str, target: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(crate::secs(10)))?;
     write!(
         stream,
         "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"

@@ -5,12 +5,14 @@
 use serde_json::Value;
 use std::{
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Instant,
 };
 use tcpstate_tests::{
+    millis,
     prometheus::Prometheus,
     require_root,
     running::{Peer, Running},
+    secs,
     workload::{self, connect_and_close, Scratch},
 };
 
@@ -67,7 +69,7 @@ fn the_close_wait_leak_alert_goes_pending_then_fires_on_a_real_leak() {
     connect_and_close(leaky.port, LEAKED);
     leaky.wait_done();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + secs(60);
     let ours = |alert: &&Value| {
         alert["labels"]["alertname"] == "TcpstateCloseWaitLeak"
             && alert["labels"]["pid"] == leaky.pid.to_string().as_str()
@@ -90,7 +92,7 @@ fn the_close_wait_leak_alert_goes_pending_then_fires_on_a_real_leak() {
             prometheus.alerts(),
             prometheus.log()
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(millis(200));
     };
     // Evaluated every second with `for: 4s`: at least one evaluation saw it
     // pending before it fired.
@@ -175,7 +177,7 @@ fn every_dashboard_panel_returns_data_under_churn() {
     let stalled = Peer::start(PEER, &["stall"]);
     connect_and_close(stalled.port, 2);
 
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + secs(60);
     let mut missing: Vec<&(String, String)> = queries.iter().collect();
     while !missing.is_empty() {
         assert!(
@@ -190,7 +192,7 @@ fn every_dashboard_panel_returns_data_under_churn() {
         );
         let (socket, _) = workload::bound_listener();
         workload::client_closes_first(socket, 20);
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(millis(500));
         missing.retain(|(_, expr)| {
             prometheus
                 .query(expr)
