@@ -27,6 +27,7 @@ pub mod addr;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod docs;
 pub mod filter;
 pub mod messages;
 pub mod model;

@@ -1,6 +1,7 @@
 //! Helpers for the kernel integration tests: they load the real BPF program
 //! into the running kernel and drive real sockets. They need root.
 pub mod netns;
+pub mod prometheus;
 pub mod running;
 pub mod scenario;
 pub mod tracer;

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cmd;
+mod dist;
 mod ebpf;
 mod fuzz;
 mod portable;
@@ -65,6 +66,10 @@ enum Command {
     /// Benchmark: tcpstate's cost under connection churn, next to no tracer
     /// and bpftrace; writes BENCHMARKS.md and JSON (as root).
     Bench(bench::BenchArgs),
+    /// Release binary with man pages and completions next to it, the Debian
+    /// package target/dist/tcpstate_VERSION_ARCH.deb and a container build
+    /// context, each checked (package contents, systemd units, alert rules).
+    Dist(dist::DistArgs),
     /// Fuzz the recording reader with libFuzzer (needs rustup nightly).
     Fuzz {
         /// How long to fuzz.
@@ -130,5 +135,6 @@ fn dispatch(command: Command) -> Result<i32> {
         }
         Command::Fuzz { seconds } => fuzz::run(&ws, seconds),
         Command::Bench(args) => bench::run(&ws, &args),
+        Command::Dist(args) => dist::run(&ws, &args),
     }
 }

@@ -150,6 +150,22 @@ pub fn install_packages(what: &str, pkgs: &[&str]) -> Result<()> {
     Apt::new().install(what, pkgs)
 }
 
+/// Finds `program` in /usr/bin, /usr/sbin or PATH, installing Debian's
+/// `package` when it is missing (as root on Debian/Ubuntu; otherwise stops
+/// with the command to run). Returns its path.
+pub fn ensure_program(program: &str, package: &str, what: &str) -> Result<PathBuf> {
+    let dirs = [PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")];
+    if let Some(path) = cmd::find_program(program, &dirs) {
+        return Ok(path);
+    }
+    Apt::new().install(
+        &format!("{program} ({what})"),
+        &["--no-install-recommends", package],
+    )?;
+    cmd::find_program(program, &dirs)
+        .with_context(|| format!("{package} installed, but `{program}` is still not found"))
+}
+
 fn find_bpf_linker() -> Option<(PathBuf, String)> {
     let path = cmd::find_program("bpf-linker", &cargo_bin_dirs())?;
     let out = probe(Command::new(&path).arg("--version")).unwrap_or_default();

@@ -110,6 +110,10 @@ pub fn test(ws: &Workspace, plan: &Plan, test_args: &[OsString]) -> Result<i32> 
             .env(BPF_OBJECT_ENV, &obj),
     )?;
 
+    if root {
+        phase("checking the alert rules and the dashboard (promtool check/test rules; contrib/)");
+        crate::dist::check_contrib(ws)?;
+    }
     phase("fmt, clippy and unit tests passed");
     if !root {
         phase(
@@ -187,7 +191,7 @@ const KERNEL_TESTS_LOCK: &str = "/run/lock/tcpstate-kernel-tests.lock";
 /// checkout's run to end: two runs at once see each other's sockets and make
 /// the kernel skip each other's programs, so their exact expectations fail.
 /// The lock goes with the process, also when it dies.
-fn kernel_tests_lock() -> Result<std::fs::File> {
+pub(crate) fn kernel_tests_lock() -> Result<std::fs::File> {
     let dir = std::path::Path::new(KERNEL_TESTS_LOCK)
         .parent()
         .expect("lock path has a parent");

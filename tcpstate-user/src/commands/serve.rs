@@ -58,6 +58,7 @@ pub async fn run(args: &ServeArgs, verbose: bool) -> anyhow::Result<()> {
             top_destinations: args.top_destinations,
         },
         scrapes: 0,
+        cgroups: Default::default(),
     };
     let result = pipeline::drive(&mut pipeline, &mut view, None).await;
     server.abort();
@@ -97,6 +98,8 @@ struct MetricsView {
     requests: mpsc::Receiver<Scrape>,
     limits: Limits,
     scrapes: u64,
+    /// Cgroup paths, for the Kubernetes pod of an owner.
+    cgroups: crate::source::cgroup::CgroupNames,
 }
 
 impl View for MetricsView {
@@ -119,6 +122,14 @@ impl View for MetricsView {
         if waiting.is_empty() {
             return Ok(());
         }
+        let cgroups = std::cell::RefCell::new(&mut self.cgroups);
+        let pod_of = |id: u64| {
+            let view = cgroups.borrow_mut().view(id, true);
+            Some(metrics::Pod {
+                namespace: view.namespace?,
+                name: view.pod?,
+            })
+        };
         let text: Arc<str> = metrics::render(&Inputs {
             model: progress.model,
             counters: &self.counters,
@@ -126,6 +137,7 @@ impl View for MetricsView {
             now_ns: progress.now_ns(),
             limits: self.limits,
             process: SelfStats::read(),
+            pod_of: &pod_of,
         })
         .into();
         for scrape in waiting {

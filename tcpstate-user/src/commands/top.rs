@@ -132,6 +132,9 @@ struct TopView {
     message: Arc<Mutex<Option<String>>>,
     frames: u64,
     done: bool,
+    /// Cgroup paths, for the Kubernetes pod of an owner (a cache, filled
+    /// while a frame is built).
+    cgroups: std::cell::RefCell<crate::source::cgroup::CgroupNames>,
 }
 
 impl TopView {
@@ -160,6 +163,7 @@ impl TopView {
             message,
             frames: 0,
             done: false,
+            cgroups: Default::default(),
         }
     }
 
@@ -204,8 +208,16 @@ impl TopView {
         let model = progress.model;
         let counts = model.stat();
         let leaks = model.leaks(progress.now_ns());
+        let mut cgroups = self.cgroups.borrow_mut();
+        let mut pod_of = |id: u64| {
+            let view = cgroups.view(id, true);
+            Some(crate::source::kubernetes::Pod {
+                namespace: view.namespace?,
+                name: view.pod?,
+            })
+        };
         TopState {
-            rows: build_rows(&counts, &leaks, &self.rates),
+            rows: build_rows(&counts, &leaks, &self.rates, &mut pod_of),
             totals: counts.by_state.clone(),
             transitions_per_s: self.transitions_per_s,
             // Folded from 0.0: an empty f64 sum is -0.0.

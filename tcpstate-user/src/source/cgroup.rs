@@ -27,6 +27,8 @@ pub fn id_of_process(tgid: u32) -> Option<u64> {
 pub struct CgroupNames {
     by_id: HashMap<u64, String>,
     scanned_at: Option<std::time::Instant>,
+    /// Kubernetes pod names of the cgroups that are a pod's.
+    pods: crate::source::kubernetes::PodNames,
 }
 
 pub const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -72,13 +74,15 @@ impl CgroupNames {
     }
 }
 
-/// Where a cgroup is shown: its id, and when known its path and the
-/// container id the path shows.
+/// Where a cgroup is shown: its id, and when known its path, the container
+/// id the path shows, and the Kubernetes namespace and pod it belongs to.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CgroupView {
     pub cgroup_id: u64,
     pub cgroup: Option<String>,
     pub container_id: Option<String>,
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
 }
 
 impl CgroupNames {
@@ -90,10 +94,16 @@ impl CgroupNames {
         } else {
             None
         };
+        let pod = path
+            .as_deref()
+            .and_then(|p| self.pods.of_cgroup(p))
+            .cloned();
         CgroupView {
             cgroup_id: id,
             container_id: path.as_deref().and_then(container_id).map(str::to_string),
             cgroup: path,
+            namespace: pod.as_ref().map(|p| p.namespace.clone()),
+            pod: pod.map(|p| p.name),
         }
     }
 }

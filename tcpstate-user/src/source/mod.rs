@@ -5,6 +5,7 @@
 //! and the facts read here, so live tracing and offline analysis share the
 //! rest of the pipeline, and views never read the host themselves.
 pub mod cgroup;
+pub mod kubernetes;
 pub mod live;
 pub mod net_counters;
 pub mod procfs;

@@ -153,6 +153,8 @@ pub struct Rates {
 pub struct ProcessRow {
     pub tgid: Option<u32>,
     pub comm: String,
+    /// `namespace/pod` when the process is in a Kubernetes pod.
+    pub pod: Option<String>,
     /// Its sockets by state, TIME_WAIT included (the time-wait sockets its
     /// connections left, attributed to it).
     pub states: BTreeMap<TcpState, usize>,
@@ -172,6 +174,7 @@ impl ProcessRow {
                 None => UNKNOWN_OWNER.to_string(),
                 Some(_) => comm.unwrap_or_else(|| "?".to_string()),
             },
+            pod: None,
             states: BTreeMap::new(),
             suspects: 0,
             open_per_s: 0.0,
@@ -206,16 +209,24 @@ impl ProcessRow {
     fn cell(&self, column: Column) -> String {
         match column {
             Column::Pid => self.tgid.map_or("?".to_string(), |t| t.to_string()),
-            Column::Comm => self.comm.clone(),
+            Column::Comm => match &self.pod {
+                Some(pod) => format!("{} [{pod}]", self.comm),
+                None => self.comm.clone(),
+            },
             Column::OpenRate | Column::CloseRate => rate(self.number(column)),
             other => count(self.number(other) as usize),
         }
     }
 
-    /// Case-insensitive substring of the command name, or of the pid.
+    /// Case-insensitive substring of the command name, of the pod
+    /// (`namespace/pod`), or of the pid.
     pub fn matches(&self, filter: &str) -> bool {
         let filter = filter.to_lowercase();
         self.comm.to_lowercase().contains(&filter)
+            || self
+                .pod
+                .as_ref()
+                .is_some_and(|p| p.to_lowercase().contains(&filter))
             || self.tgid.is_some_and(|t| t.to_string().contains(&filter))
     }
 }
@@ -242,25 +253,35 @@ fn rate(r: f64) -> String {
 /// Rows per process from the model's counts (sockets per state, TIME_WAIT
 /// by owner), its leak report, and the rates measured by the view. A
 /// process with no socket now but some opened or closed in the interval
-/// gets a row too.
+/// gets a row too. `pod_of` gives the Kubernetes pod of an owner's cgroup
+/// id, when the host shows one.
 pub fn build_rows(
     counts: &StateCounts,
     leaks: &LeakReport,
     rates: &BTreeMap<Option<u32>, Rates>,
+    pod_of: &mut dyn FnMut(u64) -> Option<crate::source::kubernetes::Pod>,
 ) -> Vec<ProcessRow> {
     let mut rows: BTreeMap<Option<u32>, ProcessRow> = BTreeMap::new();
+    let mut pod = |row: &mut ProcessRow, cgroup_id: u64| {
+        if row.pod.is_none() && row.tgid.is_some() {
+            row.pod = pod_of(cgroup_id).map(|p| format!("{}/{}", p.namespace, p.name));
+        }
+    };
     for p in &counts.by_process {
         let row = rows
             .entry(p.tgid)
             .or_insert_with(|| ProcessRow::new(p.tgid, p.comm.map(|c| c.as_string())));
+        pod(row, p.cgroup_id);
         for (state, n) in &p.states {
             *row.states.entry(*state).or_insert(0) += n;
         }
     }
     for leak in &leaks.by_owner {
-        rows.entry(leak.tgid)
-            .or_insert_with(|| ProcessRow::new(leak.tgid, leak.comm.map(|c| c.as_string())))
-            .suspects += leak.count;
+        let row = rows
+            .entry(leak.tgid)
+            .or_insert_with(|| ProcessRow::new(leak.tgid, leak.comm.map(|c| c.as_string())));
+        pod(row, leak.cgroup_id);
+        row.suspects += leak.count;
     }
     for (tgid, r) in rates {
         if r.open_per_s == 0.0 && r.close_per_s == 0.0 {
@@ -677,7 +698,7 @@ mod tests {
         .into_iter()
         .collect();
         TopState {
-            rows: build_rows(&counts, &leaks, &rates),
+            rows: build_rows(&counts, &leaks, &rates, &mut |_| None),
             totals: counts.by_state.clone(),
             transitions_per_s: 123.4,
             opens_per_s: 14.0,
@@ -735,6 +756,37 @@ mod tests {
         assert_eq!((gone.comm.as_str(), gone.total()), ("wget", 0));
         assert_eq!(gone.open_per_s, 2.0);
         assert_eq!(state.rows.len(), 5);
+    }
+
+    #[test]
+    fn processes_in_a_pod_show_and_match_it() {
+        let mut in_pod = process(Some(300), "api", &[(TcpState::Established, 2)]);
+        in_pod.cgroup_id = 77;
+        let counts = StateCounts {
+            by_process: vec![in_pod, process(Some(400), "sshd", &[(TcpState::Listen, 1)])],
+            ..StateCounts::default()
+        };
+        let rows = build_rows(
+            &counts,
+            &LeakReport::default(),
+            &BTreeMap::new(),
+            &mut |cgroup| {
+                (cgroup == 77).then(|| crate::source::kubernetes::Pod {
+                    namespace: "payments".into(),
+                    name: "api-0".into(),
+                })
+            },
+        );
+        let api = rows.iter().find(|r| r.tgid == Some(300)).unwrap();
+        assert_eq!(api.pod.as_deref(), Some("payments/api-0"));
+        assert_eq!(api.cell(Column::Comm), "api [payments/api-0]");
+        assert!(api.matches("PAYMENTS"));
+        let sshd = rows.iter().find(|r| r.tgid == Some(400)).unwrap();
+        assert_eq!(
+            (sshd.pod.as_deref(), sshd.cell(Column::Comm).as_str()),
+            (None, "sshd")
+        );
+        assert!(!sshd.matches("payments"));
     }
 
     #[test]

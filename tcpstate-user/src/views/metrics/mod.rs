@@ -105,6 +105,32 @@ pub struct Inputs<'a> {
     pub now_ns: u64,
     pub limits: Limits,
     pub process: SelfStats,
+    /// The Kubernetes pod of an owner's cgroup id, when the host shows one:
+    /// its series get `namespace` and `pod` labels.
+    pub pod_of: PodOf<'a>,
+}
+
+/// A cgroup's Kubernetes pod, as labels.
+pub use crate::source::kubernetes::Pod;
+
+/// `base` with `namespace` and `pod` inserted after the first `at` labels
+/// when the pod is known.
+fn with_pod<'l>(
+    base: &[(&'l str, &'l str)],
+    at: usize,
+    pod: Option<&'l Pod>,
+) -> Vec<(&'l str, &'l str)> {
+    let mut labels = base.to_vec();
+    if let Some(pod) = pod {
+        labels.splice(
+            at..at,
+            [
+                ("namespace", pod.namespace.as_str()),
+                ("pod", pod.name.as_str()),
+            ],
+        );
+    }
+    labels
 }
 
 /// The exposition, in the text format 0.0.4.
@@ -112,16 +138,19 @@ pub fn render(inputs: &Inputs) -> String {
     let model = inputs.model;
     let counts = model.stat();
     let mut out = Exposition::default();
-    write_sockets(&mut out, &counts, inputs.limits);
+    write_sockets(&mut out, &counts, inputs.limits, inputs.pod_of);
     write_time_wait(&mut out, model, &counts, inputs.limits);
-    write_close_wait(&mut out, model, inputs.now_ns, inputs.limits);
+    write_close_wait(&mut out, model, inputs.now_ns, inputs.limits, inputs.pod_of);
     write_events(&mut out, inputs);
     write_process(&mut out, &inputs.process);
     out.text
 }
 
 /// Sockets per state, and per owning process and state.
-fn write_sockets(out: &mut Exposition, counts: &StateCounts, limits: Limits) {
+/// The pod of an owner's cgroup id, when known.
+type PodOf<'a> = &'a dyn Fn(u64) -> Option<Pod>;
+
+fn write_sockets(out: &mut Exposition, counts: &StateCounts, limits: Limits, pod_of: PodOf) {
     let mut f = out.family(
         "tcpstate_sockets",
         Kind::Gauge,
@@ -158,11 +187,14 @@ fn write_sockets(out: &mut Exposition, counts: &StateCounts, limits: Limits) {
     for p in &known[..keep] {
         let pid = p.tgid.map(|t| t.to_string()).unwrap_or_default();
         let comm = p.comm.map(|c| c.as_string()).unwrap_or_default();
+        let pod = pod_of(p.cgroup_id);
         for (state, n) in &p.states {
-            f.sample(
-                &[("pid", &pid), ("comm", &comm), ("state", state.name())],
-                *n,
-            );
+            let base = [
+                ("pid", pid.as_str()),
+                ("comm", comm.as_str()),
+                ("state", state.name()),
+            ];
+            f.sample(&with_pod(&base, 2, pod.as_ref()), *n);
         }
     }
     let mut rest: BTreeMap<TcpState, usize> = BTreeMap::new();
@@ -231,7 +263,13 @@ fn write_time_wait(out: &mut Exposition, model: &Model, counts: &StateCounts, li
 }
 
 /// CLOSE_WAIT leak suspects per process and per listener's backlog.
-fn write_close_wait(out: &mut Exposition, model: &Model, now_ns: u64, limits: Limits) {
+fn write_close_wait(
+    out: &mut Exposition,
+    model: &Model,
+    now_ns: u64,
+    limits: Limits,
+    pod_of: PodOf,
+) {
     let leaks = model.leaks(now_ns);
     let mut f = out.family(
         "tcpstate_close_wait_suspects",
@@ -244,7 +282,9 @@ fn write_close_wait(out: &mut Exposition, model: &Model, now_ns: u64, limits: Li
     for leak in &owned[..keep] {
         let pid = leak.tgid.map(|t| t.to_string()).unwrap_or_default();
         let comm = leak.comm.map(|c| c.as_string()).unwrap_or_default();
-        f.sample(&[("pid", &pid), ("comm", &comm)], leak.count);
+        let pod = pod_of(leak.cgroup_id);
+        let base = [("pid", pid.as_str()), ("comm", comm.as_str())];
+        f.sample(&with_pod(&base, 2, pod.as_ref()), leak.count);
     }
     if owned.len() > keep {
         let rest: usize = owned[keep..].iter().map(|l| l.count).sum();
@@ -470,6 +510,7 @@ mod tests {
             },
             now_ns,
             limits,
+            pod_of: &|_| None,
             process: SelfStats {
                 cpu_seconds: Some(1.25),
                 resident_bytes: Some(4096),
@@ -907,6 +948,72 @@ mod tests {
                 &old,
                 "tcpstate_close_wait_suspects",
                 r#"pid="300",comm="leaky""#
+            ),
+            "1"
+        );
+    }
+
+    #[test]
+    fn owners_in_a_kubernetes_pod_get_namespace_and_pod_labels() {
+        use TcpState::*;
+        let irq = task(0, "swapper/0");
+        let (l, r) = ("10.0.0.2:40000", "10.0.0.1:80");
+        let mut in_pod = transition(
+            S,
+            0x500,
+            "10.0.0.2:0",
+            r,
+            Close,
+            SynSent,
+            task(300, "leaky"),
+        );
+        in_pod.cgroup_id = 77;
+        let mut elsewhere =
+            transition(S, 0x600, "10.0.0.2:0", r, Close, SynSent, task(400, "host"));
+        elsewhere.cgroup_id = 78;
+        let (model, counters) = feed(&[
+            in_pod,
+            transition(S + 1, 0x500, l, r, SynSent, Established, irq),
+            transition(S + 2, 0x500, l, r, Established, CloseWait, irq),
+            elsewhere,
+        ]);
+        let pod_of = |cgroup: u64| {
+            (cgroup == 77).then(|| Pod {
+                namespace: "payments".into(),
+                name: "api-0".into(),
+            })
+        };
+        let text = render(&Inputs {
+            model: &model,
+            counters: &counters,
+            source: SourceStats::default(),
+            now_ns: 40 * S,
+            limits: Limits::default(),
+            process: SelfStats::default(),
+            pod_of: &pod_of,
+        });
+        assert_eq!(
+            value(
+                &text,
+                "tcpstate_process_sockets",
+                r#"pid="300",comm="leaky",namespace="payments",pod="api-0",state="CLOSE_WAIT""#
+            ),
+            "1"
+        );
+        assert_eq!(
+            value(
+                &text,
+                "tcpstate_close_wait_suspects",
+                r#"pid="300",comm="leaky",namespace="payments",pod="api-0""#
+            ),
+            "1"
+        );
+        // Not in a pod: no such labels.
+        assert_eq!(
+            value(
+                &text,
+                "tcpstate_process_sockets",
+                r#"pid="400",comm="host",state="SYN_SENT""#
             ),
             "1"
         );
