@@ -6,12 +6,11 @@ use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    path::Path,
-    process::{Child, Command, Stdio},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 use tcpstate::{recording::RecordingReader, source::Item, tcp::TcpState};
 use tcpstate_tests::{
+    prometheus::Prometheus,
     require_root,
     running::Running,
     workload::{self, Scratch, LISTENER_TRANSITIONS, TRANSITIONS_PER_CONNECTION},
@@ -345,95 +344,13 @@ fn serve_exposes_the_live_model_while_recording() {
     assert_eq!(pairs, CONNECTIONS);
 }
 
-/// A Prometheus server, killed and its directory removed when dropped.
-struct Prometheus {
-    child: Child,
-    addr: String,
-    scratch: Scratch,
-}
-
-impl Prometheus {
-    fn start(target: &str) -> Prometheus {
-        let binary = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.is_file())
-            .expect(
-                "prometheus is not installed: `cargo xtask test` installs it (Debian package \
-                 prometheus), or: apt-get install --no-install-recommends prometheus",
-            );
-        let scratch = Scratch::new("prometheus");
-        let config = scratch.path("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: tcpstate\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .expect("write the config");
-        let addr = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(scratch.path("prometheus.log")).expect("log file");
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                scratch.path("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus");
-        Prometheus {
-            child,
-            addr,
-            scratch,
-        }
-    }
-
-    /// `/api/v1/query`'s result vector.
-    fn query(&self, query: &str) -> Option<Vec<Value>> {
-        let encoded: String = query
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        // Not listening yet: None.
-        let response = try_http_get(&self.addr, &format!("/api/v1/query?query={encoded}")).ok()?;
-        if response.status != 200 {
-            return None;
-        }
-        let value: Value = serde_json::from_str(&response.body).expect("JSON");
-        assert_eq!(value["status"], "success", "{value}");
-        assert_eq!(value["data"]["resultType"], "vector", "{value}");
-        value["data"]["result"].as_array().cloned()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.scratch.path("prometheus.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_real_prometheus_scrapes_and_queries_the_metrics() {
     require_root();
     let deadline = Instant::now() + tcpstate_tests::secs(25);
     let target = format!("127.0.0.1:{}", free_port());
     let running = Running::start(&["serve", "--metrics", &target]);
-    let prometheus = Prometheus::start(&target);
+    let prometheus = Prometheus::start(&target, &[]);
     // Something to count: TIME_WAIT and transitions.
     let (socket, _) = workload::bound_listener();
     workload::client_closes_first(socket, 10);
