@@ -168,7 +168,7 @@ pub fn run(run: &GuestRun) -> Result<GuestReport> {
         .stdout(fs::File::create(&console)?)
         .stderr(fs::File::create(run.out_dir.join("vng.stderr"))?);
     phase(format!(
-        "kernel {} ({}): booting {} with {} binaries, {} , output in {}",
+        "kernel {} ({}): booting {} with {} binaries, {}, output in {}",
         run.kernel.series.name,
         run.kernel.series.distribution,
         run.kernel.release,

@@ -47,21 +47,20 @@ pub const CI_LEAVES_OUT: &[&str] = &["recording", "time_wait_vs_ss", "top", "vol
 
 /// The compiled kernel test binaries, from cargo's JSON messages.
 pub fn test_binaries(ws: &Workspace, bpf_object: &Path) -> Result<Vec<TestBinary>> {
-    let out =
-        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args([
-                "test",
-                "-p",
-                "tcpstate-tests",
-                "--no-run",
-                "--message-format=json-render-diagnostics",
-            ])
-            .env("CARGO_TARGET_DIR", &ws.target_dir)
-            .env(crate::userspace::BPF_OBJECT_ENV, bpf_object)
-            .current_dir(&ws.root)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .context("building the kernel test binaries")?;
+    let out = crate::cmd::cargo()
+        .args([
+            "test",
+            "-p",
+            "tcpstate-tests",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .env("CARGO_TARGET_DIR", &ws.target_dir)
+        .env(crate::userspace::BPF_OBJECT_ENV, bpf_object)
+        .current_dir(&ws.root)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("building the kernel test binaries")?;
     anyhow::ensure!(
         out.status.success(),
         "building the kernel test binaries failed"
