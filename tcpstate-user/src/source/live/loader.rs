@@ -503,7 +503,6 @@ fn btf_ignored() -> bool {
 fn skip_counting(ebpf: &Ebpf) -> HookStatus {
     let counted = ebpf
         .program(common::PROGRAM_SET_STATE)
-        .and_then(|p| <&TracePoint>::try_from(p).ok())
         .and_then(|p| p.fd().ok())
         .and_then(super::misses::recursion_misses)
         .is_some();
