@@ -1,5 +1,6 @@
 //! Helpers for the kernel integration tests: they load the real BPF program
 //! into the running kernel and drive real sockets. They need root.
+pub mod kernel;
 pub mod netns;
 pub mod prometheus;
 pub mod running;

@@ -4,16 +4,7 @@
 //! tracepoint program runs: transitions stay exact, owners of accepted
 //! sockets are unknown, and `-v` says which programs are off and why.
 use serde_json::Value;
-use tcpstate::source::sysctl_advice::Kernel;
-use tcpstate_tests::{require_root, running::Running, workload};
-
-/// Whether the running kernel is at least `major.minor`.
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let kernel = Kernel::read();
-    kernel
-        .at_least(major, minor)
-        .unwrap_or_else(|| panic!("unparsed kernel release {}", kernel.release))
-}
+use tcpstate_tests::{kernel, require_root, running::Running, workload};
 
 /// The `-v` line about one program.
 fn program_line<'a>(lines: &'a [String], program: &str) -> &'a str {
@@ -61,7 +52,7 @@ fn verbose_names_each_program_and_whether_it_is_attached() {
     // only from Linux 6.10 on; before, tcpstate says so instead of
     // attaching a program that would never see them.
     let reset = program_line(&said, tcpstate_common::PROGRAM_SEND_RESET);
-    if kernel_at_least(6, 10) {
+    if kernel::at_least(6, 10) {
         assert!(reset.ends_with(": attached"), "{reset}");
     } else {
         assert!(
@@ -77,7 +68,7 @@ fn verbose_names_each_program_and_whether_it_is_attached() {
     let not_counted = said
         .iter()
         .any(|l| l.contains("warn") && l.contains("are not counted as lost") && l.contains("5.12"));
-    if kernel_at_least(5, 12) {
+    if kernel::at_least(5, 12) {
         assert!(counted && !not_counted, "{said:#?}");
     } else {
         assert!(not_counted && !counted, "{said:#?}");

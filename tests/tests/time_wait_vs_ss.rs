@@ -13,7 +13,7 @@ use tcpstate::{
     pipeline::Pipeline,
     source::live::HookStatus,
 };
-use tcpstate_tests::require_root;
+use tcpstate_tests::{kernel, require_root};
 
 const CONNECTIONS: usize = 20_000;
 const CHUNKS: usize = 4;
@@ -147,23 +147,6 @@ fn wait_until(runtime: &tokio::runtime::Runtime, pipeline: &mut Pipeline, when: 
     }
 }
 
-/// RSTs this network namespace has sent so far (`Tcp: OutRsts` of
-/// /proc/net/snmp).
-fn out_rsts() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").expect("read /proc/net/snmp");
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (
-        tcp.next().expect("Tcp header"),
-        tcp.next().expect("Tcp values"),
-    );
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "OutRsts")
-        .and_then(|(_, v)| v.parse().ok())
-        .expect("Tcp OutRsts")
-}
-
 fn compare(
     runtime: &tokio::runtime::Runtime,
     pipeline: &mut Pipeline,
@@ -211,7 +194,7 @@ fn compare(
     let unexplained_allowed = stats.lost
         + match pipeline.live_source().unwrap().reset_tracking() {
             HookStatus::Attached => stats.lost_resets,
-            _ => out_rsts() - rsts_before,
+            _ => kernel::out_rsts() - rsts_before,
         };
     assert!(
         extra.len() as u64 <= unexplained_allowed,
@@ -242,7 +225,7 @@ fn time_wait_table_matches_ss_during_and_after_20000_connections() {
         .block_on(async { Pipeline::live(&live, &FilterArgs::default(), false, 30, None) })
         .expect("start tracing");
 
-    let rsts_before = out_rsts();
+    let rsts_before = kernel::out_rsts();
     let started = Instant::now();
     let per_chunk = CONNECTIONS / CHUNKS;
     for chunk in 0..CHUNKS {
