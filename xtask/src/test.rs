@@ -184,7 +184,8 @@ fn host_kernel_tests(
     Ok(())
 }
 
-/// Where every checkout on this host takes its turn at the kernel tests.
+/// Where every checkout on this host takes its turn at the kernel tests (and
+/// benchmarks: anything that attaches tracers to the host's tracepoint).
 const KERNEL_TESTS_LOCK: &str = "/run/lock/tcpstate-kernel-tests.lock";
 
 /// Takes the host-wide lock of the kernel tests, waiting for another

@@ -44,6 +44,10 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<i32> {
     require_root()?;
     let settings = Settings::resolve(args, &ws.root, &ws.target_dir)?;
     let built = build::all(ws, settings.release, settings.netns)?;
+    // The bench attaches tracers to the host's tracepoint: a kernel test run
+    // at the same time would see them (two tracers make the kernel skip each
+    // other's programs) and the bench's figures would include the tests.
+    let _lock = crate::test::kernel_tests_lock()?;
     let report = execute(&settings, built, &command_line())?;
     finish(&report, &settings)?;
     Ok(0)
