@@ -259,27 +259,53 @@ fn fetch(kernels_dir: &Path, series: &[Series]) -> Result<()> {
 /// virtme-ng builds the guest's initramfs from `/lib/modules/RELEASE` of the
 /// root it boots (the host's): the 9p and virtio modules it needs are
 /// modules in Debian's generic kernels, and the tests need veth.
+///
+/// depmod runs on the extracted tree (this checkout's own), which is then
+/// copied beside the target and renamed into place: several checkouts may
+/// install the same kernel at once, and a fresh host may have no
+/// `/lib/modules` at all (`cp -a DIR /lib/modules/` would then make the
+/// modules directory itself the copy).
 fn install_modules(kernels_dir: &Path, kernel: &Kernel) -> Result<()> {
-    let target = Path::new("/lib/modules").join(&kernel.release);
+    let modules = Path::new("/lib/modules");
+    let target = modules.join(&kernel.release);
     if target.join("modules.dep").is_file() {
         return Ok(());
     }
-    let source = kernels_dir
-        .join(kernel.series.name)
-        .join("root/lib/modules")
-        .join(&kernel.release);
+    let root = kernels_dir.join(kernel.series.name).join("root");
     phase(format!(
         "kernel matrix: installing the modules of {} into {} (depmod)",
         kernel.release,
         target.display()
     ));
     cmd::run(
+        Command::new("depmod")
+            .arg("-b")
+            .arg(&root)
+            .arg(&kernel.release),
+    )?;
+    fs::create_dir_all(modules).with_context(|| format!("creating {}", modules.display()))?;
+    let staging = modules.join(format!(".{}.{}", kernel.release, std::process::id()));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
+    }
+    cmd::run(
         Command::new("cp")
             .arg("-a")
-            .arg(&source)
-            .arg("/lib/modules/"),
+            .arg(root.join("lib/modules").join(&kernel.release))
+            .arg(&staging),
     )?;
-    cmd::run(Command::new("depmod").args(["-a", &kernel.release]))
+    // A half-installed target (no modules.dep) from an interrupted run goes;
+    // one another checkout completed meanwhile stays, and our copy goes.
+    if target.exists() && !target.join("modules.dep").is_file() {
+        fs::remove_dir_all(&target).with_context(|| format!("removing {}", target.display()))?;
+    }
+    if let Err(err) = fs::rename(&staging, &target) {
+        fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
+        if !target.join("modules.dep").is_file() {
+            return Err(err).with_context(|| format!("installing {}", target.display()));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
