@@ -48,21 +48,16 @@ pub fn require_root() {
     );
 }
 
-/// Path of the `tcpstate` binary under test: `TCPSTATE_BIN` (set by xtask),
-/// else the binary next to this test executable's `deps` folder.
+/// Path of the `tcpstate` binary under test: `TCPSTATE_BIN`, which xtask
+/// sets to the binary it just built. No fallback: a plain `cargo test` would
+/// otherwise run whatever stale binary lies in the target directory.
 pub fn tcpstate_bin() -> std::path::PathBuf {
-    if let Some(path) = std::env::var_os("TCPSTATE_BIN") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps");
-    let bin = dir.join("tcpstate");
+    let bin: std::path::PathBuf = std::env::var_os("TCPSTATE_BIN")
+        .expect("TCPSTATE_BIN is not set: run the kernel tests with `cargo xtask test`, which builds tcpstate and sets it")
+        .into();
     assert!(
         bin.exists(),
-        "{} not found: build it with `cargo xtask build` or set TCPSTATE_BIN",
+        "TCPSTATE_BIN={} does not exist: build it with `cargo xtask build`",
         bin.display()
     );
     bin
