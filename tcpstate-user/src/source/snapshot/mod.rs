@@ -18,8 +18,10 @@
 //!   reports tgids of the initial pid namespace, so run the tracer in it.
 //! - TIME_WAIT, request and orphaned sockets (closed by their process) have
 //!   no inode, hence no owner.
+pub mod destroy;
 pub mod diag;
 pub mod owners;
+pub mod tcp_info;
 
 use crate::{
     model::{ExistingSocket, Owner, OwnerHow},
