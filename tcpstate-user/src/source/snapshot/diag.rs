@@ -638,7 +638,7 @@ pub(super) mod tests {
             let mut a = ((RTA_HDRLEN + body.len()) as u16).to_ne_bytes().to_vec();
             a.extend_from_slice(&kind.to_ne_bytes());
             a.extend_from_slice(body);
-            while a.len() % 4 != 0 {
+            while !a.len().is_multiple_of(4) {
                 a.push(0);
             }
             a

@@ -20,6 +20,7 @@
 //!   no inode, hence no owner.
 pub mod destroy;
 pub mod diag;
+pub mod inspect;
 pub mod owners;
 pub mod tcp_info;
 
@@ -106,7 +107,7 @@ pub enum TimerKind {
 }
 
 impl TimerKind {
-    fn from_raw(raw: u8) -> Option<Self> {
+    pub fn from_raw(raw: u8) -> Option<Self> {
         Some(match raw {
             0 => return None,
             1 => TimerKind::Retransmit,
