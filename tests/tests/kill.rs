@@ -106,7 +106,11 @@ fn kill_destroys_exactly_the_leaked_close_wait_sockets() {
     let dry = tcpstate(&[&args[..], &["--dry-run"]].concat());
     assert!(dry.status.success(), "{}", text(&dry.stderr));
     let plan = text(&dry.stdout);
-    let rows: Vec<&str> = plan.lines().filter(|l| l.contains("CLOSE_WAIT")).collect();
+    // Rows are `PID COMM STATE ...`; the closing note is not a row.
+    let rows: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("CLOSE_WAIT"))
+        .collect();
     assert_eq!(rows.len(), LEAKED, "{plan}");
     assert!(
         rows.iter().all(|r| r.starts_with(&format!("{pid} "))),
