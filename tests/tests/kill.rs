@@ -46,6 +46,15 @@ fn ss_of(pid: u32, state: &str) -> Vec<String> {
         .collect()
 }
 
+/// This test's own CLOSE_WAIT sockets on `port` (tests may run in
+/// parallel in this process).
+fn own_close_wait(port: u16) -> usize {
+    ss_of(std::process::id(), "close-wait")
+        .iter()
+        .filter(|l| l.contains(&format!(":{port} ")))
+        .count()
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -59,6 +68,8 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 /// of this test's own on another port.
 struct Leak {
     peer: Peer,
+    /// The port of this test's own CLOSE_WAIT sockets.
+    own_port: u16,
     _healthy: Vec<TcpStream>,
     _own: (TcpListener, Vec<TcpStream>),
 }
@@ -81,13 +92,14 @@ fn leak() -> Leak {
             server
         })
         .collect();
-    let me = std::process::id();
+    let own_port = listener.local_addr().unwrap().port();
     wait_for("the CLOSE_WAIT sockets", || {
-        ss_of(peer.pid, "close-wait").len() == LEAKED && ss_of(me, "close-wait").len() == 2
+        ss_of(peer.pid, "close-wait").len() == LEAKED && own_close_wait(own_port) == 2
     });
     assert_eq!(ss_of(peer.pid, "established").len(), HEALTHY);
     Leak {
         peer,
+        own_port,
         _healthy: healthy,
         _own: (listener, own),
     }
@@ -146,8 +158,12 @@ fn kill_destroys_exactly_the_leaked_close_wait_sockets() {
     );
     // Everything else is untouched.
     assert_eq!(ss_of(pid, "established").len(), HEALTHY);
-    assert_eq!(ss_of(me, "established").len(), HEALTHY);
-    assert_eq!(ss_of(me, "close-wait").len(), 2);
+    let healthy_clients = ss_of(me, "established")
+        .iter()
+        .filter(|l| l.contains(&format!(":{port} ")))
+        .count();
+    assert_eq!(healthy_clients, HEALTHY);
+    assert_eq!(own_close_wait(leak.own_port), 2);
     std::thread::sleep(millis(300));
     let (lines, _, status) = trace.interrupt();
     assert!(status.success());
