@@ -357,3 +357,37 @@ fn stale_finds_a_server_whose_peer_vanished_and_kill_ends_it() {
         format!("error {}", libc::ECONNABORTED)
     );
 }
+
+#[test]
+fn leaks_kill_hands_its_suspects_to_kill() {
+    require_root();
+    let leak = leak();
+    let pid = leak.peer.pid.to_string();
+    let args = ["leaks", "--kill", "--threshold", "0s", "--pid", &pid];
+    let dry = tcpstate(&[&args[..], &["--dry-run"]].concat());
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let plan = text(&dry.stdout);
+    assert!(plan.contains("10 socket(s) selected"), "{plan}");
+    assert_eq!(ss_of(leak.peer.pid, "close-wait").len(), LEAKED);
+    // A threshold no suspect reaches selects nothing.
+    let none = tcpstate(&[
+        "leaks",
+        "--kill",
+        "--threshold",
+        "1h",
+        "--pid",
+        &pid,
+        "--yes",
+    ]);
+    assert!(none.status.success(), "{}", text(&none.stderr));
+    assert!(text(&none.stdout).contains("0 socket(s) selected"));
+    let out = tcpstate(&[&args[..], &["--yes"]].concat());
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("10 destroyed, 0 already gone, 0 refused"),
+        "{stderr}"
+    );
+    assert!(ss_of(leak.peer.pid, "close-wait").is_empty());
+    assert_eq!(ss_of(leak.peer.pid, "established").len(), HEALTHY);
+}
