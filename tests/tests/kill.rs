@@ -391,3 +391,56 @@ fn leaks_kill_hands_its_suspects_to_kill() {
     assert!(ss_of(leak.peer.pid, "close-wait").is_empty());
     assert_eq!(ss_of(leak.peer.pid, "established").len(), HEALTHY);
 }
+
+/// IPv6 sockets, and IPv4 peers of a dual-stack IPv6 socket (v4-mapped
+/// addresses): the destroy request names them as the kernel stores them.
+#[test]
+fn kill_ends_ipv6_and_v4_mapped_sockets() {
+    require_root();
+    let Ok(listener) = TcpListener::bind("[::]:0") else {
+        eprintln!("note: no IPv6 here, skipped");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    let mut held = Vec::new();
+    for peer in ["[::1]", "127.0.0.1"] {
+        let client = TcpStream::connect(format!("{peer}:{port}")).expect("connect");
+        let (server, _) = listener.accept().unwrap();
+        drop(client);
+        held.push(server);
+    }
+    let me = std::process::id();
+    let mine = || {
+        ss_of(me, "close-wait")
+            .into_iter()
+            .filter(|l| l.contains(&format!(":{port} ")))
+            .collect::<Vec<_>>()
+    };
+    wait_for("two CLOSE_WAIT sockets", || mine().len() == 2);
+    let port_text = port.to_string();
+    let out = tcpstate(&[
+        "kill",
+        "--port",
+        &port_text,
+        "--state",
+        "CLOSE_WAIT",
+        "--yes",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 destroyed, 0 already gone, 0 refused"),
+        "{stderr}"
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("[::1]:{port} -> [::1]:")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("127.0.0.1:{port} -> 127.0.0.1:")),
+        "{stdout}"
+    );
+    assert!(mine().is_empty(), "{:?}", mine());
+    drop(held);
+}
