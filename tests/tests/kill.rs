@@ -444,3 +444,46 @@ fn kill_ends_ipv6_and_v4_mapped_sockets() {
     assert!(mine().is_empty(), "{:?}", mine());
     drop(held);
 }
+
+/// Without --yes, a terminal is asked (here a pseudo-terminal from
+/// `script`): anything but `y` kills nothing.
+#[test]
+fn a_terminal_is_asked_for_confirmation() {
+    require_root();
+    let leak = leak();
+    let command = format!(
+        "{} kill --state CLOSE_WAIT --pid {}",
+        tcpstate_bin().display(),
+        leak.peer.pid
+    );
+    let on_terminal = |answer: &str| {
+        let mut child = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run script (util-linux)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let no = on_terminal("n\n");
+    let said = text(&no.stdout);
+    assert!(!no.status.success(), "{said}");
+    assert!(said.contains("kill these 10 socket(s)? [y/N]"), "{said}");
+    assert!(said.contains("not confirmed; nothing was killed"), "{said}");
+    assert_eq!(ss_of(leak.peer.pid, "close-wait").len(), LEAKED);
+    let yes = on_terminal("y\n");
+    let said = text(&yes.stdout);
+    assert!(yes.status.success(), "{said}");
+    assert!(
+        said.contains("10 destroyed, 0 already gone, 0 refused"),
+        "{said}"
+    );
+    assert!(ss_of(leak.peer.pid, "close-wait").is_empty());
+}
