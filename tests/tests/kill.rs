@@ -448,7 +448,7 @@ fn kill_ends_ipv6_and_v4_mapped_sockets() {
 /// Without --yes, a terminal is asked (here a pseudo-terminal from
 /// `script`): anything but `y` kills nothing.
 #[test]
-fn a_terminal_is_asked_for_confirmation() {
+fn kill_asks_a_terminal_for_confirmation() {
     require_root();
     let leak = leak();
     let command = format!(
