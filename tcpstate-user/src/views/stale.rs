@@ -54,6 +54,18 @@ fn timer_kind(s: &Inspected) -> Option<TimerKind> {
     TimerKind::from_raw(s.sock.timer)
 }
 
+/// The pending timer as `ss -o` would name it.
+fn timer_name(s: &Inspected) -> &'static str {
+    match timer_kind(s) {
+        None => "none",
+        Some(TimerKind::Retransmit) => "retransmit",
+        Some(TimerKind::KeepAlive) => "keepalive",
+        Some(TimerKind::ZeroWindowProbe) => "zero-window-probe",
+        Some(TimerKind::TimeWait) => "time-wait",
+        Some(TimerKind::Other(_)) => "other",
+    }
+}
+
 pub fn judge(s: &Inspected, silent_for_ms: u64) -> Judgement {
     if s.state != TcpState::Established {
         return Judgement::Fine;
@@ -217,7 +229,7 @@ impl StaleReport {
                     "total_retrans": info.total_retrans,
                     "backoff": info.backoff,
                     "probes": info.probes,
-                    "keepalive": false,
+                    "timer": timer_name(s),
                 }));
             }
         }
@@ -365,5 +377,6 @@ mod tests {
         assert_eq!(j["processes"][0]["connections"][0]["silent_ms"], 20_000);
         assert!(j["processes"][1]["pid"].is_null());
         assert_eq!(j["idle_keepalive_on"], 1);
+        assert_eq!(j["processes"][0]["connections"][0]["timer"], "none");
     }
 }
