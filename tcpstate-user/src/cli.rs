@@ -41,6 +41,10 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Prometheus metrics over HTTP (GET /metrics), computed from the live model at each scrape
     Serve(ServeArgs),
+    /// End selected sockets through the kernel (SOCK_DESTROY, as `ss -K`): shows them first, acts with --yes
+    Kill(KillArgs),
+    /// ESTABLISHED connections whose peer looks gone, per process, with the kernel's evidence
+    Stale(StaleArgs),
 }
 
 /// Analyse recordings instead of the live kernel.
@@ -149,6 +153,13 @@ pub struct LeaksArgs {
     pub json: bool,
     #[command(flatten)]
     pub leak: LeakThresholdArgs,
+    /// Hand the suspects (CLOSE_WAIT longer than --threshold) to `tcpstate kill` instead of watching
+    #[arg(long)]
+    pub kill: bool,
+    #[command(flatten)]
+    pub owner: OwnerArgs,
+    #[command(flatten)]
+    pub act: KillActArgs,
     /// Refresh at most this often when something changed
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub every: std::time::Duration,
@@ -311,6 +322,58 @@ pub struct LiveArgs {
     /// Also record what is traced to FILE (see `tcpstate record`)
     #[arg(long, value_name = "FILE")]
     pub record: Option<std::path::PathBuf>,
+}
+
+/// Owner filters of `kill` and `stale` (issue 12).
+#[derive(Clone, Debug, Args, Default)]
+pub struct OwnerArgs {
+    /// Only sockets held by this process (repeatable); without --netns, looked for in its network namespace
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Only sockets held by a process of this name, as in /proc/PID/comm (repeatable)
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+}
+
+/// Whether and how `kill` acts (issue 12).
+#[derive(Clone, Copy, Debug, Args)]
+pub struct KillActArgs {
+    /// Only show what would be killed
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Kill without asking (otherwise a terminal is asked for confirmation)
+    #[arg(long)]
+    pub yes: bool,
+    /// Stop, killing nothing, when more than N sockets are selected
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    #[command(flatten)]
+    pub owner: OwnerArgs,
+    /// Only sockets whose peer has been silent this long (tcp_info last_ack_recv), e.g. 10m
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub older_than: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub act: KillActArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StaleArgs {
+    /// Look at ESTABLISHED connections whose peer has sent nothing for this long (e.g. 5m, 30s)
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub silent_for: std::time::Duration,
+    /// One JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    #[command(flatten)]
+    pub owner: OwnerArgs,
 }
 
 fn parse_addr(s: &str) -> Result<AddrFilter, String> {

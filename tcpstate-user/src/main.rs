@@ -24,6 +24,8 @@ fn main() {
             Command::Export(args) => tcpstate::commands::export::run(args).await,
             Command::Doctor(args) => tcpstate::commands::doctor::run(args, cli.verbose).await,
             Command::Serve(args) => tcpstate::commands::serve::run(args, cli.verbose).await,
+            Command::Kill(args) => tcpstate::commands::kill::run(args),
+            Command::Stale(args) => tcpstate::commands::stale::run(args),
         }
     });
     if let Err(e) = result {

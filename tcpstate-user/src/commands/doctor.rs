@@ -75,6 +75,7 @@ pub async fn run(args: &DoctorArgs, verbose: bool) -> anyhow::Result<()> {
         watch_secs: now_ns.saturating_sub(started_ns) as f64 / 1e9,
         facts,
         tracer,
+        dead_peers: dead_peers(),
     };
     let report = DoctorReport::new(host, &input);
     let mut out = std::io::stdout().lock();
@@ -118,4 +119,20 @@ fn tracer_parts(source: &LiveSource) -> Vec<TracerPart> {
         "counted",
     ));
     parts
+}
+
+/// How long a peer must have been silent for `doctor` to judge a
+/// connection (as `tcpstate stale` does by default).
+const DEAD_PEER_SILENCE_MS: u64 = 5 * 60 * 1000;
+
+/// The `dead-peer` finding's input: this namespace's sockets with tcp_info.
+fn dead_peers() -> crate::views::stale::StaleReport {
+    let netns = snapshot::current_netns();
+    match snapshot::inspect::inspect(&[netns]) {
+        Ok(found) => crate::views::stale::StaleReport::new(&found.sockets, DEAD_PEER_SILENCE_MS),
+        Err(e) => {
+            log::warn!("no socket dump with tcp_info ({e}): dead peers are not looked for");
+            Default::default()
+        }
+    }
 }

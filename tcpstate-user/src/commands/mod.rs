@@ -2,11 +2,13 @@
 //! view and sink, and reads what the view needs from `source`.
 pub mod doctor;
 pub mod export;
+pub mod kill;
 pub mod leaks;
 pub mod life;
 pub mod record;
 pub mod report;
 pub mod serve;
+pub mod stale;
 pub mod stat;
 pub mod top;
 pub mod trace;

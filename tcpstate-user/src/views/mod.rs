@@ -3,10 +3,12 @@
 //! I/O of the host. [`contract`] holds what the pipeline and views agree on.
 pub mod contract;
 pub mod doctor;
+pub mod kill;
 pub mod leaks;
 pub mod life;
 pub mod metrics;
 pub mod owner;
+pub mod stale;
 pub mod stat;
 pub mod top;
 pub mod trace;

@@ -8,6 +8,10 @@
 //!     accept (connections wait in the accept queue)
 //! tcpstate-test-peer prefork WORKERS COUNT   the parent listens, forks
 //!     WORKERS workers that accept (COUNT in all), read to EOF and close
+//! tcpstate-test-peer hold-silent IP   listen on IP:0 (no SO_KEEPALIVE),
+//!     accept one connection, read 100 bytes and say `got`; then per line
+//!     on stdin: `send` writes 4000 bytes (say `sent`), `call` writes once
+//!     more and says `ok` or `error ERRNO`
 //!
 //! Prints `ready PORT PID [WORKER_PIDS...]` once listening, then `done`
 //! when every connection was handled; then waits to be killed (so that
@@ -26,6 +30,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: tcpstate-test-peer serve leak|close-on-eof|close-first COUNT | prefork WORKERS COUNT";
     let number = |i: usize| -> usize { args.get(i).and_then(|s| s.parse().ok()).expect(usage) };
+    if args.first().map(String::as_str) == Some("hold-silent") {
+        hold_silent(args.get(1).expect(usage));
+        return;
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("local_addr").port();
     let mut out = std::io::stdout();
@@ -90,5 +98,36 @@ fn main() {
             std::thread::park();
         }
         _ => panic!("{usage}"),
+    }
+}
+
+/// See `hold-silent` in the module comment: a server whose peer vanishes.
+fn hold_silent(ip: &str) {
+    let listener = TcpListener::bind((ip, 0)).expect("bind");
+    let port = listener.local_addr().expect("local_addr").port();
+    let mut out = std::io::stdout();
+    writeln!(out, "ready {port} {}", std::process::id()).unwrap();
+    out.flush().unwrap();
+    let (mut stream, _) = listener.accept().expect("accept");
+    let mut got = [0u8; 100];
+    stream.read_exact(&mut got).expect("read 100 bytes");
+    writeln!(out, "got").unwrap();
+    out.flush().unwrap();
+    let mut line = String::new();
+    while std::io::stdin().read_line(&mut line).unwrap_or(0) > 0 {
+        match line.trim() {
+            "send" => {
+                // Fits the send buffer: queued at once, then retransmitted.
+                stream.write_all(&[7u8; 4000]).expect("send");
+                writeln!(out, "sent").unwrap();
+            }
+            "call" => match stream.write(&[1u8]) {
+                Ok(_) => writeln!(out, "ok").unwrap(),
+                Err(e) => writeln!(out, "error {}", e.raw_os_error().unwrap_or(0)).unwrap(),
+            },
+            other => panic!("unknown command {other}"),
+        }
+        out.flush().unwrap();
+        line.clear();
     }
 }

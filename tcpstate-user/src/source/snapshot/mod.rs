@@ -18,8 +18,11 @@
 //!   reports tgids of the initial pid namespace, so run the tracer in it.
 //! - TIME_WAIT, request and orphaned sockets (closed by their process) have
 //!   no inode, hence no owner.
+pub mod destroy;
 pub mod diag;
+pub mod inspect;
 pub mod owners;
+pub mod tcp_info;
 
 use crate::{
     model::{ExistingSocket, Owner, OwnerHow},
@@ -104,7 +107,7 @@ pub enum TimerKind {
 }
 
 impl TimerKind {
-    fn from_raw(raw: u8) -> Option<Self> {
+    pub fn from_raw(raw: u8) -> Option<Self> {
         Some(match raw {
             0 => return None,
             1 => TimerKind::Retransmit,

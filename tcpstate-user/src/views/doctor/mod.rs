@@ -48,7 +48,7 @@ impl Severity {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Finding {
     /// Stable: `time-wait`, `time-wait-overflow`, `close-wait-leak`,
-    /// `listen-overflow`, `old-established`, `aborts`.
+    /// `listen-overflow`, `old-established`, `aborts`, `dead-peer`.
     pub id: &'static str,
     pub severity: Severity,
     pub title: String,
@@ -77,6 +77,9 @@ pub struct DoctorInput {
     pub facts: ModelFacts,
     /// tcpstate's own programs on this host, and what works without them.
     pub tracer: Vec<TracerPart>,
+    /// ESTABLISHED connections whose peer looks gone, from a dump with
+    /// tcp_info at the end (issue 12).
+    pub dead_peers: crate::views::stale::StaleReport,
 }
 
 /// One part of the tracer (a BPF program, or the kernel's count of the hits

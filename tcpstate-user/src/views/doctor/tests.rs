@@ -57,6 +57,7 @@ fn quiet() -> DoctorInput {
             ..ModelFacts::default()
         },
         tracer: Vec::new(),
+        dead_peers: Default::default(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! finding appears only when the data supports it.
 mod aborts;
 mod close_wait;
+mod dead_peer;
 mod established;
 mod listen;
 mod overflow;
@@ -20,6 +21,7 @@ pub fn findings(input: &DoctorInput) -> Vec<Finding> {
         listen::finding(input),
         established::finding(input),
         aborts::finding(input),
+        dead_peer::finding(input),
     ]
     .into_iter()
     .flatten()
