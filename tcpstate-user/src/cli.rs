@@ -41,6 +41,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Prometheus metrics over HTTP (GET /metrics), computed from the live model at each scrape
     Serve(ServeArgs),
+    /// Local port headroom per destination: ports in use by state, share of the usable range, rates, time to exhaustion
+    Ports(PortsArgs),
 }
 
 /// Analyse recordings instead of the live kernel.
@@ -454,4 +456,21 @@ mod tests {
         assert!(Cli::try_parse_from(["tcpstate", "trace", "--port", "70000"]).is_err());
         assert!(Cli::try_parse_from(["tcpstate", "trace", "--family", "ipx"]).is_err());
     }
+}
+
+/// `tcpstate ports` (issue 11).
+#[derive(Debug, Args)]
+pub struct PortsArgs {
+    /// One JSON object per refresh
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh at most this often when something changed
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub every: std::time::Duration,
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    #[command(flatten)]
+    pub live: LiveArgs,
 }

@@ -24,6 +24,7 @@ fn main() {
             Command::Export(args) => tcpstate::commands::export::run(args).await,
             Command::Doctor(args) => tcpstate::commands::doctor::run(args, cli.verbose).await,
             Command::Serve(args) => tcpstate::commands::serve::run(args, cli.verbose).await,
+            Command::Ports(args) => tcpstate::commands::ports::run(args, cli.verbose).await,
         }
     });
     if let Err(e) = result {

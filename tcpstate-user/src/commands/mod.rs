@@ -4,6 +4,7 @@ pub mod doctor;
 pub mod export;
 pub mod leaks;
 pub mod life;
+pub mod ports;
 pub mod record;
 pub mod report;
 pub mod serve;

@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod kubernetes;
 pub mod live;
 pub mod net_counters;
+pub mod port_settings;
 pub mod procfs;
 pub mod replay;
 pub mod snapshot;

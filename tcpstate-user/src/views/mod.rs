@@ -7,6 +7,7 @@ pub mod leaks;
 pub mod life;
 pub mod metrics;
 pub mod owner;
+pub mod ports;
 pub mod stat;
 pub mod top;
 pub mod trace;

@@ -1,0 +1,99 @@
+//! `tcpstate ports`: local port headroom per destination, refreshed as
+//! events arrive (issue 11).
+use crate::{
+    cli::{PortsArgs, Unsupported},
+    model::{Connection, Model, OpenKind, TimeWaitFate},
+    pipeline,
+    sinks::refreshed::Refreshed,
+    source::Item,
+    tcp::TcpState,
+    views::{
+        ports::{DestinationKey, NamespaceSettings, PortRates, PortsReport},
+        Progress, View,
+    },
+};
+use std::{cell::RefCell, io, rc::Rc};
+
+pub async fn run(args: &PortsArgs, verbose: bool) -> anyhow::Result<()> {
+    args.filters
+        .refuse("ports", &[Unsupported::State, Unsupported::Cgroup])
+        .map_err(anyhow::Error::msg)?;
+    // The CLOSE_WAIT threshold plays no part here.
+    let mut pipeline = pipeline::open(&args.input, &args.live, &args.filters, verbose, 30)?;
+    let settings = NamespaceSettings::new(&pipeline.netns_ports);
+    let rates = Rc::new(RefCell::new(PortRates::default()));
+    let shown = Rc::clone(&rates);
+    let mut view = Tracked {
+        rates,
+        shown: Refreshed::new(
+            move |p: &Progress| {
+                let mut rates = shown.borrow_mut();
+                rates.forget_old_frees();
+                PortsReport::new(p.model, &settings, &rates, p.stats().lost)
+            },
+            args.json,
+            args.every,
+        ),
+    };
+    pipeline::drive(&mut pipeline, &mut view, None).await
+}
+
+/// Feeds take and free events to the rates, then shows the report.
+struct Tracked<V> {
+    rates: Rc<RefCell<PortRates>>,
+    shown: V,
+}
+
+impl<V: View> View for Tracked<V> {
+    fn item(
+        &mut self,
+        item: &Item,
+        ended: &[Connection],
+        model: &Model,
+        shown: bool,
+    ) -> io::Result<()> {
+        {
+            let mut rates = self.rates.borrow_mut();
+            match item {
+                Item::Transition(t) => rates.transition(t),
+                // Read time, not event time: a replay would differ.
+                Item::Lost { .. } => {}
+                other => rates.seen(other.ts_boot_ns()),
+            }
+            for c in ended {
+                if let Some((key, free_ns)) = freed(c, model) {
+                    rates.ended(key, free_ns);
+                }
+            }
+        }
+        self.shown.item(item, ended, model, shown)
+    }
+
+    fn refresh(&mut self, progress: &Progress, last: bool) -> io::Result<()> {
+        self.shown.refresh(progress, last)
+    }
+
+    fn shown(&self) -> u64 {
+        self.shown.shown()
+    }
+}
+
+/// When an ended outgoing connection gives its port back: at its end, or
+/// when the TIME_WAIT it left is predicted to expire.
+fn freed(c: &Connection, model: &Model) -> Option<(DestinationKey, u64)> {
+    if c.open != OpenKind::Active || c.local.port == 0 || c.remote.port == 0 {
+        return None;
+    }
+    let key = DestinationKey {
+        netns: c.netns,
+        local_ip: c.local.ip,
+        remote: c.remote,
+    };
+    let at = match (c.time_wait, c.state) {
+        (TimeWaitFate::Entered, _) | (_, TcpState::TimeWait) => {
+            model.time_wait().get(&c.flow())?.expires_ns
+        }
+        _ => c.ended_ns()?,
+    };
+    Some((key, at))
+}
