@@ -8,7 +8,7 @@ use crate::{
     source::Item,
     tcp::TcpState,
     views::{
-        ports::{DestinationKey, NamespaceSettings, PortRates, PortsReport},
+        ports::{CallFailures, DestinationKey, NamespaceSettings, PortRates, PortsReport},
         Progress, View,
     },
 };
@@ -22,14 +22,23 @@ pub async fn run(args: &PortsArgs, verbose: bool) -> anyhow::Result<()> {
     let mut pipeline = pipeline::open(&args.input, &args.live, &args.filters, verbose, 30)?;
     let settings = NamespaceSettings::new(&pipeline.netns_ports);
     let rates = Rc::new(RefCell::new(PortRates::default()));
-    let shown = Rc::clone(&rates);
+    let failures = Rc::new(RefCell::new(CallFailures::default()));
+    let (shown_rates, shown_failures) = (Rc::clone(&rates), Rc::clone(&failures));
     let mut view = Tracked {
         rates,
+        failures,
         shown: Refreshed::new(
             move |p: &Progress| {
-                let mut rates = shown.borrow_mut();
+                let mut rates = shown_rates.borrow_mut();
                 rates.forget_old_frees();
-                PortsReport::new(p.model, &settings, &rates, p.stats().lost)
+                let stats = p.stats();
+                PortsReport::new(
+                    p.model,
+                    &settings,
+                    &rates,
+                    &shown_failures.borrow(),
+                    (stats.lost, stats.lost_call_failures),
+                )
             },
             args.json,
             args.every,
@@ -41,6 +50,7 @@ pub async fn run(args: &PortsArgs, verbose: bool) -> anyhow::Result<()> {
 /// Feeds take and free events to the rates, then shows the report.
 struct Tracked<V> {
     rates: Rc<RefCell<PortRates>>,
+    failures: Rc<RefCell<CallFailures>>,
     shown: V,
 }
 
@@ -54,6 +64,10 @@ impl<V: View> View for Tracked<V> {
     ) -> io::Result<()> {
         {
             let mut rates = self.rates.borrow_mut();
+            let mut failures = self.failures.borrow_mut();
+            if let Item::CallFailed(f) = item {
+                failures.call(f);
+            }
             match item {
                 Item::Transition(t) => rates.transition(t),
                 // Read time, not event time: a replay would differ.
@@ -61,6 +75,7 @@ impl<V: View> View for Tracked<V> {
                 other => rates.seen(other.ts_boot_ns()),
             }
             for c in ended {
+                failures.ended(c);
                 if let Some((key, free_ns)) = freed(c, model) {
                     rates.ended(key, free_ns);
                 }

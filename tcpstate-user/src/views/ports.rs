@@ -15,7 +15,7 @@ use crate::{
     model::{Connection, Model, OpenKind},
     source::port_settings::{NetnsPorts, PortSettings},
     tcp::TcpState,
-    wire::Transition,
+    wire::{errno_name, CallFailure, Transition},
 };
 use serde::Serialize;
 use std::{
@@ -196,10 +196,13 @@ pub struct PortRates {
 pub const RATE_WINDOW_NS: u64 = 60_000_000_000;
 
 impl PortRates {
-    /// A transition: CLOSE→SYN_SENT is connect() taking a port.
+    /// A transition: leaving SYN_SENT with a local port is a connect() that
+    /// took one. Not CLOSE→SYN_SENT: the kernel enters SYN_SENT before it
+    /// picks the port, and a connect() that finds none (EADDRNOTAVAIL)
+    /// goes back to CLOSE without one.
     pub fn transition(&mut self, t: &Transition) {
         self.latest_ns = self.latest_ns.max(t.ts_boot_ns);
-        if t.old == TcpState::Close && t.new == TcpState::SynSent && is_complete(&t.remote) {
+        if t.old == TcpState::SynSent && t.local.port != 0 && is_complete(&t.remote) {
             let key = DestinationKey {
                 netns: t.netns,
                 local_ip: t.local.ip,
@@ -256,6 +259,103 @@ impl PortRates {
     }
 }
 
+/// What failed, where, why and for whom.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct FailureKey {
+    netns: u32,
+    /// "connect" or "bind" (the call returned the errno), or "handshake"
+    /// (a connect() under way failed later: SYN_SENT -> CLOSE).
+    call: &'static str,
+    address: Endpoint,
+    errno: u8,
+    tgid: Option<u32>,
+    comm: Option<String>,
+}
+
+/// Failed calls and handshakes, counted by [`FailureKey`].
+#[derive(Debug, Default)]
+pub struct CallFailures {
+    counts: BTreeMap<FailureKey, u64>,
+}
+
+const ECONNREFUSED: u8 = 111;
+const ETIMEDOUT: u8 = 110;
+
+impl CallFailures {
+    pub fn call(&mut self, f: &CallFailure) {
+        let key = FailureKey {
+            netns: f.netns,
+            call: f.call.name(),
+            address: f.addr,
+            errno: f.errno,
+            tgid: Some(f.task.tgid),
+            comm: Some(f.task.comm.as_string()),
+        };
+        *self.counts.entry(key).or_insert(0) += 1;
+    }
+
+    /// An ended connection: SYN_SENT -> CLOSE after its SYN went out (a
+    /// port was chosen) is a handshake that failed, refused or timed out,
+    /// as the model tells by the time it took. A blocking connect() that
+    /// fails so is also counted as a failed call; a non-blocking one
+    /// (EINPROGRESS) only here. Without a port, no SYN was sent: the call
+    /// itself failed (EADDRNOTAVAIL), and is counted as such.
+    pub fn ended(&mut self, c: &Connection) {
+        let errno = match c.end {
+            Some(crate::model::EndKind::Refused) => ECONNREFUSED,
+            Some(crate::model::EndKind::Timeout) => ETIMEDOUT,
+            _ => return,
+        };
+        if c.local.port == 0 || !is_complete(&c.remote) {
+            return;
+        }
+        let owner = c.owner();
+        let key = FailureKey {
+            netns: c.netns,
+            call: "handshake",
+            address: c.remote,
+            errno,
+            tgid: owner.map(|o| o.tgid),
+            comm: owner.map(|o| o.comm.as_string()),
+        };
+        *self.counts.entry(key).or_insert(0) += 1;
+    }
+
+    /// The most first.
+    pub fn rows(&self) -> Vec<FailureRow> {
+        let mut rows: Vec<FailureRow> = self
+            .counts
+            .iter()
+            .map(|(k, count)| FailureRow {
+                netns: k.netns,
+                call: k.call,
+                address: k.address.to_string(),
+                errno: k.errno,
+                errno_name: errno_name(k.errno),
+                tgid: k.tgid,
+                comm: k.comm.clone(),
+                count: *count,
+            })
+            .collect();
+        rows.sort_by(|a, b| b.count.cmp(&a.count));
+        rows
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FailureRow {
+    pub netns: u32,
+    /// connect, bind (the call failed) or handshake (SYN_SENT -> CLOSE).
+    pub call: &'static str,
+    /// The destination (connect, handshake) or the address asked for (bind).
+    pub address: String,
+    pub errno: u8,
+    pub errno_name: &'static str,
+    pub tgid: Option<u32>,
+    pub comm: Option<String>,
+    pub count: u64,
+}
+
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct PortOwner {
     pub tgid: Option<u32>,
@@ -304,6 +404,8 @@ pub struct DestinationPortsRow {
     /// pool is not shrinking.
     pub exhaustion_s: Option<f64>,
     pub owners: Vec<PortOwner>,
+    /// Failed connect() calls and handshakes towards it (any local address).
+    pub failures: u64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -311,7 +413,11 @@ pub struct PortsReport {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub destinations: Vec<DestinationPortsRow>,
+    /// Failed calls and handshakes, the most first.
+    pub failures: Vec<FailureRow>,
     pub lost_events: u64,
+    /// Failed-call records the kernel could not deliver.
+    pub lost_failures: u64,
 }
 
 /// Range size minus reserved and listening ports in it.
@@ -424,6 +530,7 @@ fn row(
         free_per_s,
         exhaustion_s: (shrink > 0.0).then(|| free as f64 / shrink),
         owners,
+        failures: 0,
     }
 }
 
@@ -432,13 +539,25 @@ impl PortsReport {
         model: &Model,
         settings: &NamespaceSettings,
         rates: &PortRates,
-        lost_events: u64,
+        failures: &CallFailures,
+        lost: (u64, u64),
     ) -> Self {
         let (held, listening) = holders(model, settings);
+        let mut destinations = destinations(&held, &listening, settings, rates);
+        let failures = failures.rows();
+        for d in &mut destinations {
+            d.failures = failures
+                .iter()
+                .filter(|f| f.call != "bind" && f.netns == d.netns && f.address == d.remote)
+                .map(|f| f.count)
+                .sum();
+        }
         PortsReport {
             kind: "ports",
-            destinations: destinations(&held, &listening, settings, rates),
-            lost_events,
+            destinations,
+            failures,
+            lost_events: lost.0,
+            lost_failures: lost.1,
         }
     }
 
@@ -449,6 +568,7 @@ impl PortsReport {
             "Local ports per destination, busiest first ({} lost events)",
             self.lost_events
         );
+        self.failures_table(&mut out);
         if self.destinations.is_empty() {
             out.push_str("no outgoing connection holds a local port\n");
             return out;
@@ -515,6 +635,37 @@ impl PortsReport {
             );
         }
         out
+    }
+}
+
+impl PortsReport {
+    fn failures_table(&self, out: &mut String) {
+        if self.failures.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "Failures ({} failed-call records lost):",
+            self.lost_failures
+        );
+        let _ = writeln!(
+            out,
+            "{:>10} {:<9} {:<28} {:<14} {:>8} {:<16} {:>6}",
+            "NETNS", "CALL", "ADDRESS", "ERRNO", "PID", "COMM", "COUNT"
+        );
+        for f in &self.failures {
+            let _ = writeln!(
+                out,
+                "{:>10} {:<9} {:<28} {:<14} {:>8} {:<16} {:>6}",
+                f.netns,
+                f.call,
+                f.address,
+                f.errno_name,
+                f.tgid.map_or("?".into(), |t| t.to_string()),
+                f.comm.as_deref().unwrap_or("?"),
+                f.count
+            );
+        }
     }
 }
 
@@ -761,9 +912,9 @@ mod tests {
     fn rates_give_time_to_exhaustion_and_none_when_not_shrinking() {
         let k = key(1, "10.0.0.1", "10.0.0.2", 80);
         let mut rates = PortRates::default();
-        let mut t = crate::testkit::transition(0, 1, TcpState::Close, TcpState::SynSent);
+        let mut t = crate::testkit::transition(0, 1, TcpState::SynSent, TcpState::Established);
         t.netns = 1;
-        t.local = Endpoint::new(k.local_ip, 0);
+        t.local = Endpoint::new(k.local_ip, 40000);
         t.remote = k.remote;
         // 120 takes in the last minute, 60 frees: one port a second.
         for i in 0..120u64 {
@@ -790,5 +941,70 @@ mod tests {
             &[settings(1, (40000, 40009), vec![], 0)],
         );
         assert_eq!(quiet.exhaustion_s, None);
+    }
+
+    #[test]
+    fn failures_are_counted_per_caller_and_errno_and_summed_per_destination() {
+        use crate::wire::{Comm, FailedCall, Task};
+        let mut failures = CallFailures::default();
+        let f = CallFailure {
+            ts_boot_ns: 1,
+            call: FailedCall::Connect,
+            errno: 99,
+            task: Task {
+                tgid: 42,
+                pid: 43,
+                comm: Comm::from_str_lossy("client"),
+            },
+            cgroup_id: 0,
+            netns: 7,
+            skaddr: 0,
+            family: crate::tcp::Family::Ipv4,
+            addr: Endpoint::new("10.0.0.2".parse().unwrap(), 80),
+        };
+        for _ in 0..3 {
+            failures.call(&f);
+        }
+        failures.call(&CallFailure { errno: 111, ..f });
+        failures.call(&CallFailure {
+            call: FailedCall::Bind,
+            errno: 98,
+            ..f
+        });
+        let rows = failures.rows();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            (
+                rows[0].call,
+                rows[0].errno_name,
+                rows[0].tgid,
+                rows[0].count
+            ),
+            ("connect", "EADDRNOTAVAIL", Some(42), 3)
+        );
+        let k = key(7, "10.0.0.1", "10.0.0.2", 80);
+        let mut report = PortsReport {
+            kind: "ports",
+            destinations: vec![one_row(
+                &[holder(k, 40000, TcpState::Established)],
+                &[settings(7, (40000, 40099), vec![], 0)],
+            )],
+            failures: rows,
+            lost_events: 0,
+            lost_failures: 0,
+        };
+        for d in &mut report.destinations {
+            d.failures = report
+                .failures
+                .iter()
+                .filter(|f| f.call != "bind" && f.netns == d.netns && f.address == d.remote)
+                .map(|f| f.count)
+                .sum();
+        }
+        assert_eq!(
+            report.destinations[0].failures, 4,
+            "bind failures are not the destination's"
+        );
+        assert!(report.table().contains("EADDRNOTAVAIL"));
     }
 }
