@@ -313,6 +313,22 @@ impl Pipeline {
         let filter = &self.filter;
         self.items.retain(|item| match item {
             Item::Transition(t) => filter.matches_socket(t.family, &t.local, &t.remote, t.netns),
+            // The other end of a failed call is unknown: an address filter
+            // on it leaves the failure out.
+            Item::CallFailed(f) => {
+                let unknown = crate::addr::Endpoint::new(
+                    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    0,
+                );
+                match f.call {
+                    crate::wire::FailedCall::Connect => {
+                        filter.matches_socket(f.family, &unknown, &f.addr, f.netns)
+                    }
+                    crate::wire::FailedCall::Bind => {
+                        filter.matches_socket(f.family, &f.addr, &unknown, f.netns)
+                    }
+                }
+            }
             _ => true,
         });
     }

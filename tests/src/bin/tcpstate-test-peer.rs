@@ -8,6 +8,12 @@
 //!     accept (connections wait in the accept queue)
 //! tcpstate-test-peer prefork WORKERS COUNT   the parent listens, forks
 //!     WORKERS workers that accept (COUNT in all), read to EOF and close
+//! tcpstate-test-peer exhaust ADDR:PORT CLOSE_FIRST EXTRA   connect to
+//!     ADDR:PORT until connect() fails: the first CLOSE_FIRST connections
+//!     are closed at once (TIME_WAIT here), the others kept open; then
+//!     EXTRA more attempts, each expected to fail too. Prints
+//!     `exhausted KEPT CLOSED FAILED ERRNO` (ERRNO of every failure, or
+//!     `mixed`) before `done`
 //!
 //! Prints `ready PORT PID [WORKER_PIDS...]` once listening, then `done`
 //! when every connection was handled; then waits to be killed (so that
@@ -89,6 +95,57 @@ fn main() {
             out.flush().unwrap();
             std::thread::park();
         }
+        Some("exhaust") => {
+            let dest: std::net::SocketAddr = args.get(1).and_then(|a| a.parse().ok()).expect(usage);
+            let close_first = number(2);
+            let extra = number(3);
+            writeln!(out, "ready {port} {}", std::process::id()).unwrap();
+            out.flush().unwrap();
+            let (kept, closed, failed, errno) = exhaust(dest, close_first, extra);
+            writeln!(out, "exhausted {} {closed} {failed} {errno}", kept.len()).unwrap();
+            writeln!(out, "done").unwrap();
+            out.flush().unwrap();
+            std::thread::park();
+            drop(kept);
+        }
         _ => panic!("{usage}"),
     }
+}
+
+/// See `exhaust` in the usage. Bounded: a range cannot hold more than
+/// 65536 ports.
+fn exhaust(
+    dest: std::net::SocketAddr,
+    close_first: usize,
+    extra: usize,
+) -> (Vec<TcpStream>, usize, usize, String) {
+    let mut kept = Vec::new();
+    let mut closed = 0;
+    let mut errnos = Vec::new();
+    while kept.len() + closed <= 65536 {
+        match TcpStream::connect(dest) {
+            Ok(stream) if closed < close_first => {
+                drop(stream);
+                closed += 1;
+            }
+            Ok(stream) => kept.push(stream),
+            Err(e) => {
+                errnos.push(e.raw_os_error().unwrap_or(0));
+                break;
+            }
+        }
+    }
+    assert!(!errnos.is_empty(), "65536 connections and no failure");
+    for _ in 0..extra {
+        match TcpStream::connect(dest) {
+            Ok(_) => panic!("connect() succeeded after the range was exhausted"),
+            Err(e) => errnos.push(e.raw_os_error().unwrap_or(0)),
+        }
+    }
+    let errno = if errnos.iter().all(|e| *e == errnos[0]) {
+        errnos[0].to_string()
+    } else {
+        "mixed".to_string()
+    };
+    (kept, closed, errnos.len(), errno)
 }

@@ -886,6 +886,52 @@ fn spawn_logger(ebpf: &mut Ebpf) -> Result<tokio::task::JoinHandle<()>, LiveErro
     }))
 }
 
+/// A tracepoint field as its format file must show it: name, offset, size.
+type FormatField = (&'static str, usize, usize);
+
+/// The four programs that report failed connect() and bind() calls (issue
+/// 11), each after a check of its tracepoint's format. All or none: an
+/// enter program without its exit would only fill its map.
+fn attach_call_failures(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> HookStatus {
+    use common::sockaddr_call_offsets as call;
+    let exit = &common::syscall_exit_offsets::EXPECTED;
+    let hooks: [(&str, &str, &[FormatField]); 4] = [
+        (common::PROGRAM_CONNECT_EXIT, common::CONNECT_EXIT, exit),
+        (common::PROGRAM_BIND_EXIT, common::BIND_EXIT, exit),
+        (
+            common::PROGRAM_CONNECT_ENTER,
+            common::CONNECT_ENTER,
+            &call::CONNECT_EXPECTED,
+        ),
+        (
+            common::PROGRAM_BIND_ENTER,
+            common::BIND_ENTER,
+            &call::BIND_EXPECTED,
+        ),
+    ];
+    for (program, tracepoint, expected) in hooks {
+        let status = attach_hook(
+            ebpf,
+            tracefs,
+            program,
+            (common::SYSCALLS_CATEGORY, tracepoint),
+            expected,
+        );
+        if status != HookStatus::Attached {
+            // Dropping the program object detaches what was attached.
+            for (attached, _, _) in hooks {
+                let program: Option<&mut TracePoint> =
+                    ebpf.program_mut(attached).and_then(|p| p.try_into().ok());
+                if let Some(program) = program {
+                    let _ = program.unload();
+                }
+            }
+            return status;
+        }
+    }
+    HookStatus::Attached
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -928,47 +974,4 @@ mod tests {
             "{err}"
         );
     }
-}
-
-/// The four programs that report failed connect() and bind() calls (issue
-/// 11), each after a check of its tracepoint's format. All or none: an
-/// enter program without its exit would only fill its map.
-fn attach_call_failures(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> HookStatus {
-    use common::sockaddr_call_offsets as call;
-    let exit = &common::syscall_exit_offsets::EXPECTED;
-    let hooks: [(&str, &str, &[(&str, usize, usize)]); 4] = [
-        (common::PROGRAM_CONNECT_EXIT, common::CONNECT_EXIT, exit),
-        (common::PROGRAM_BIND_EXIT, common::BIND_EXIT, exit),
-        (
-            common::PROGRAM_CONNECT_ENTER,
-            common::CONNECT_ENTER,
-            &call::CONNECT_EXPECTED,
-        ),
-        (
-            common::PROGRAM_BIND_ENTER,
-            common::BIND_ENTER,
-            &call::BIND_EXPECTED,
-        ),
-    ];
-    for (program, tracepoint, expected) in hooks {
-        let status = attach_hook(
-            ebpf,
-            tracefs,
-            program,
-            (common::SYSCALLS_CATEGORY, tracepoint),
-            expected,
-        );
-        if status != HookStatus::Attached {
-            // Dropping the program object detaches what was attached.
-            for (attached, _, _) in hooks {
-                let program: Option<&mut TracePoint> =
-                    ebpf.program_mut(attached).and_then(|p| p.try_into().ok());
-                if let Some(program) = program {
-                    let _ = program.unload();
-                }
-            }
-            return status;
-        }
-    }
-    HookStatus::Attached
 }
