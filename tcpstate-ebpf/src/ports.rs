@@ -19,13 +19,10 @@ use aya_ebpf::{
 };
 use tcpstate_common::{
     sockaddr_call_offsets as call, syscall_exit_offsets, Event, PendingCall, AF_INET, AF_INET6,
-    IPPROTO_TCP, KIND_BIND_FAILED, KIND_CONNECT_FAILED, LOST_BIND_FAILURES,
-    LOST_CONNECT_FAILURES,
+    IPPROTO_TCP, KIND_BIND_FAILED, KIND_CONNECT_FAILED, LOST_BIND_FAILURES, LOST_CONNECT_FAILURES,
 };
 
-use crate::{
-    count_lost, field, netns_of, offsets, read_kernel, sock_of_fd, wakeup_flag, EVENTS,
-};
+use crate::{count_lost, field, netns_of, offsets, read_kernel, sock_of_fd, wakeup_flag, EVENTS};
 
 /// Calls under way, per task. LRU: an entry whose exit never came (a task
 /// that vanished mid-call) is evicted rather than filling the map.
@@ -144,18 +141,18 @@ fn sockaddr(addr: u64) -> Option<(u16, [u8; 16], u16)> {
     // very end of a mapping cannot be read as 28.
     // SAFETY: the helper reads user memory without faulting (an error if
     // unmapped) and returns a copy.
-    let (bytes, whole): ([u8; 28], bool) =
-        match unsafe { bpf_probe_read_user(addr as *const [u8; 28]) } {
-            Ok(b) => (b, true),
-            Err(_) => {
-                // SAFETY: as above.
-                let short: [u8; 16] =
-                    unsafe { bpf_probe_read_user(addr as *const [u8; 16]) }.ok()?;
-                let mut b = [0u8; 28];
-                b[..16].copy_from_slice(&short);
-                (b, false)
-            }
-        };
+    let (bytes, whole): ([u8; 28], bool) = match unsafe {
+        bpf_probe_read_user(addr as *const [u8; 28])
+    } {
+        Ok(b) => (b, true),
+        Err(_) => {
+            // SAFETY: as above.
+            let short: [u8; 16] = unsafe { bpf_probe_read_user(addr as *const [u8; 16]) }.ok()?;
+            let mut b = [0u8; 28];
+            b[..16].copy_from_slice(&short);
+            (b, false)
+        }
+    };
     let family = u16::from_ne_bytes([bytes[0], bytes[1]]);
     let port = u16::from_be_bytes([bytes[2], bytes[3]]);
     let mut out = [0u8; 16];

@@ -6,6 +6,12 @@
 //! shows them; a second destination has figures of its own; refused and
 //! unreachable connects give their errnos with the caller's pid; a replay
 //! of the recording gives the same report.
+//!
+//! Everything uses one port, so that `--port` filters in the kernel and the
+//! ring buffer carries only this test's events whatever else the host does:
+//! the exhausted destination is the server's IPv4 address, the second one
+//! its IPv6 address (a pool of its own), the refused one the client's own
+//! address (nothing listens there).
 use serde_json::Value;
 use std::{
     collections::BTreeMap,
@@ -14,7 +20,7 @@ use std::{
     process::Command,
 };
 use tcpstate_tests::{
-    netns::{in_netns, NetnsPair, CLIENT_V4, SERVER_V4},
+    netns::{in_netns, NetnsPair, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6},
     require_root,
     running::{Peer, Running},
     secs,
@@ -22,10 +28,8 @@ use tcpstate_tests::{
 };
 
 const PEER: &str = env!("CARGO_BIN_EXE_tcpstate-test-peer");
-/// The exhausted destination, the second one, and a port nobody listens on.
-const BUSY_PORT: u16 = 8081;
-const OTHER_PORT: u16 = 8082;
-const CLOSED_PORT: u16 = 8083;
+/// The one port of the test.
+const PORT: u16 = 8081;
 const RANGE: (u16, u16) = (40000, 40099);
 /// The client closes this many connections at once (they stay in
 /// TIME_WAIT here) and keeps the others ESTABLISHED.
@@ -50,8 +54,7 @@ fn sysctl_in(ns: &str, name: &'static str, value: &'static str) {
 /// A server in the server namespace: each accepted connection is read to
 /// EOF and closed (so that a client that closes first ends in TIME_WAIT);
 /// the ones the client keeps stay open until the client dies.
-fn serve(ns: &str, port: u16) {
-    let addr = SocketAddr::from((SERVER_V4, port));
+fn serve(ns: &str, addr: SocketAddr) {
     let listener = in_netns(Some(ns), move || TcpListener::bind(addr).expect("bind"));
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -170,8 +173,12 @@ fn exhausted_destination_failures_headroom_and_replay() {
     let scratch = Scratch::new("ports");
     let recording = scratch.path("ports.tcpst");
     let recording_arg = recording.to_str().expect("utf-8 path").to_string();
-    serve(&pair.server, BUSY_PORT);
-    serve(&pair.server, OTHER_PORT);
+    let busy = SocketAddr::from((SERVER_V4, PORT));
+    let other = SocketAddr::from((SERVER_V6, PORT));
+    let refusing = SocketAddr::from((CLIENT_V4, PORT));
+    let nowhere = SocketAddr::from(([198, 51, 100, 1], PORT));
+    serve(&pair.server, busy);
+    serve(&pair.server, other);
 
     // Started after the namespace is set up: its settings are read at start.
     let live = Running::start(&[
@@ -179,12 +186,13 @@ fn exhausted_destination_failures_headroom_and_replay() {
         "--json",
         "--netns",
         &netns_arg,
+        "--port",
+        "8081",
         "--record",
         &recording_arg,
     ]);
 
     // The second destination first: 3 kept, 2 closed by this process.
-    let other = SocketAddr::from((SERVER_V4, OTHER_PORT));
     let mut kept_other = in_netns(Some(&pair.client), move || {
         (0..5)
             .map(|_| TcpStream::connect(other).expect("connect to the second destination"))
@@ -192,7 +200,6 @@ fn exhausted_destination_failures_headroom_and_replay() {
     });
     kept_other.truncate(3);
 
-    let busy = SocketAddr::from((SERVER_V4, BUSY_PORT));
     let client = Peer::start(
         "ip",
         &[
@@ -224,9 +231,8 @@ fn exhausted_destination_failures_headroom_and_replay() {
     );
     client.wait_done();
 
-    let refused = failing_connect(&pair.client, SocketAddr::from((SERVER_V4, CLOSED_PORT)));
+    let refused = failing_connect(&pair.client, refusing);
     assert_eq!(refused, libc::ECONNREFUSED);
-    let nowhere = SocketAddr::from(([198, 51, 100, 1], 80));
     let unreachable = failing_connect(&pair.client, nowhere);
     assert_eq!(unreachable, libc::ENETUNREACH);
 
@@ -236,12 +242,18 @@ fn exhausted_destination_failures_headroom_and_replay() {
     let (lines, stderr, status) = live.interrupt();
     assert!(status.success(), "ports failed: {stderr:#?}");
     let report = last_report(&lines, "live ports");
+    assert_eq!(
+        report["lost_events"], 0,
+        "exact counts need every event: {stderr:#?}"
+    );
+    assert_eq!(report["lost_failures"], 0, "{stderr:#?}");
 
     // The exhausted destination: every port of the range, split as ss has it.
     let row = destination(&report, client_ns, busy);
     assert_eq!(row["local_ip"], CLIENT_V4.to_string());
     assert_eq!(row["port_range"], serde_json::json!([RANGE.0, RANGE.1]));
     assert_eq!(row["settings_read"], true, "{row:#}");
+    assert_eq!(row["listening_in_range"], 0, "{row:#}");
     assert_eq!(row["usable"], 100, "{row:#}");
     assert_eq!(row["in_use"], 100, "{row:#}");
     assert_eq!(row["free"], 0, "{row:#}");
@@ -276,6 +288,7 @@ fn exhausted_destination_failures_headroom_and_replay() {
 
     // The second destination: its own figures.
     let row = destination(&report, client_ns, other);
+    assert_eq!(row["local_ip"], CLIENT_V6.to_string());
     assert_eq!(row["in_use"], 5, "{row:#}");
     assert_eq!(row["free"], 95, "{row:#}");
     assert_eq!(counts(&row["by_state"]), other_states);
@@ -287,13 +300,7 @@ fn exhausted_destination_failures_headroom_and_replay() {
 
     // Refused and unreachable: this process is the caller.
     let me = std::process::id();
-    for (errno, to) in [
-        (
-            libc::ECONNREFUSED,
-            SocketAddr::from((SERVER_V4, CLOSED_PORT)),
-        ),
-        (libc::ENETUNREACH, nowhere),
-    ] {
+    for (errno, to) in [(libc::ECONNREFUSED, refusing), (libc::ENETUNREACH, nowhere)] {
         let seen = failures(&report, client_ns, "connect", errno);
         assert_eq!(seen.len(), 1, "errno {errno}: {:#}", report["failures"]);
         assert_eq!(seen[0]["tgid"], me);

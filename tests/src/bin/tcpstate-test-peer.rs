@@ -32,9 +32,25 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: tcpstate-test-peer serve leak|close-on-eof|close-first COUNT | prefork WORKERS COUNT";
     let number = |i: usize| -> usize { args.get(i).and_then(|s| s.parse().ok()).expect(usage) };
+    let mut out = std::io::stdout();
+    if args.first().map(String::as_str) == Some("exhaust") {
+        // No listener: its port could come from the very range this mode
+        // exhausts.
+        let dest: std::net::SocketAddr = args.get(1).and_then(|a| a.parse().ok()).expect(usage);
+        let close_first = number(2);
+        let extra = number(3);
+        writeln!(out, "ready 0 {}", std::process::id()).unwrap();
+        out.flush().unwrap();
+        let (kept, closed, failed, errno) = exhaust(dest, close_first, extra);
+        writeln!(out, "exhausted {} {closed} {failed} {errno}", kept.len()).unwrap();
+        writeln!(out, "done").unwrap();
+        out.flush().unwrap();
+        std::thread::park();
+        drop(kept);
+        return;
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("local_addr").port();
-    let mut out = std::io::stdout();
     match args.first().map(String::as_str) {
         Some("serve") => {
             let mode = args.get(1).expect(usage).clone();
@@ -94,19 +110,6 @@ fn main() {
             .unwrap();
             out.flush().unwrap();
             std::thread::park();
-        }
-        Some("exhaust") => {
-            let dest: std::net::SocketAddr = args.get(1).and_then(|a| a.parse().ok()).expect(usage);
-            let close_first = number(2);
-            let extra = number(3);
-            writeln!(out, "ready {port} {}", std::process::id()).unwrap();
-            out.flush().unwrap();
-            let (kept, closed, failed, errno) = exhaust(dest, close_first, extra);
-            writeln!(out, "exhausted {} {closed} {failed} {errno}", kept.len()).unwrap();
-            writeln!(out, "done").unwrap();
-            out.flush().unwrap();
-            std::thread::park();
-            drop(kept);
         }
         _ => panic!("{usage}"),
     }

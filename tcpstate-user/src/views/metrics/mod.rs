@@ -53,6 +53,9 @@ pub struct Counters {
     /// Connections the model finished (listeners left out), by `EndKind`
     /// name.
     pub closed: BTreeMap<&'static str, u64>,
+    /// Failed connect()/bind() calls and failed handshakes (issue 11), by
+    /// call and errno name: a bounded set of labels (see `errno_name`).
+    pub call_failures: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 impl Counters {
@@ -72,6 +75,26 @@ impl Counters {
         for conn in ended.iter().filter(|c| c.open != OpenKind::Listener) {
             let end = conn.end.unwrap_or(EndKind::Unknown);
             *self.closed.entry(end.name()).or_insert(0) += 1;
+        }
+        self.count_failures(item, ended);
+    }
+
+    /// Issue 11: what failed, as `ports` counts it (a handshake is
+    /// SYN_SENT -> CLOSE after the SYN went out: refused or timed out).
+    fn count_failures(&mut self, item: &Item, ended: &[Connection]) {
+        if let Item::CallFailed(f) = item {
+            let key = (f.call.name(), crate::wire::errno_name(f.errno));
+            *self.call_failures.entry(key).or_insert(0) += 1;
+        }
+        for conn in ended {
+            let errno = match conn.end {
+                Some(EndKind::Refused) => "ECONNREFUSED",
+                Some(EndKind::Timeout) => "ETIMEDOUT",
+                _ => continue,
+            };
+            if conn.local.port != 0 {
+                *self.call_failures.entry(("handshake", errno)).or_insert(0) += 1;
+            }
         }
     }
 }
@@ -142,6 +165,7 @@ pub fn render(inputs: &Inputs) -> String {
     write_time_wait(&mut out, model, &counts, inputs.limits);
     write_close_wait(&mut out, model, inputs.now_ns, inputs.limits, inputs.pod_of);
     write_events(&mut out, inputs);
+    write_call_failures(&mut out, inputs);
     write_process(&mut out, &inputs.process);
     out.text
 }
@@ -339,6 +363,24 @@ fn write_close_wait(
 }
 
 /// Counters of what happened: transitions, opens, closes, losses.
+/// Issue 11: failed connect()/bind() calls and handshakes.
+fn write_call_failures(out: &mut Exposition, inputs: &Inputs) {
+    let mut f = out.family(
+        "tcpstate_connect_failures_total",
+        Kind::Counter,
+        "Failed connect() and bind() calls on TCP sockets (call=connect|bind: the call returned the errno) and failed handshakes (call=handshake: SYN_SENT->CLOSE after the SYN went out, refused or timed out), by errno.",
+    );
+    for ((call, errno), n) in &inputs.counters.call_failures {
+        f.sample(&[("call", call), ("errno", errno)], *n);
+    }
+    out.family(
+        "tcpstate_connect_failures_lost_total",
+        Kind::Counter,
+        "Failed-call records the kernel could not deliver (ring buffer full, or the program skipped).",
+    )
+    .sample(&[], inputs.source.lost_call_failures);
+}
+
 fn write_events(out: &mut Exposition, inputs: &Inputs) {
     let model = inputs.model;
     let mut f = out.family(

@@ -5,6 +5,7 @@ mod close_wait;
 mod established;
 mod listen;
 mod overflow;
+mod port_exhaustion;
 pub mod time_wait;
 
 use super::{DoctorInput, Finding};
@@ -20,6 +21,7 @@ pub fn findings(input: &DoctorInput) -> Vec<Finding> {
         listen::finding(input),
         established::finding(input),
         aborts::finding(input),
+        port_exhaustion::finding(input),
     ]
     .into_iter()
     .flatten()
