@@ -112,3 +112,45 @@ fn freed(c: &Connection, model: &Model) -> Option<(DestinationKey, u64)> {
     };
     Some((key, at))
 }
+
+/// Counts failed calls and handshakes for a view that shows them beside
+/// its own report (`stat`).
+pub struct CountingFailures<V> {
+    failures: Rc<RefCell<CallFailures>>,
+    shown: V,
+}
+
+impl<V> CountingFailures<V> {
+    pub fn new(failures: Rc<RefCell<CallFailures>>, shown: V) -> Self {
+        Self { failures, shown }
+    }
+}
+
+impl<V: View> View for CountingFailures<V> {
+    fn item(
+        &mut self,
+        item: &Item,
+        ended: &[Connection],
+        model: &Model,
+        shown: bool,
+    ) -> io::Result<()> {
+        {
+            let mut failures = self.failures.borrow_mut();
+            if let Item::CallFailed(f) = item {
+                failures.call(f);
+            }
+            for c in ended {
+                failures.ended(c);
+            }
+        }
+        self.shown.item(item, ended, model, shown)
+    }
+
+    fn refresh(&mut self, progress: &Progress, last: bool) -> io::Result<()> {
+        self.shown.refresh(progress, last)
+    }
+
+    fn shown(&self) -> u64 {
+        self.shown.shown()
+    }
+}
