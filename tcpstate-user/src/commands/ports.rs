@@ -5,7 +5,7 @@ use crate::{
     model::{Connection, Model, OpenKind, TimeWaitFate},
     pipeline,
     sinks::refreshed::Refreshed,
-    source::Item,
+    source::{port_settings::PortSettings, Item},
     tcp::TcpState,
     views::{
         ports::{CallFailures, DestinationKey, NamespaceSettings, PortRates, PortsReport},
@@ -20,7 +20,16 @@ pub async fn run(args: &PortsArgs, verbose: bool) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     // The CLOSE_WAIT threshold plays no part here.
     let mut pipeline = pipeline::open(&args.input, &args.live, &args.filters, verbose, 30)?;
-    let settings = NamespaceSettings::new(&pipeline.netns_ports);
+    let settings = if pipeline.netns_ports.is_empty() {
+        // A recording from before the namespaces' settings were kept.
+        NamespaceSettings::only_fallback(PortSettings {
+            range: pipeline.sysctls.local_port_range,
+            reserved: Vec::new(),
+            tw_reuse: pipeline.sysctls.tw_reuse,
+        })
+    } else {
+        NamespaceSettings::new(&pipeline.netns_ports)
+    };
     let rates = Rc::new(RefCell::new(PortRates::default()));
     let failures = Rc::new(RefCell::new(CallFailures::default()));
     let (shown_rates, shown_failures) = (Rc::clone(&rates), Rc::clone(&failures));

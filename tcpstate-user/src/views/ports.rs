@@ -87,6 +87,16 @@ impl NamespaceSettings {
         }
     }
 
+    /// For recordings made before namespaces' settings were kept: every
+    /// namespace takes `fallback` (the recorder's own sysctls), marked as
+    /// assumed.
+    pub fn only_fallback(fallback: PortSettings) -> Self {
+        Self {
+            known: BTreeMap::new(),
+            fallback,
+        }
+    }
+
     /// The settings, and whether they were read for this namespace.
     pub fn get(&self, netns: u32) -> (&PortSettings, bool) {
         match self.known.get(&netns) {

@@ -952,6 +952,48 @@ mod tests {
     }
 
     #[test]
+    fn failed_calls_and_handshakes_are_counted_by_call_and_errno() {
+        use crate::wire::{CallFailure, FailedCall};
+        let mut transitions = client_closes(S, 100, "curl", 40000, 0x100);
+        // A connect() refused after its SYN went out (port chosen).
+        transitions.push(Transition {
+            local: ep("10.0.0.1:40005"),
+            remote: ep("10.0.0.9:80"),
+            ..testkit::transition(2 * S, 0x500, TcpState::Close, TcpState::SynSent)
+        });
+        transitions.push(Transition {
+            local: ep("10.0.0.1:40005"),
+            remote: ep("10.0.0.9:80"),
+            ..testkit::transition(2 * S + MS, 0x500, TcpState::SynSent, TcpState::Close)
+        });
+        let (model, mut counters) = feed(&transitions);
+        let failure = CallFailure {
+            ts_boot_ns: 3 * S,
+            call: FailedCall::Connect,
+            errno: 99,
+            task: testkit::task(7, "client"),
+            cgroup_id: 0,
+            netns: INIT_NETNS,
+            skaddr: 0x600,
+            family: crate::tcp::Family::Ipv4,
+            addr: ep("10.0.0.9:80"),
+        };
+        for errno in [99, 99, 200] {
+            counters.count(&Item::CallFailed(CallFailure { errno, ..failure }), &[]);
+        }
+        let text = rendered(&model, &counters, 4 * S, Limits::default());
+        check_format(&text);
+        for line in [
+            "tcpstate_connect_failures_total{call=\"connect\",errno=\"EADDRNOTAVAIL\"} 2",
+            "tcpstate_connect_failures_total{call=\"connect\",errno=\"other\"} 1",
+            "tcpstate_connect_failures_total{call=\"handshake\",errno=\"ECONNREFUSED\"} 1",
+            "tcpstate_connect_failures_lost_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
         assert_eq!(escape_label("line\nfeed"), r"line\nfeed");
