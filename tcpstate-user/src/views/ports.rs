@@ -218,9 +218,16 @@ impl PortRates {
                 local_ip: t.local.ip,
                 remote: t.remote,
             };
-            self.takes.entry(key).or_default().push_back(t.ts_boot_ns);
+            let since = self.latest_ns.saturating_sub(RATE_WINDOW_NS);
+            let takes = self.takes.entry(key).or_default();
+            takes.push_back(t.ts_boot_ns);
+            // This destination's old ones now; the others' at the next
+            // report (a pass over every destination per transition would
+            // cost a busy client with many destinations too much).
+            while takes.front().is_some_and(|t| *t < since) {
+                takes.pop_front();
+            }
         }
-        self.prune();
     }
 
     /// Another item's time.
@@ -259,8 +266,10 @@ impl PortRates {
         (takes as f64 / window_s, frees as f64 / window_s)
     }
 
-    /// Forgets frees too old to count again (called at each report).
+    /// Forgets takes and frees too old to count again (called at each
+    /// report).
     pub fn forget_old_frees(&mut self) {
+        self.prune();
         let since = self.latest_ns.saturating_sub(RATE_WINDOW_NS);
         self.frees.retain(|_, ts| {
             ts.retain(|t| *t >= since);
@@ -430,11 +439,36 @@ pub struct PortsReport {
     pub lost_failures: u64,
 }
 
+/// Reserved ports inside the range: the reserved ranges clipped to it and
+/// merged (they may overlap), by arithmetic rather than port by port.
+fn reserved_in_range(settings: &PortSettings) -> usize {
+    let (low, high) = settings.range;
+    let mut clipped: Vec<(u16, u16)> = settings
+        .reserved
+        .iter()
+        .filter(|(a, b)| *a <= high && *b >= low)
+        .map(|(a, b)| ((*a).max(low), (*b).min(high)))
+        .collect();
+    clipped.sort_unstable();
+    let mut count = 0usize;
+    let mut covered_to: Option<u16> = None;
+    for (a, b) in clipped {
+        let start = match covered_to {
+            Some(end) if end >= b => continue,
+            Some(end) if end >= a => end + 1,
+            _ => a,
+        };
+        count += usize::from(b - start) + 1;
+        covered_to = Some(b);
+    }
+    count
+}
+
 /// Range size minus reserved and listening ports in it.
 fn pool_size(settings: &PortSettings, listening: Option<&BTreeSet<u16>>) -> (usize, usize, usize) {
     let (low, high) = settings.range;
     let size = usize::from(high) - usize::from(low) + 1;
-    let reserved = (low..=high).filter(|p| is_reserved(settings, *p)).count();
+    let reserved = reserved_in_range(settings);
     let listening = listening.map_or(0, |ports| {
         ports.iter().filter(|p| is_usable(settings, **p)).count()
     });
@@ -1016,5 +1050,34 @@ mod tests {
             "bind failures are not the destination's"
         );
         assert!(report.table().contains("EADDRNOTAVAIL"));
+    }
+
+    #[test]
+    fn reserved_ports_are_counted_once_and_only_inside_the_range() {
+        let count = |reserved: Vec<(u16, u16)>| {
+            let settings = PortSettings {
+                range: (40000, 40099),
+                reserved,
+                tw_reuse: 0,
+            };
+            let by_port = (40000..=40099u16)
+                .filter(|p| is_reserved(&settings, *p))
+                .count();
+            let by_ranges = reserved_in_range(&settings);
+            assert_eq!(by_ranges, by_port, "{:?}", settings.reserved);
+            by_ranges
+        };
+        assert_eq!(count(vec![]), 0);
+        assert_eq!(count(vec![(39990, 40004)]), 5);
+        assert_eq!(count(vec![(40095, 65535), (1, 2)]), 5);
+        assert_eq!(
+            count(vec![(40010, 40019), (40015, 40029), (40012, 40013)]),
+            20
+        );
+        assert_eq!(
+            count(vec![(40050, 40050), (40050, 40050), (40051, 40060)]),
+            11
+        );
+        assert_eq!(count(vec![(0, 65535)]), 100);
     }
 }
