@@ -296,3 +296,50 @@ pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Event {}
+
+// ---- Issue 11 (ports): failed connect() and bind() calls ----
+
+/// Programs on `syscalls:sys_enter_connect` / `sys_exit_connect` and
+/// `sys_enter_bind` / `sys_exit_bind`: a call that fails yields one record
+/// with the caller, the address it passed and the errno.
+pub const PROGRAM_CONNECT_ENTER: &str = "tcpstate_connect_enter";
+pub const PROGRAM_CONNECT_EXIT: &str = "tcpstate_connect_exit";
+pub const PROGRAM_BIND_ENTER: &str = "tcpstate_bind_enter";
+pub const PROGRAM_BIND_EXIT: &str = "tcpstate_bind_exit";
+pub const CONNECT_ENTER: &str = "sys_enter_connect";
+pub const CONNECT_EXIT: &str = "sys_exit_connect";
+pub const BIND_ENTER: &str = "sys_enter_bind";
+pub const BIND_EXIT: &str = "sys_exit_bind";
+/// Per task (pid_tgid): the call under way, from its enter to its exit.
+pub const MAP_PORT_CALLS: &str = "PORT_CALLS";
+/// [`MAP_LOST`] slots of failed connect() and bind() records that could not
+/// be reserved.
+pub const LOST_CONNECT_FAILURES: u32 = 3;
+pub const LOST_BIND_FAILURES: u32 = 4;
+/// `Event::kind` of a failed connect(): `daddr`/`dport`/`family` are the
+/// destination passed, `oldstate` holds the errno (positive), `skaddr` the
+/// socket, the task fields the caller.
+pub const KIND_CONNECT_FAILED: u8 = 4;
+/// `Event::kind` of a failed bind(): as [`KIND_CONNECT_FAILED`], with the
+/// address asked for in `saddr`/`sport`.
+pub const KIND_BIND_FAILED: u8 = 5;
+
+/// `sys_enter_connect` and `sys_enter_bind`: the fd and the user pointer
+/// to the address (`uservaddr` / `umyaddr`).
+pub mod sockaddr_call_offsets {
+    pub const FD: usize = 16;
+    pub const ADDR: usize = 24;
+    pub const CONNECT_EXPECTED: [(&str, usize, usize); 2] = [("fd", FD, 8), ("uservaddr", ADDR, 8)];
+    pub const BIND_EXPECTED: [(&str, usize, usize); 2] = [("fd", FD, 8), ("umyaddr", ADDR, 8)];
+}
+
+/// A connect() or bind() under way, kept from its enter to its exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingCall {
+    /// User address of the `struct sockaddr` passed.
+    pub addr: u64,
+    pub fd: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<PendingCall>() == 16);

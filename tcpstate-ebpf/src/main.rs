@@ -10,6 +10,8 @@
 #![no_std]
 #![no_main]
 
+mod ports;
+
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
@@ -90,7 +92,7 @@ static mut RAW_RUNS_FIRST: u32 = 0;
 static RESCUED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "LOST")]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(8, 0);
 
 // Load-time settings; userspace overrides them before loading
 // (`EbpfLoader::override_global`). Zero means "no filter".

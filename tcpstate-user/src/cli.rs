@@ -45,6 +45,8 @@ pub enum Command {
     Kill(KillArgs),
     /// ESTABLISHED connections whose peer looks gone, per process, with the kernel's evidence
     Stale(StaleArgs),
+    /// Local port headroom per destination: ports in use by state, share of the usable range, rates, time to exhaustion
+    Ports(PortsArgs),
 }
 
 /// Analyse recordings instead of the live kernel.
@@ -517,4 +519,21 @@ mod tests {
         assert!(Cli::try_parse_from(["tcpstate", "trace", "--port", "70000"]).is_err());
         assert!(Cli::try_parse_from(["tcpstate", "trace", "--family", "ipx"]).is_err());
     }
+}
+
+/// `tcpstate ports` (issue 11).
+#[derive(Debug, Args)]
+pub struct PortsArgs {
+    /// One JSON object per refresh
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh at most this often when something changed
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub every: std::time::Duration,
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    #[command(flatten)]
+    pub live: LiveArgs,
 }

@@ -26,6 +26,7 @@ fn main() {
             Command::Serve(args) => tcpstate::commands::serve::run(args, cli.verbose).await,
             Command::Kill(args) => tcpstate::commands::kill::run(args),
             Command::Stale(args) => tcpstate::commands::stale::run(args),
+            Command::Ports(args) => tcpstate::commands::ports::run(args, cli.verbose).await,
         }
     });
     if let Err(e) = result {

@@ -114,6 +114,8 @@ pub enum Item {
         total: u64,
         ts_boot_ns: u64,
     },
+    /// A connect() or bind() call failed (issue 11).
+    CallFailed(CallFailure),
 }
 
 impl Item {
@@ -124,6 +126,7 @@ impl Item {
             Item::Accepted(a) => a.ts_boot_ns,
             Item::ResetSent(r) => r.ts_boot_ns,
             Item::Lost { ts_boot_ns, .. } => *ts_boot_ns,
+            Item::CallFailed(f) => f.ts_boot_ns,
         }
     }
 }
@@ -138,6 +141,8 @@ pub enum DecodeError {
     State(u8),
     #[error("unknown address family {0}")]
     Family(u16),
+    #[error("a failed call's record has no errno")]
+    Errno,
 }
 
 /// Decodes one ring-buffer record. Records longer than [`EVENT_SIZE`] are
@@ -175,6 +180,9 @@ pub fn decode_event(event: &Event) -> Result<Item, DecodeError> {
             segment_src: Endpoint::new(ip_from_wire(event.saddr), event.sport),
             segment_dst: Endpoint::new(ip_from_wire(event.daddr), event.dport),
         })),
+        tcpstate_common::KIND_CONNECT_FAILED | tcpstate_common::KIND_BIND_FAILED => {
+            Ok(Item::CallFailed(call_failure(event)?))
+        }
         other => Err(DecodeError::Kind(other)),
     }
 }
@@ -424,5 +432,191 @@ mod tests {
             Comm::from_str_lossy("a-very-long-process-name").as_string(),
             "a-very-long-pro"
         );
+    }
+}
+
+// ---- Issue 11 (ports): failed connect() and bind() calls ----
+
+/// Which call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FailedCall {
+    Connect,
+    Bind,
+}
+
+impl FailedCall {
+    pub fn name(self) -> &'static str {
+        match self {
+            FailedCall::Connect => "connect",
+            FailedCall::Bind => "bind",
+        }
+    }
+}
+
+/// A connect() or bind() on a TCP socket that returned an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallFailure {
+    pub ts_boot_ns: u64,
+    pub call: FailedCall,
+    /// Positive errno (EADDRNOTAVAIL is 99).
+    pub errno: u8,
+    /// The caller.
+    pub task: Task,
+    pub cgroup_id: u64,
+    /// The socket's network namespace, 0 when unknown.
+    pub netns: u32,
+    pub skaddr: u64,
+    pub family: Family,
+    /// The address passed: the destination (connect) or the address asked
+    /// for (bind).
+    pub addr: Endpoint,
+}
+
+fn call_failure(event: &Event) -> Result<CallFailure, DecodeError> {
+    let call = if event.kind == tcpstate_common::KIND_BIND_FAILED {
+        FailedCall::Bind
+    } else {
+        FailedCall::Connect
+    };
+    let addr = match call {
+        FailedCall::Bind => Endpoint::new(ip_from_wire(event.saddr), event.sport),
+        FailedCall::Connect => Endpoint::new(ip_from_wire(event.daddr), event.dport),
+    };
+    if event.oldstate == 0 {
+        return Err(DecodeError::Errno);
+    }
+    Ok(CallFailure {
+        ts_boot_ns: event.ts_boot_ns,
+        call,
+        errno: event.oldstate,
+        task: task(event),
+        cgroup_id: event.cgroup_id,
+        netns: event.netns,
+        skaddr: event.skaddr,
+        family: Family::from_raw(event.family).ok_or(DecodeError::Family(event.family))?,
+        addr,
+    })
+}
+
+/// Encodes a failed call back into a wire record (tests).
+pub fn encode_failure(f: &CallFailure) -> Event {
+    let mut event = Event::zeroed();
+    event.kind = match f.call {
+        FailedCall::Connect => tcpstate_common::KIND_CONNECT_FAILED,
+        FailedCall::Bind => tcpstate_common::KIND_BIND_FAILED,
+    };
+    event.ts_boot_ns = f.ts_boot_ns;
+    event.skaddr = f.skaddr;
+    event.family = f.family.raw();
+    match f.call {
+        FailedCall::Connect => {
+            event.daddr = wire_ip(f.addr.ip);
+            event.dport = f.addr.port;
+        }
+        FailedCall::Bind => {
+            event.saddr = wire_ip(f.addr.ip);
+            event.sport = f.addr.port;
+        }
+    }
+    event.oldstate = f.errno;
+    event.tgid = f.task.tgid;
+    event.pid = f.task.pid;
+    event.comm = f.task.comm.0;
+    event.cgroup_id = f.cgroup_id;
+    event.netns = f.netns;
+    event
+}
+
+/// The name of an errno connect() or bind() returns; "other" for the rest,
+/// so that labels built from it stay few.
+pub fn errno_name(errno: u8) -> &'static str {
+    match errno {
+        1 => "EPERM",
+        11 => "EAGAIN",
+        13 => "EACCES",
+        22 => "EINVAL",
+        97 => "EAFNOSUPPORT",
+        98 => "EADDRINUSE",
+        99 => "EADDRNOTAVAIL",
+        101 => "ENETUNREACH",
+        103 => "ECONNABORTED",
+        104 => "ECONNRESET",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        113 => "EHOSTUNREACH",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod call_failure_tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    fn failure(call: FailedCall, ip: IpAddr) -> CallFailure {
+        CallFailure {
+            ts_boot_ns: 123,
+            call,
+            errno: 99,
+            task: Task {
+                tgid: 10,
+                pid: 11,
+                comm: Comm::from_str_lossy("client"),
+            },
+            cgroup_id: 5,
+            netns: 4026531840,
+            skaddr: 0xffff_8880_0000_1000,
+            family: if ip.is_ipv4() {
+                Family::Ipv4
+            } else {
+                Family::Ipv6
+            },
+            addr: Endpoint::new(ip, 8080),
+        }
+    }
+
+    fn bytes(event: &Event) -> Vec<u8> {
+        // SAFETY: `Event` is plain old data of EVENT_SIZE bytes.
+        unsafe { std::slice::from_raw_parts((event as *const Event).cast::<u8>(), EVENT_SIZE) }
+            .to_vec()
+    }
+
+    #[test]
+    fn failed_calls_decode_as_encoded() {
+        for call in [FailedCall::Connect, FailedCall::Bind] {
+            for ip in [
+                IpAddr::V4(Ipv4Addr::new(10, 200, 0, 2)),
+                IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2)),
+            ] {
+                let f = failure(call, ip);
+                assert_eq!(decode(&bytes(&encode_failure(&f))), Ok(Item::CallFailed(f)));
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_failure_records_are_refused() {
+        let f = failure(FailedCall::Connect, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let good = bytes(&encode_failure(&f));
+        assert_eq!(decode(&good[..50]), Err(DecodeError::Length { got: 50 }));
+        let mut long = good.clone();
+        long.extend_from_slice(&[0; 8]);
+        assert!(matches!(decode(&long), Err(DecodeError::Length { .. })));
+        let mut no_errno = encode_failure(&f);
+        no_errno.oldstate = 0;
+        assert_eq!(decode(&bytes(&no_errno)), Err(DecodeError::Errno));
+        let mut family = encode_failure(&f);
+        family.family = 1;
+        assert_eq!(decode(&bytes(&family)), Err(DecodeError::Family(1)));
+        let mut kind = encode_failure(&f);
+        kind.kind = 9;
+        assert_eq!(decode(&bytes(&kind)), Err(DecodeError::Kind(9)));
+    }
+
+    #[test]
+    fn errno_names_are_bounded() {
+        assert_eq!(errno_name(99), "EADDRNOTAVAIL");
+        assert_eq!(errno_name(111), "ECONNREFUSED");
+        assert_eq!(errno_name(200), "other");
     }
 }

@@ -126,6 +126,13 @@ impl Peer {
         }
     }
 
+    /// The next line the peer prints.
+    pub fn next_line(&self) -> String {
+        self.stdout
+            .recv_timeout(crate::secs(30))
+            .expect("the peer said nothing")
+    }
+
     /// Waits for the peer to say it handled every connection.
     pub fn wait_done(&self) {
         let line = self

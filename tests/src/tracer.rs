@@ -12,7 +12,7 @@ use tcpstate::{
         live::{HookStatus, LiveOptions, LiveSource, ProgramStatus},
         Item, SourceStats,
     },
-    wire::{OwnerSeen, ResetSent, Transition},
+    wire::{CallFailure, OwnerSeen, ResetSent, Transition},
 };
 
 #[derive(Default)]
@@ -20,6 +20,7 @@ struct Shared {
     transitions: Vec<Transition>,
     accepted: Vec<OwnerSeen>,
     resets: Vec<ResetSent>,
+    failures: Vec<CallFailure>,
     lost: u64,
 }
 
@@ -38,6 +39,8 @@ pub struct Collected {
     pub transitions: Vec<Transition>,
     pub accepted: Vec<OwnerSeen>,
     pub resets: Vec<ResetSent>,
+    /// Failed connect()/bind() calls (issue 11).
+    pub failures: Vec<CallFailure>,
     pub lost: u64,
     pub stats: SourceStats,
 }
@@ -125,6 +128,7 @@ impl Tracer {
             transitions: std::mem::take(&mut shared.transitions),
             accepted: std::mem::take(&mut shared.accepted),
             resets: std::mem::take(&mut shared.resets),
+            failures: std::mem::take(&mut shared.failures),
             lost: shared.lost,
             stats,
         }
@@ -177,6 +181,7 @@ fn absorb(shared: &Mutex<Shared>, batch: &mut Vec<Item>) {
             Item::Lost { total, .. } => shared.lost = total,
             Item::Accepted(seen) => shared.accepted.push(seen),
             Item::ResetSent(reset) => shared.resets.push(reset),
+            Item::CallFailed(failure) => shared.failures.push(failure),
         }
     }
 }

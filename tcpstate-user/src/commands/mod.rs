@@ -5,6 +5,7 @@ pub mod export;
 pub mod kill;
 pub mod leaks;
 pub mod life;
+pub mod ports;
 pub mod record;
 pub mod report;
 pub mod serve;

@@ -72,6 +72,8 @@ struct Summary {
     close_wait_leaks: Option<LeaksView>,
     /// Sockets per state, process, port and peer at the last event.
     at_the_end: Option<StatView>,
+    /// Failed connect()/bind() calls and handshakes, most first (issue 11).
+    failures: Vec<crate::views::ports::FailureRow>,
 }
 
 /// At most this many rows of counts over time (evenly spaced).
@@ -83,6 +85,7 @@ struct ReportView {
     every_ns: u64,
     next_sample_ns: Option<u64>,
     first_ts: Option<u64>,
+    failures: crate::views::ports::CallFailures,
 }
 
 fn counts(model: &Model) -> BTreeMap<&'static str, usize> {
@@ -138,8 +141,12 @@ impl View for ReportView {
         if let Item::Transition(_) = item {
             self.summary.transitions += 1;
         }
+        if let Item::CallFailed(f) = item {
+            self.failures.call(f);
+        }
         for c in ended {
             self.account(c);
+            self.failures.ended(c);
         }
         let next = *self.next_sample_ns.get_or_insert(ts);
         if ts >= next {
@@ -191,6 +198,7 @@ impl View for ReportView {
         meta.duration_s = end.saturating_sub(start) as f64 / 1e9;
         self.summary.lost_events = progress.stats().lost;
         self.summary.time_wait_overflow = progress.model.time_wait().counters().skipped_overflow;
+        self.summary.failures = self.failures.rows();
         self.summary.close_wait_leaks = Some(LeaksView::new(
             &progress.model.leaks(end),
             self.summary.lost_events,
@@ -241,6 +249,7 @@ pub async fn run(args: &ReportArgs) -> anyhow::Result<()> {
         every_ns: 1_000_000_000,
         next_sample_ns: None,
         first_ts: None,
+        failures: Default::default(),
     };
     let result = pipeline::drive(&mut pipeline, &mut view, None).await;
     let summary = &view.summary;
@@ -321,6 +330,24 @@ fn text(s: &Summary) -> String {
                 out,
                 "  {key:<36} {:>8}  (we closed first: {}, simultaneous: {})",
                 p.time_wait, p.we_closed_first, p.simultaneous
+            );
+        }
+    }
+    if !s.failures.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nfailed connect()/bind() calls and handshakes (top 10):"
+        );
+        for f in s.failures.iter().take(10) {
+            let _ = writeln!(
+                out,
+                "  {:<9} {:<36} {:<14} {:>8}  by {}/{}",
+                f.call,
+                f.address,
+                f.errno_name,
+                f.count,
+                f.tgid.map_or("?".to_string(), |t| t.to_string()),
+                f.comm.as_deref().unwrap_or("?")
             );
         }
     }

@@ -17,14 +17,22 @@ pub async fn run(args: &StatArgs, verbose: bool) -> anyhow::Result<()> {
     let mut pipeline = pipeline::open(&input, &args.live, &args.filters, verbose, 30)?;
     let mut names = crate::source::cgroup::CgroupNames::default();
     let live = pipeline.is_live();
-    let mut view = Refreshed::new(
-        move |p: &Progress| {
-            StatView::new(p.model, p.sysctls.local_port_range, p.stats().lost, |id| {
-                names.view(id, live)
-            })
-        },
-        args.json,
-        args.every,
+    let failures = std::rc::Rc::new(std::cell::RefCell::new(Default::default()));
+    let counted = std::rc::Rc::clone(&failures);
+    let mut view = super::ports::CountingFailures::new(
+        failures,
+        Refreshed::new(
+            move |p: &Progress| {
+                let mut view =
+                    StatView::new(p.model, p.sysctls.local_port_range, p.stats().lost, |id| {
+                        names.view(id, live)
+                    });
+                view.call_failures = counted.borrow().rows();
+                view
+            },
+            args.json,
+            args.every,
+        ),
     );
     pipeline::drive(&mut pipeline, &mut view, None).await
 }

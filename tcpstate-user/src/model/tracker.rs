@@ -109,6 +109,8 @@ impl Model {
             }
             Item::Lost { total, .. } => self.on_lost(*total),
             Item::ResetSent(r) => self.apply_reset(r),
+            // Failed calls change no socket's state; views count them.
+            Item::CallFailed(_) => {}
         }
     }
 

@@ -59,6 +59,8 @@ pub struct Pipeline {
     pub model: Model,
     pub clock: BootClock,
     pub sysctls: TcpSysctls,
+    /// Local port settings per network namespace, read at start (issue 11).
+    pub netns_ports: Vec<crate::source::port_settings::NetnsPorts>,
     pub window: Window,
     recorder: Option<Recorder>,
     items: Vec<Item>,
@@ -146,6 +148,7 @@ impl Pipeline {
             model,
             clock: header.clock,
             sysctls: header.sysctls,
+            netns_ports: header.netns_ports,
             window: Window::default(),
             recorder,
             items: Vec::new(),
@@ -196,6 +199,7 @@ impl Pipeline {
             model,
             clock: header.clock,
             sysctls: header.sysctls,
+            netns_ports: header.netns_ports,
             window,
             recorder: None,
             items: Vec::new(),
@@ -309,6 +313,22 @@ impl Pipeline {
         let filter = &self.filter;
         self.items.retain(|item| match item {
             Item::Transition(t) => filter.matches_socket(t.family, &t.local, &t.remote, t.netns),
+            // The other end of a failed call is unknown: an address filter
+            // on it leaves the failure out.
+            Item::CallFailed(f) => {
+                let unknown = crate::addr::Endpoint::new(
+                    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    0,
+                );
+                match f.call {
+                    crate::wire::FailedCall::Connect => {
+                        filter.matches_socket(f.family, &unknown, &f.addr, f.netns)
+                    }
+                    crate::wire::FailedCall::Bind => {
+                        filter.matches_socket(f.family, &f.addr, &unknown, f.netns)
+                    }
+                }
+            }
             _ => true,
         });
     }

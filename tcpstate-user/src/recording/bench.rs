@@ -20,6 +20,7 @@ pub fn sample_header() -> RecordingHeader {
         sysctls: TcpSysctls::default(),
         tcpstate_version: env!("CARGO_PKG_VERSION").into(),
         command_line: vec!["tcpstate".into(), "record".into(), "-o".into(), "x".into()],
+        netns_ports: Vec::new(),
     }
 }
 

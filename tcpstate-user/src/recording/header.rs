@@ -1,7 +1,11 @@
 //! The recording header: where and when the recording was made (section 4
 //! of `docs/recording-format.md`).
 use super::codec::{put_varint, CodecError, Cursor};
-use crate::{clock::BootClock, source::sysctl::TcpSysctls};
+use crate::{
+    clock::BootClock,
+    source::port_settings::{self, NetnsPorts, PortSettings},
+    source::sysctl::TcpSysctls,
+};
 use std::path::Path;
 
 /// What a recording says about the host it was made on.
@@ -23,6 +27,9 @@ pub struct RecordingHeader {
     pub tcpstate_version: String,
     /// The recorder's command line, argv[0] first.
     pub command_line: Vec<String>,
+    /// The local port settings of each network namespace in use at start
+    /// (issue 11); empty in recordings made before they were kept.
+    pub netns_ports: Vec<NetnsPorts>,
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
@@ -45,6 +52,9 @@ impl RecordingHeader {
             sysctls: TcpSysctls::read(),
             tcpstate_version: env!("CARGO_PKG_VERSION").to_string(),
             command_line,
+            // Entering other namespaces needs the privileges the run still
+            // has here, before they are dropped.
+            netns_ports: port_settings::capture(),
         }
     }
 }
@@ -62,6 +72,8 @@ mod tag {
     pub const RFC1337: u64 = 9;
     pub const VERSION: u64 = 10;
     pub const ARG: u64 = 11;
+    /// One per namespace: netns, port range, tw_reuse, reserved ranges.
+    pub const NETNS_PORTS: u64 = 12;
 }
 
 fn field(out: &mut Vec<u8>, tag: u64, value: &[u8]) {
@@ -112,7 +124,48 @@ pub fn encode(h: &RecordingHeader) -> Vec<u8> {
     for arg in &h.command_line {
         string_field(&mut out, tag::ARG, arg);
     }
+    for ns in &h.netns_ports {
+        field(&mut out, tag::NETNS_PORTS, &encode_netns_ports(ns));
+    }
     out
+}
+
+fn encode_netns_ports(ns: &NetnsPorts) -> Vec<u8> {
+    let mut value = Vec::new();
+    put_varint(&mut value, u64::from(ns.netns));
+    value.extend_from_slice(&ns.settings.range.0.to_le_bytes());
+    value.extend_from_slice(&ns.settings.range.1.to_le_bytes());
+    put_varint(&mut value, u64::from(ns.settings.tw_reuse));
+    put_varint(&mut value, ns.settings.reserved.len() as u64);
+    for (low, high) in &ns.settings.reserved {
+        value.extend_from_slice(&low.to_le_bytes());
+        value.extend_from_slice(&high.to_le_bytes());
+    }
+    value
+}
+
+fn decode_netns_ports(v: &mut Cursor<'_>) -> Result<NetnsPorts, CodecError> {
+    let netns = v.varint_u32()?;
+    let range = (v.u16()?, v.u16()?);
+    let tw_reuse = v.varint_u32()?;
+    let count = v.varint()?;
+    let mut reserved = Vec::new();
+    // Each range is 4 bytes: a count the field cannot hold fails on the
+    // first missing one, before anything large is allocated.
+    for _ in 0..count {
+        reserved.push((v.u16()?, v.u16()?));
+    }
+    if !v.is_empty() {
+        return Err(v.err("namespace port settings longer than their fields"));
+    }
+    Ok(NetnsPorts {
+        netns,
+        settings: PortSettings {
+            range: (range.0.min(range.1), range.0.max(range.1)),
+            reserved,
+            tw_reuse,
+        },
+    })
 }
 
 /// Parses the header block's payload. Unknown tags are skipped; a missing
@@ -130,6 +183,7 @@ pub fn decode(payload: &[u8]) -> Result<RecordingHeader, CodecError> {
         sysctls: TcpSysctls::default(),
         tcpstate_version: String::new(),
         command_line: Vec::new(),
+        netns_ports: Vec::new(),
     };
     let mut have_clock = false;
     let mut cur = Cursor::new(payload);
@@ -172,6 +226,7 @@ pub fn decode(payload: &[u8]) -> Result<RecordingHeader, CodecError> {
             tag::RFC1337 => h.sysctls.rfc1337 = v.varint()? != 0,
             tag::VERSION => h.tcpstate_version = text(),
             tag::ARG => h.command_line.push(text()),
+            tag::NETNS_PORTS => h.netns_ports.push(decode_netns_ports(&mut v)?),
             _ => {} // A field of a later revision: skipped.
         }
     }
@@ -179,4 +234,56 @@ pub fn decode(payload: &[u8]) -> Result<RecordingHeader, CodecError> {
         return Err(cur.err("header has no boot clock"));
     }
     Ok(h)
+}
+
+#[cfg(test)]
+mod netns_ports_tests {
+    use super::*;
+
+    fn header() -> RecordingHeader {
+        let mut h = crate::recording::bench::sample_header();
+        h.netns_ports = vec![
+            NetnsPorts {
+                netns: 4026531840,
+                settings: PortSettings::default(),
+            },
+            NetnsPorts {
+                netns: 4026532999,
+                settings: PortSettings {
+                    range: (40000, 40099),
+                    reserved: vec![(40000, 40009), (40050, 40050)],
+                    tw_reuse: 1,
+                },
+            },
+        ];
+        h
+    }
+
+    #[test]
+    fn namespace_port_settings_survive_a_round_trip() {
+        let h = header();
+        assert_eq!(decode(&encode(&h)).unwrap(), h);
+    }
+
+    #[test]
+    fn truncated_or_padded_namespace_settings_are_refused() {
+        let ns = &header().netns_ports[1];
+        let value = encode_netns_ports(ns);
+        for cut in 0..value.len() {
+            assert!(
+                decode_netns_ports(&mut Cursor::new(&value[..cut])).is_err(),
+                "a field cut to {cut} bytes was accepted"
+            );
+        }
+        let mut padded = value.clone();
+        padded.push(0);
+        assert!(decode_netns_ports(&mut Cursor::new(&padded)).is_err());
+        // A count of reserved ranges far beyond the field fails, not allocates.
+        let mut huge = Vec::new();
+        put_varint(&mut huge, 1);
+        huge.extend_from_slice(&[0, 0, 0, 0]);
+        put_varint(&mut huge, 0);
+        put_varint(&mut huge, u64::MAX);
+        assert!(decode_netns_ports(&mut Cursor::new(&huge)).is_err());
+    }
 }

@@ -226,6 +226,30 @@ fn every_kind_of_item() -> Vec<Item> {
         total: u64::MAX,
         ts_boot_ns: u64::MAX,
     });
+    // Failed calls (extension records), IPv4 and IPv6, extremes.
+    let failure = crate::wire::CallFailure {
+        ts_boot_ns: base.ts_boot_ns + 40_000,
+        call: crate::wire::FailedCall::Connect,
+        errno: 99,
+        task: task(4242, 4243, "client"),
+        cgroup_id: 777,
+        netns: 4_026_532_000,
+        skaddr: base.skaddr,
+        family: Family::Ipv4,
+        addr: v4(10, 0, 0, 2, 80),
+    };
+    items.push(Item::CallFailed(failure));
+    items.push(Item::CallFailed(crate::wire::CallFailure {
+        call: crate::wire::FailedCall::Bind,
+        errno: u8::MAX,
+        family: Family::Ipv6,
+        addr: v6("2001:db8::1", 40_000),
+        ts_boot_ns: u64::MAX,
+        netns: u32::MAX,
+        skaddr: u64::MAX,
+        cgroup_id: u64::MAX,
+        ..failure
+    }));
     items
 }
 

@@ -1,7 +1,8 @@
 //! JSON Lines: one object per line, field names stable across versions.
 //!
 //! Every line has `"type"`: `"transition"` for a transition, `"lost"` when
-//! the kernel's count of undeliverable records grows.
+//! the kernel's count of undeliverable records grows, `"call_failure"` for
+//! a failed connect() or bind() (recordings and commands that follow them).
 use super::{
     json_line::{write_transition, SecondPrefix},
     Annotation, TraceSink,
@@ -20,6 +21,23 @@ struct LostLine {
     time: String,
     ts_boot_ns: u64,
     lost_total: u64,
+}
+
+#[derive(Serialize)]
+struct CallFailureLine {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: String,
+    ts_boot_ns: u64,
+    call: &'static str,
+    errno: u8,
+    errno_name: &'static str,
+    /// The destination (connect) or the address asked for (bind).
+    address: String,
+    pid: u32,
+    tgid: u32,
+    comm: String,
+    netns: u32,
 }
 
 pub struct JsonSink<W: Write> {
@@ -65,6 +83,22 @@ impl<W: Write> TraceSink for JsonSink<W> {
             time: rfc3339_utc(self.clock.wall_ns(ts_boot_ns)),
             ts_boot_ns,
             lost_total: total,
+        })
+    }
+
+    fn call_failed(&mut self, f: &crate::wire::CallFailure) -> io::Result<()> {
+        self.line(&CallFailureLine {
+            kind: "call_failure",
+            time: rfc3339_utc(self.clock.wall_ns(f.ts_boot_ns)),
+            ts_boot_ns: f.ts_boot_ns,
+            call: f.call.name(),
+            errno: f.errno,
+            errno_name: crate::wire::errno_name(f.errno),
+            address: f.addr.to_string(),
+            pid: f.task.pid,
+            tgid: f.task.tgid,
+            comm: f.task.comm.as_string(),
+            netns: f.netns,
         })
     }
 
@@ -146,6 +180,50 @@ mod tests {
             lines[1],
             serde_json::json!({"type": "lost", "time": "1970-01-01T00:00:02.000000000Z",
                 "ts_boot_ns": 2_000_000_000u64, "lost_total": 3})
+        );
+    }
+
+    #[test]
+    fn failed_calls_are_lines_of_their_own() {
+        let clock = BootClock {
+            boot_ns: 0,
+            wall_ns: 0,
+        };
+        let mut out = Vec::new();
+        let mut sink = JsonSink::new(&mut out, clock);
+        let failure = crate::wire::CallFailure {
+            ts_boot_ns: 2_000_000_000,
+            call: crate::wire::FailedCall::Connect,
+            errno: 99,
+            task: Task {
+                tgid: 42,
+                pid: 43,
+                comm: Comm::from_str_lossy("client"),
+            },
+            cgroup_id: 0,
+            netns: 7,
+            skaddr: 0,
+            family: Family::Ipv4,
+            addr: Endpoint::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 80),
+        };
+        sink.call_failed(&failure).unwrap();
+        let line: serde_json::Value =
+            serde_json::from_slice(out.strip_suffix(b"\n").unwrap()).unwrap();
+        assert_eq!(
+            line,
+            serde_json::json!({
+                "type": "call_failure",
+                "time": "1970-01-01T00:00:02.000000000Z",
+                "ts_boot_ns": 2_000_000_000u64,
+                "call": "connect",
+                "errno": 99,
+                "errno_name": "EADDRNOTAVAIL",
+                "address": "10.0.0.2:80",
+                "pid": 43,
+                "tgid": 42,
+                "comm": "client",
+                "netns": 7,
+            })
         );
     }
 }

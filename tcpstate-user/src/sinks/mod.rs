@@ -22,6 +22,11 @@ pub trait TraceSink {
     fn transition(&mut self, row: &TraceRow, annotation: &Annotation) -> io::Result<()>;
     /// The kernel's lost counter grew to `total` (at boot time `ts_boot_ns`).
     fn lost(&mut self, total: u64, ts_boot_ns: u64) -> io::Result<()>;
+    /// A connect() or bind() failed (issue 11). Rows of transitions (CSV,
+    /// Parquet) have no place for it: JSON Lines and the table show it.
+    fn call_failed(&mut self, _failure: &crate::wire::CallFailure) -> io::Result<()> {
+        Ok(())
+    }
     fn flush(&mut self) -> io::Result<()>;
     /// The end: write what a format needs last (Parquet's footer).
     fn finish(&mut self) -> io::Result<()> {

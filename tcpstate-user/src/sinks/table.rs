@@ -69,6 +69,20 @@ impl<W: Write> TraceSink for TableSink<W> {
         )
     }
 
+    fn call_failed(&mut self, f: &crate::wire::CallFailure) -> io::Result<()> {
+        self.header()?;
+        writeln!(
+            self.out,
+            "{:<15} {:>7} {:<15} !! {}() to {} failed: {}",
+            local_time_of_day(self.clock.wall_ns(f.ts_boot_ns)),
+            f.task.tgid,
+            f.task.comm,
+            f.call.name(),
+            f.addr,
+            crate::wire::errno_name(f.errno),
+        )
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }

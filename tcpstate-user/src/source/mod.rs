@@ -9,6 +9,7 @@ pub mod kubernetes;
 pub mod live;
 pub mod net_counters;
 pub mod netns;
+pub mod port_settings;
 pub mod procfs;
 pub mod replay;
 pub mod snapshot;
@@ -33,6 +34,9 @@ pub struct SourceStats {
     /// RST records delivered, and lost.
     pub resets: u64,
     pub lost_resets: u64,
+    /// Failed connect()/bind() records delivered, and lost (issue 11).
+    pub call_failures: u64,
+    pub lost_call_failures: u64,
     /// Times the reader was woken up to drain records.
     pub wakeups: u64,
 }

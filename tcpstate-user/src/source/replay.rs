@@ -29,6 +29,7 @@ struct Batch {
     transitions: u64,
     owners: u64,
     resets: u64,
+    failures: u64,
     /// The last lost count in the block, if any.
     lost: Option<u64>,
 }
@@ -40,6 +41,7 @@ impl Batch {
             transitions: 0,
             owners: 0,
             resets: 0,
+            failures: 0,
             lost: None,
         };
         for item in &batch.items {
@@ -48,6 +50,7 @@ impl Batch {
                 Item::Accepted(_) => batch.owners += 1,
                 Item::ResetSent(_) => batch.resets += 1,
                 Item::Lost { total, .. } => batch.lost = Some(*total),
+                Item::CallFailed(_) => batch.failures += 1,
             }
         }
         batch
@@ -101,6 +104,7 @@ impl Replay {
         self.stats.delivered += batch.transitions;
         self.stats.owners += batch.owners;
         self.stats.resets += batch.resets;
+        self.stats.call_failures += batch.failures;
         if let Some(total) = batch.lost {
             self.stats.lost = total;
         }

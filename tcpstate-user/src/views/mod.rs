@@ -8,6 +8,7 @@ pub mod leaks;
 pub mod life;
 pub mod metrics;
 pub mod owner;
+pub mod ports;
 pub mod stale;
 pub mod stat;
 pub mod top;

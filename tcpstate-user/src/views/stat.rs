@@ -36,6 +36,10 @@ pub struct StatView {
     pub time_wait_destinations: Vec<DestinationRow>,
     pub lost_events: u64,
     pub uncertain_connections: usize,
+    /// Failed connect()/bind() calls and handshakes since the start, most
+    /// first (issue 11); filled by the commands that follow them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub call_failures: Vec<crate::views::ports::FailureRow>,
 }
 
 fn names(tally: &BTreeMap<TcpState, usize>) -> BTreeMap<&'static str, usize> {
@@ -99,6 +103,7 @@ impl StatView {
                 .collect(),
             lost_events,
             uncertain_connections: model.connections().filter(|c| c.uncertain).count(),
+            call_failures: Vec::new(),
         }
     }
 
@@ -110,6 +115,15 @@ impl StatView {
             "{total} TCP sockets ({} lost events, {} connections uncertain)",
             self.lost_events, self.uncertain_connections
         );
+        if !self.call_failures.is_empty() {
+            let total: u64 = self.call_failures.iter().map(|f| f.count).sum();
+            let top = &self.call_failures[0];
+            let _ = writeln!(
+                out,
+                "  {total} failed connect()/bind() calls and handshakes; most: {} × {} {} {} (see `tcpstate ports`)",
+                top.count, top.call, top.address, top.errno_name
+            );
+        }
         for (state, n) in &self.by_state {
             let _ = write!(out, "  {state:<12} {n:>8}");
             if *state == "TIME_WAIT" {

@@ -12,6 +12,12 @@
 //!     accept one connection, read 100 bytes and say `got`; then per line
 //!     on stdin: `send` writes 4000 bytes (say `sent`), `call` writes once
 //!     more and says `ok` or `error ERRNO`
+//! tcpstate-test-peer exhaust ADDR:PORT CLOSE_FIRST EXTRA   connect to
+//!     ADDR:PORT until connect() fails: the first CLOSE_FIRST connections
+//!     are closed at once (TIME_WAIT here), the others kept open; then
+//!     EXTRA more attempts, each expected to fail too. Prints
+//!     `exhausted KEPT CLOSED FAILED ERRNO` (ERRNO of every failure, or
+//!     `mixed`) before `done`
 //!
 //! Prints `ready PORT PID [WORKER_PIDS...]` once listening, then `done`
 //! when every connection was handled; then waits to be killed (so that
@@ -34,9 +40,25 @@ fn main() {
         hold_silent(args.get(1).expect(usage));
         return;
     }
+    let mut out = std::io::stdout();
+    if args.first().map(String::as_str) == Some("exhaust") {
+        // No listener: its port could come from the very range this mode
+        // exhausts.
+        let dest: std::net::SocketAddr = args.get(1).and_then(|a| a.parse().ok()).expect(usage);
+        let close_first = number(2);
+        let extra = number(3);
+        writeln!(out, "ready 0 {}", std::process::id()).unwrap();
+        out.flush().unwrap();
+        let (kept, closed, failed, errno) = exhaust(dest, close_first, extra);
+        writeln!(out, "exhausted {} {closed} {failed} {errno}", kept.len()).unwrap();
+        writeln!(out, "done").unwrap();
+        out.flush().unwrap();
+        std::thread::park();
+        drop(kept);
+        return;
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("local_addr").port();
-    let mut out = std::io::stdout();
     match args.first().map(String::as_str) {
         Some("serve") => {
             let mode = args.get(1).expect(usage).clone();
@@ -130,4 +152,42 @@ fn hold_silent(ip: &str) {
         out.flush().unwrap();
         line.clear();
     }
+}
+
+/// See `exhaust` in the usage. Bounded: a range cannot hold more than
+/// 65536 ports.
+fn exhaust(
+    dest: std::net::SocketAddr,
+    close_first: usize,
+    extra: usize,
+) -> (Vec<TcpStream>, usize, usize, String) {
+    let mut kept = Vec::new();
+    let mut closed = 0;
+    let mut errnos = Vec::new();
+    while kept.len() + closed <= 65536 {
+        match TcpStream::connect(dest) {
+            Ok(stream) if closed < close_first => {
+                drop(stream);
+                closed += 1;
+            }
+            Ok(stream) => kept.push(stream),
+            Err(e) => {
+                errnos.push(e.raw_os_error().unwrap_or(0));
+                break;
+            }
+        }
+    }
+    assert!(!errnos.is_empty(), "65536 connections and no failure");
+    for _ in 0..extra {
+        match TcpStream::connect(dest) {
+            Ok(_) => panic!("connect() succeeded after the range was exhausted"),
+            Err(e) => errnos.push(e.raw_os_error().unwrap_or(0)),
+        }
+    }
+    let errno = if errnos.iter().all(|e| *e == errnos[0]) {
+        errnos[0].to_string()
+    } else {
+        "mixed".to_string()
+    };
+    (kept, closed, errnos.len(), errno)
 }

@@ -140,6 +140,13 @@ impl ItemEncoder {
                 self.ts(*ts_boot_ns);
                 put_varint(&mut self.buf, *total);
             }
+            Item::CallFailed(f) => {
+                // An extension record: readers that predate it skip it.
+                let payload = super::call_failure::encode(f);
+                self.buf.push(HEAD_EXTENSION);
+                put_varint(&mut self.buf, payload.len() as u64);
+                self.buf.extend_from_slice(&payload);
+            }
         }
         self.records += 1;
     }
@@ -333,9 +340,15 @@ impl ItemDecoder {
                 HEAD_EXTENSION => {
                     let len = usize::try_from(cur.varint()?)
                         .map_err(|_| cur.err("extension record too long"))?;
-                    cur.bytes(len)?;
-                    decoded += 1;
-                    continue;
+                    let body = cur.bytes(len)?;
+                    match super::call_failure::decode(body) {
+                        Ok(Some(failure)) => Item::CallFailed(failure),
+                        Ok(None) => {
+                            decoded += 1;
+                            continue;
+                        }
+                        Err(what) => return Err(cur.err(what)),
+                    }
                 }
                 _ => return Err(cur.err("unknown record kind")),
             };

@@ -44,6 +44,7 @@ impl std::fmt::Display for CodecError {
     }
 }
 
+mod call_failure;
 mod items;
 mod primitives;
 mod snapshot;

@@ -68,6 +68,8 @@ pub struct LiveSource {
     owner_tracking: OwnerTracking,
     accept_hooks: AcceptHooks,
     reset_tracking: HookStatus,
+    /// The connect()/bind() failure programs (issue 11).
+    call_failures: HookStatus,
     raw: HookStatus,
     /// Whether the kernel counts the hits it skips (Linux 5.12+).
     skip_counting: HookStatus,
@@ -185,6 +187,16 @@ impl LiveSource {
                 attach_reset(&mut ebpf, &tracefs),
             )
         };
+        let call_failures = if !options.lifetime_hooks {
+            HookStatus::Off
+        } else if offsets.task_files == 0 || offsets.sk_protocol == 0 {
+            HookStatus::Unavailable(format!(
+                "kernel struct offsets unknown: {}",
+                btf_problem.as_deref().unwrap_or("no BTF")
+            ))
+        } else {
+            attach_call_failures(&mut ebpf, &tracefs)
+        };
         let owner_tracking = accept_hooks.tracking();
         if let HookStatus::Unavailable(why) = &reset_tracking {
             log::warn!("RSTs are not followed ({why}): a time-wait socket a RST destroys stays in the table until it expires");
@@ -208,6 +220,7 @@ impl LiveSource {
             owner_tracking,
             accept_hooks,
             reset_tracking,
+            call_failures,
             raw,
             skip_counting,
             rescued_map,
@@ -327,6 +340,12 @@ impl LiveSource {
                 purpose: "RSTs that end time-wait sockets",
                 status: self.reset_tracking.clone(),
             },
+            ProgramStatus {
+                program: common::PROGRAM_CONNECT_EXIT,
+                hook: "tracepoints syscalls:sys_enter/exit_connect and sys_enter/exit_bind",
+                purpose: "failed connect() and bind() calls",
+                status: self.call_failures.clone(),
+            },
         ]
     }
 
@@ -346,6 +365,10 @@ impl LiveSource {
             common::PROGRAM_ACCEPT_FEXIT2,
             common::PROGRAM_SEND_RESET,
             common::PROGRAM_SET_STATE_RAW,
+            common::PROGRAM_CONNECT_ENTER,
+            common::PROGRAM_CONNECT_EXIT,
+            common::PROGRAM_BIND_ENTER,
+            common::PROGRAM_BIND_EXIT,
         ]
         .into_iter()
         .map(|name| (name, self.read_misses(&[name])))
@@ -409,6 +432,14 @@ impl LiveSource {
             common::PROGRAM_ACCEPT_FEXIT2,
         ];
         self.stats.lost_owners = self.read_lost(common::LOST_OWNERS) + self.read_misses(&accept);
+        self.stats.lost_call_failures = self.read_lost(common::LOST_CONNECT_FAILURES)
+            + self.read_lost(common::LOST_BIND_FAILURES)
+            + self.read_misses(&[
+                common::PROGRAM_CONNECT_ENTER,
+                common::PROGRAM_CONNECT_EXIT,
+                common::PROGRAM_BIND_ENTER,
+                common::PROGRAM_BIND_EXIT,
+            ]);
         let total = self.read_lost(common::LOST_TRANSITIONS) + self.skipped_transitions();
         if total != self.stats.lost {
             self.stats.lost = total;
@@ -434,6 +465,7 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<Item>, stats: &mut SourceSta
                     Item::Transition(_) => stats.delivered += 1,
                     Item::Accepted(_) => stats.owners += 1,
                     Item::ResetSent(_) => stats.resets += 1,
+                    Item::CallFailed(_) => stats.call_failures += 1,
                     // Not a record kind: decode never returns it.
                     Item::Lost { .. } => {}
                 }
@@ -852,6 +884,52 @@ fn spawn_logger(ebpf: &mut Ebpf) -> Result<tokio::task::JoinHandle<()>, LiveErro
             guard.clear_ready();
         }
     }))
+}
+
+/// A tracepoint field as its format file must show it: name, offset, size.
+type FormatField = (&'static str, usize, usize);
+
+/// The four programs that report failed connect() and bind() calls (issue
+/// 11), each after a check of its tracepoint's format. All or none: an
+/// enter program without its exit would only fill its map.
+fn attach_call_failures(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> HookStatus {
+    use common::sockaddr_call_offsets as call;
+    let exit = &common::syscall_exit_offsets::EXPECTED;
+    let hooks: [(&str, &str, &[FormatField]); 4] = [
+        (common::PROGRAM_CONNECT_EXIT, common::CONNECT_EXIT, exit),
+        (common::PROGRAM_BIND_EXIT, common::BIND_EXIT, exit),
+        (
+            common::PROGRAM_CONNECT_ENTER,
+            common::CONNECT_ENTER,
+            &call::CONNECT_EXPECTED,
+        ),
+        (
+            common::PROGRAM_BIND_ENTER,
+            common::BIND_ENTER,
+            &call::BIND_EXPECTED,
+        ),
+    ];
+    for (program, tracepoint, expected) in hooks {
+        let status = attach_hook(
+            ebpf,
+            tracefs,
+            program,
+            (common::SYSCALLS_CATEGORY, tracepoint),
+            expected,
+        );
+        if status != HookStatus::Attached {
+            // Dropping the program object detaches what was attached.
+            for (attached, _, _) in hooks {
+                let program: Option<&mut TracePoint> =
+                    ebpf.program_mut(attached).and_then(|p| p.try_into().ok());
+                if let Some(program) = program {
+                    let _ = program.unload();
+                }
+            }
+            return status;
+        }
+    }
+    HookStatus::Attached
 }
 
 #[cfg(test)]

@@ -187,6 +187,9 @@ pub struct ModelFacts {
     pub transitions: u64,
     pub lost_events: u64,
     pub uncertain_connections: usize,
+    /// Failed connect()/bind() calls and handshakes seen during the watch,
+    /// most first (issue 11).
+    pub call_failures: Vec<crate::views::ports::FailureRow>,
 }
 
 #[derive(Default)]
@@ -205,6 +208,8 @@ pub struct Watch {
     by_destination: BTreeMap<Endpoint, (u64, u64)>,
     created: u64,
     overflow: u64,
+    /// Issue 11: failed calls and handshakes.
+    failures: crate::views::ports::CallFailures,
 }
 
 impl Watch {
@@ -215,6 +220,7 @@ impl Watch {
             by_destination: BTreeMap::new(),
             created: 0,
             overflow: 0,
+            failures: Default::default(),
         }
     }
 
@@ -246,9 +252,19 @@ impl Watch {
 }
 
 impl View for Watch {
-    fn item(&mut self, _: &Item, ended: &[Connection], _: &Model, _: bool) -> std::io::Result<()> {
+    fn item(
+        &mut self,
+        item: &Item,
+        ended: &[Connection],
+        _: &Model,
+        _: bool,
+    ) -> std::io::Result<()> {
+        if let Item::CallFailed(f) = item {
+            self.failures.call(f);
+        }
         for conn in ended {
             self.ended(conn);
+            self.failures.ended(conn);
         }
         Ok(())
     }
@@ -334,6 +350,7 @@ impl ModelFacts {
             transitions: args.transitions,
             lost_events: args.lost_events,
             uncertain_connections: model.connections().filter(|c| c.uncertain).count(),
+            call_failures: watch.failures.rows(),
         }
     }
 }

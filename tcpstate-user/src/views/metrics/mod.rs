@@ -53,6 +53,9 @@ pub struct Counters {
     /// Connections the model finished (listeners left out), by `EndKind`
     /// name.
     pub closed: BTreeMap<&'static str, u64>,
+    /// Failed connect()/bind() calls and failed handshakes (issue 11), by
+    /// call and errno name: a bounded set of labels (see `errno_name`).
+    pub call_failures: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 impl Counters {
@@ -72,6 +75,26 @@ impl Counters {
         for conn in ended.iter().filter(|c| c.open != OpenKind::Listener) {
             let end = conn.end.unwrap_or(EndKind::Unknown);
             *self.closed.entry(end.name()).or_insert(0) += 1;
+        }
+        self.count_failures(item, ended);
+    }
+
+    /// Issue 11: what failed, as `ports` counts it (a handshake is
+    /// SYN_SENT -> CLOSE after the SYN went out: refused or timed out).
+    fn count_failures(&mut self, item: &Item, ended: &[Connection]) {
+        if let Item::CallFailed(f) = item {
+            let key = (f.call.name(), crate::wire::errno_name(f.errno));
+            *self.call_failures.entry(key).or_insert(0) += 1;
+        }
+        for conn in ended {
+            let errno = match conn.end {
+                Some(EndKind::Refused) => "ECONNREFUSED",
+                Some(EndKind::Timeout) => "ETIMEDOUT",
+                _ => continue,
+            };
+            if conn.local.port != 0 {
+                *self.call_failures.entry(("handshake", errno)).or_insert(0) += 1;
+            }
         }
     }
 }
@@ -142,6 +165,7 @@ pub fn render(inputs: &Inputs) -> String {
     write_time_wait(&mut out, model, &counts, inputs.limits);
     write_close_wait(&mut out, model, inputs.now_ns, inputs.limits, inputs.pod_of);
     write_events(&mut out, inputs);
+    write_call_failures(&mut out, inputs);
     write_process(&mut out, &inputs.process);
     out.text
 }
@@ -339,6 +363,24 @@ fn write_close_wait(
 }
 
 /// Counters of what happened: transitions, opens, closes, losses.
+/// Issue 11: failed connect()/bind() calls and handshakes.
+fn write_call_failures(out: &mut Exposition, inputs: &Inputs) {
+    let mut f = out.family(
+        "tcpstate_connect_failures_total",
+        Kind::Counter,
+        "Failed connect() and bind() calls on TCP sockets (call=connect|bind: the call returned the errno) and failed handshakes (call=handshake: SYN_SENT->CLOSE after the SYN went out, refused or timed out), by errno.",
+    );
+    for ((call, errno), n) in &inputs.counters.call_failures {
+        f.sample(&[("call", call), ("errno", errno)], *n);
+    }
+    out.family(
+        "tcpstate_connect_failures_lost_total",
+        Kind::Counter,
+        "Failed-call records the kernel could not deliver (ring buffer full, or the program skipped).",
+    )
+    .sample(&[], inputs.source.lost_call_failures);
+}
+
 fn write_events(out: &mut Exposition, inputs: &Inputs) {
     let model = inputs.model;
     let mut f = out.family(
@@ -907,6 +949,48 @@ mod tests {
             ),
             (22 * 23 / 2).to_string()
         );
+    }
+
+    #[test]
+    fn failed_calls_and_handshakes_are_counted_by_call_and_errno() {
+        use crate::wire::{CallFailure, FailedCall};
+        let mut transitions = client_closes(S, 100, "curl", 40000, 0x100);
+        // A connect() refused after its SYN went out (port chosen).
+        transitions.push(Transition {
+            local: ep("10.0.0.1:40005"),
+            remote: ep("10.0.0.9:80"),
+            ..testkit::transition(2 * S, 0x500, TcpState::Close, TcpState::SynSent)
+        });
+        transitions.push(Transition {
+            local: ep("10.0.0.1:40005"),
+            remote: ep("10.0.0.9:80"),
+            ..testkit::transition(2 * S + MS, 0x500, TcpState::SynSent, TcpState::Close)
+        });
+        let (model, mut counters) = feed(&transitions);
+        let failure = CallFailure {
+            ts_boot_ns: 3 * S,
+            call: FailedCall::Connect,
+            errno: 99,
+            task: testkit::task(7, "client"),
+            cgroup_id: 0,
+            netns: INIT_NETNS,
+            skaddr: 0x600,
+            family: crate::tcp::Family::Ipv4,
+            addr: ep("10.0.0.9:80"),
+        };
+        for errno in [99, 99, 200] {
+            counters.count(&Item::CallFailed(CallFailure { errno, ..failure }), &[]);
+        }
+        let text = rendered(&model, &counters, 4 * S, Limits::default());
+        check_format(&text);
+        for line in [
+            "tcpstate_connect_failures_total{call=\"connect\",errno=\"EADDRNOTAVAIL\"} 2",
+            "tcpstate_connect_failures_total{call=\"connect\",errno=\"other\"} 1",
+            "tcpstate_connect_failures_total{call=\"handshake\",errno=\"ECONNREFUSED\"} 1",
+            "tcpstate_connect_failures_lost_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod dead_peer;
 mod established;
 mod listen;
 mod overflow;
+mod port_exhaustion;
 pub mod time_wait;
 
 use super::{DoctorInput, Finding};
@@ -22,6 +23,7 @@ pub fn findings(input: &DoctorInput) -> Vec<Finding> {
         established::finding(input),
         aborts::finding(input),
         dead_peer::finding(input),
+        port_exhaustion::finding(input),
     ]
     .into_iter()
     .flatten()

@@ -1,0 +1,169 @@
+//! Failed connect() and bind() calls (issue 11): the caller, the address it
+//! passed and the errno, one record per failure.
+//!
+//! Off the transition path: programs of their own on the syscall
+//! tracepoints. The enter program keeps the call's fd and address pointer
+//! per task; the exit program, only when the call failed, reads the address
+//! the caller passed (the kernel has just copied it in, so its page is
+//! present, which is not certain at enter), checks that the fd is a TCP
+//! socket and emits the record. A successful call costs a map update and a
+//! delete.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_user,
+    },
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+use tcpstate_common::{
+    sockaddr_call_offsets as call, syscall_exit_offsets, Event, PendingCall, AF_INET, AF_INET6,
+    IPPROTO_TCP, KIND_BIND_FAILED, KIND_CONNECT_FAILED, LOST_BIND_FAILURES, LOST_CONNECT_FAILURES,
+};
+
+use crate::{count_lost, field, netns_of, offsets, read_kernel, sock_of_fd, wakeup_flag, EVENTS};
+
+/// Calls under way, per task. LRU: an entry whose exit never came (a task
+/// that vanished mid-call) is evicted rather than filling the map.
+#[map(name = "PORT_CALLS")]
+static PORT_CALLS: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
+
+const EINTR: i64 = 4;
+const EALREADY: i64 = 114;
+const EINPROGRESS: i64 = 115;
+const EISCONN: i64 = 106;
+
+#[tracepoint]
+pub fn tcpstate_connect_enter(ctx: TracePointContext) -> u32 {
+    remember(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn tcpstate_bind_enter(ctx: TracePointContext) -> u32 {
+    remember(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn tcpstate_connect_exit(ctx: TracePointContext) -> u32 {
+    finished(&ctx, KIND_CONNECT_FAILED, LOST_CONNECT_FAILURES);
+    0
+}
+
+#[tracepoint]
+pub fn tcpstate_bind_exit(ctx: TracePointContext) -> u32 {
+    finished(&ctx, KIND_BIND_FAILED, LOST_BIND_FAILURES);
+    0
+}
+
+#[inline(always)]
+fn remember(ctx: &TracePointContext) {
+    let pending = PendingCall {
+        addr: field(ctx, call::ADDR),
+        fd: field(ctx, call::FD),
+    };
+    // LRU: never refused for lack of room.
+    let _ = PORT_CALLS.insert(bpf_get_current_pid_tgid(), pending, 0);
+}
+
+/// Not failures of the connection: a non-blocking connect under way (its
+/// outcome shows as SYN_SENT -> ESTABLISHED or CLOSE), an interrupted
+/// one that goes on, or one already done.
+#[inline(always)]
+fn is_failure(ret: i64) -> bool {
+    ret < 0 && !matches!(-ret, EINPROGRESS | EALREADY | EINTR | EISCONN)
+}
+
+#[inline(always)]
+fn finished(ctx: &TracePointContext, kind: u8, lost_slot: u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the entry is this task's own, written by its enter program;
+    // no other task touches this key, and it is copied out at once.
+    let Some(pending) = (unsafe { PORT_CALLS.get(&pid_tgid) }).copied() else {
+        return;
+    };
+    let _ = PORT_CALLS.remove(&pid_tgid);
+    let ret: i64 = field(ctx, syscall_exit_offsets::RET);
+    if !is_failure(ret) {
+        return;
+    }
+    let offsets = offsets();
+    let Some(sk) = sock_of_fd(pending.fd, offsets) else {
+        return;
+    };
+    let protocol: u16 = read_kernel(sk, offsets.sk_protocol).unwrap_or(0);
+    if protocol != IPPROTO_TCP {
+        return;
+    }
+    let Some((family, addr, port)) = sockaddr(pending.addr) else {
+        return;
+    };
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost(ctx, lost_slot);
+        return;
+    };
+    // SAFETY: a helper without arguments or preconditions.
+    let ts = unsafe { bpf_ktime_get_boot_ns() };
+    let mut event = Event::zeroed();
+    event.ts_boot_ns = ts;
+    event.skaddr = sk;
+    if kind == KIND_BIND_FAILED {
+        event.saddr = addr;
+        event.sport = port;
+    } else {
+        event.daddr = addr;
+        event.dport = port;
+    }
+    event.family = family;
+    // Every errno fits a byte (the kernel's go up to 133).
+    event.oldstate = (-ret) as u8;
+    // SAFETY: helpers without arguments or preconditions.
+    event.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    event.tgid = (pid_tgid >> 32) as u32;
+    event.pid = pid_tgid as u32;
+    // SAFETY: as above.
+    event.cpu = unsafe { bpf_get_smp_processor_id() };
+    event.netns = netns_of(sk);
+    event.kind = kind;
+    entry.write(event);
+    entry.submit(wakeup_flag(ts));
+}
+
+/// The family, address (IPv4 mapped into IPv6) and port (host order) of
+/// the `struct sockaddr` at user address `addr`; None for other families
+/// or an unreadable one.
+#[inline(always)]
+fn sockaddr(addr: u64) -> Option<(u16, [u8; 16], u16)> {
+    // A sockaddr_in6 is 28 bytes, a sockaddr_in 16: a sockaddr_in at the
+    // very end of a mapping cannot be read as 28.
+    // SAFETY: the helper reads user memory without faulting (an error if
+    // unmapped) and returns a copy.
+    let (bytes, whole): ([u8; 28], bool) = match unsafe {
+        bpf_probe_read_user(addr as *const [u8; 28])
+    } {
+        Ok(b) => (b, true),
+        Err(_) => {
+            // SAFETY: as above.
+            let short: [u8; 16] = unsafe { bpf_probe_read_user(addr as *const [u8; 16]) }.ok()?;
+            let mut b = [0u8; 28];
+            b[..16].copy_from_slice(&short);
+            (b, false)
+        }
+    };
+    let family = u16::from_ne_bytes([bytes[0], bytes[1]]);
+    let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+    let mut out = [0u8; 16];
+    match family {
+        AF_INET => {
+            out[10] = 0xff;
+            out[11] = 0xff;
+            out[12..].copy_from_slice(&bytes[4..8]);
+        }
+        AF_INET6 if whole => out.copy_from_slice(&bytes[8..24]),
+        _ => return None,
+    }
+    Some((family, out, port))
+}

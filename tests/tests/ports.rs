@@ -1,0 +1,339 @@
+//! Port exhaustion (issue 11): in a client namespace whose
+//! `ip_local_port_range` holds 100 ports, a client connects to one server
+//! address until connect() fails. `tcpstate ports` must report the failures
+//! for that client's pid, destination and errno with the exact count the
+//! client saw, and the destination's 100 ports split by state as `ss`
+//! shows them; a second destination has figures of its own; refused and
+//! unreachable connects give their errnos with the caller's pid; a replay
+//! of the recording gives the same report.
+//!
+//! Everything uses one port, so that `--port` filters in the kernel and the
+//! ring buffer carries only this test's events whatever else the host does:
+//! the exhausted destination is the server's IPv4 address, the second one
+//! its IPv6 address (a pool of its own), the refused one the client's own
+//! address (nothing listens there).
+use serde_json::Value;
+use std::{
+    collections::BTreeMap,
+    io::Read,
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::Command,
+};
+use tcpstate_tests::{
+    netns::{in_netns, NetnsPair, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6},
+    require_root,
+    running::{Peer, Running},
+    secs,
+    workload::Scratch,
+};
+
+const PEER: &str = env!("CARGO_BIN_EXE_tcpstate-test-peer");
+/// The one port of the test.
+const PORT: u16 = 8081;
+const RANGE: (u16, u16) = (40000, 40099);
+/// The client closes this many connections at once (they stay in
+/// TIME_WAIT here) and keeps the others ESTABLISHED.
+const CLOSE_FIRST: usize = 40;
+/// Attempts after the first failure, each expected to fail too.
+const EXTRA_ATTEMPTS: usize = 4;
+
+fn ns_inode(name: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/run/netns/{name}"))
+        .unwrap_or_else(|e| panic!("namespace {name}: {e}"))
+        .ino()
+}
+
+fn sysctl_in(ns: &str, name: &'static str, value: &'static str) {
+    in_netns(Some(ns), move || {
+        let path = format!("/proc/sys/net/ipv4/{name}");
+        std::fs::write(&path, value).unwrap_or_else(|e| panic!("writing {path}: {e}"));
+    });
+}
+
+/// A server in the server namespace: each accepted connection is read to
+/// EOF and closed (so that a client that closes first ends in TIME_WAIT);
+/// the ones the client keeps stay open until the client dies.
+fn serve(ns: &str, addr: SocketAddr) {
+    let listener = in_netns(Some(ns), move || TcpListener::bind(addr).expect("bind"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+}
+
+/// `ss` in namespace `ns`: sockets towards `peer`, counted by state (in
+/// tcpstate's names).
+fn ss_states(ns: &str, peer: SocketAddr) -> BTreeMap<String, u64> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-Htan"])
+        .output()
+        .expect("running ss (install iproute2)");
+    assert!(
+        out.status.success(),
+        "ss: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut counts = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 5 || fields[4] != peer.to_string() {
+            continue;
+        }
+        let state = match fields[0] {
+            "ESTAB" => "ESTABLISHED".to_string(),
+            other => other.replace("FIN-WAIT-", "FIN_WAIT").replace('-', "_"),
+        };
+        *counts.entry(state).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Waits until no socket towards `peer` is between states any more (the
+/// closed ones have reached TIME_WAIT).
+fn settled(ns: &str, peer: SocketAddr) -> BTreeMap<String, u64> {
+    let deadline = std::time::Instant::now() + secs(20);
+    loop {
+        let states = ss_states(ns, peer);
+        if states
+            .keys()
+            .all(|s| s == "ESTABLISHED" || s == "TIME_WAIT")
+        {
+            return states;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sockets towards {peer} did not settle: {states:?}"
+        );
+        std::thread::sleep(tcpstate_tests::millis(50));
+    }
+}
+
+/// The last report a `ports --json` run printed.
+fn last_report(lines: &[String], what: &str) -> Value {
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("{what} printed no report: {lines:#?}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: {e}: {line}"))
+}
+
+fn destination(report: &Value, netns: u64, remote: SocketAddr) -> &Value {
+    report["destinations"]
+        .as_array()
+        .expect("destinations")
+        .iter()
+        .find(|d| d["netns"] == netns && d["remote"] == remote.to_string())
+        .unwrap_or_else(|| panic!("no destination {remote} in netns {netns}: {report:#}"))
+}
+
+fn failures<'a>(report: &'a Value, netns: u64, call: &str, errno: i32) -> Vec<&'a Value> {
+    report["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .filter(|f| f["netns"] == netns && f["call"] == call && f["errno"] == errno)
+        .collect()
+}
+
+fn counts(states: &Value) -> BTreeMap<String, u64> {
+    states
+        .as_object()
+        .expect("by_state")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().expect("a count")))
+        .collect()
+}
+
+/// A blocking connect() from the client namespace by this process (a
+/// non-blocking one would return EINPROGRESS); its errno. Both failures
+/// here are immediate: a RST from the server's namespace, or no route.
+fn failing_connect(ns: &str, to: SocketAddr) -> i32 {
+    in_netns(Some(ns), move || {
+        let err = TcpStream::connect(to).expect_err("connect() must fail");
+        err.raw_os_error()
+            .unwrap_or_else(|| panic!("connect to {to}: {err}"))
+    })
+}
+
+#[test]
+fn exhausted_destination_failures_headroom_and_replay() {
+    require_root();
+    let pair = NetnsPair::create();
+    sysctl_in(&pair.client, "ip_local_port_range", "40000 40099");
+    sysctl_in(&pair.client, "tcp_tw_reuse", "2");
+    let client_ns = ns_inode(&pair.client);
+    let netns_arg = client_ns.to_string();
+    let scratch = Scratch::new("ports");
+    let recording = scratch.path("ports.tcpst");
+    let recording_arg = recording.to_str().expect("utf-8 path").to_string();
+    let busy = SocketAddr::from((SERVER_V4, PORT));
+    let other = SocketAddr::from((SERVER_V6, PORT));
+    let refusing = SocketAddr::from((CLIENT_V4, PORT));
+    let nowhere = SocketAddr::from(([198, 51, 100, 1], PORT));
+    serve(&pair.server, busy);
+    serve(&pair.server, other);
+
+    // Started after the namespace is set up: its settings are read at start.
+    let live = Running::start(&[
+        "ports",
+        "--json",
+        "--netns",
+        &netns_arg,
+        "--port",
+        "8081",
+        "--record",
+        &recording_arg,
+    ]);
+
+    // The second destination first: 3 kept, 2 closed by this process.
+    let mut kept_other = in_netns(Some(&pair.client), move || {
+        (0..5)
+            .map(|_| TcpStream::connect(other).expect("connect to the second destination"))
+            .collect::<Vec<_>>()
+    });
+    kept_other.truncate(3);
+
+    let client = Peer::start(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pair.client,
+            PEER,
+            "exhaust",
+            &busy.to_string(),
+            &CLOSE_FIRST.to_string(),
+            &EXTRA_ATTEMPTS.to_string(),
+        ],
+    );
+    let said = client.next_line();
+    let fields: Vec<&str> = said
+        .strip_prefix("exhausted ")
+        .unwrap_or_else(|| panic!("the client said {said}"))
+        .split_whitespace()
+        .collect();
+    let (kept, closed, failed): (u64, u64, u64) = (
+        fields[0].parse().unwrap(),
+        fields[1].parse().unwrap(),
+        fields[2].parse().unwrap(),
+    );
+    assert_eq!(
+        fields[3],
+        libc::EADDRNOTAVAIL.to_string(),
+        "the client saw {said}"
+    );
+    client.wait_done();
+
+    let refused = failing_connect(&pair.client, refusing);
+    assert_eq!(refused, libc::ECONNREFUSED);
+    let unreachable = failing_connect(&pair.client, nowhere);
+    assert_eq!(unreachable, libc::ENETUNREACH);
+
+    let busy_states = settled(&pair.client, busy);
+    let other_states = settled(&pair.client, other);
+    std::thread::sleep(tcpstate_tests::millis(500));
+    let (lines, stderr, status) = live.interrupt();
+    assert!(status.success(), "ports failed: {stderr:#?}");
+    let report = last_report(&lines, "live ports");
+    assert_eq!(
+        report["lost_events"], 0,
+        "exact counts need every event: {stderr:#?}"
+    );
+    assert_eq!(report["lost_failures"], 0, "{stderr:#?}");
+
+    // The exhausted destination: every port of the range, split as ss has it.
+    let row = destination(&report, client_ns, busy);
+    assert_eq!(row["local_ip"], CLIENT_V4.to_string());
+    assert_eq!(row["port_range"], serde_json::json!([RANGE.0, RANGE.1]));
+    assert_eq!(row["settings_read"], true, "{row:#}");
+    assert_eq!(row["listening_in_range"], 0, "{row:#}");
+    assert_eq!(row["usable"], 100, "{row:#}");
+    assert_eq!(row["in_use"], 100, "{row:#}");
+    assert_eq!(row["free"], 0, "{row:#}");
+    assert_eq!(
+        counts(&row["by_state"]),
+        busy_states,
+        "tcpstate vs ss: {row:#}"
+    );
+    let expected: BTreeMap<String, u64> = [
+        ("ESTABLISHED".to_string(), kept),
+        ("TIME_WAIT".to_string(), closed),
+    ]
+    .into();
+    assert_eq!(busy_states, expected, "ss vs what the client did");
+    assert_eq!(
+        row["time_wait_reusable"], false,
+        "tw_reuse=2 is for loopback only"
+    );
+    assert_eq!(row["owners"][0]["tgid"], client.pid, "{row:#}");
+
+    let exhausted = failures(&report, client_ns, "connect", libc::EADDRNOTAVAIL);
+    assert_eq!(
+        exhausted.len(),
+        1,
+        "one caller, one destination: {exhausted:#?}"
+    );
+    assert_eq!(exhausted[0]["tgid"], client.pid);
+    assert_eq!(exhausted[0]["address"], busy.to_string());
+    assert_eq!(exhausted[0]["errno_name"], "EADDRNOTAVAIL");
+    assert_eq!(exhausted[0]["count"], failed, "as many as the client saw");
+    assert_eq!(row["failures"], failed, "{row:#}");
+
+    // The second destination: its own figures.
+    let row = destination(&report, client_ns, other);
+    assert_eq!(row["local_ip"], CLIENT_V6.to_string());
+    assert_eq!(row["in_use"], 5, "{row:#}");
+    assert_eq!(row["free"], 95, "{row:#}");
+    assert_eq!(counts(&row["by_state"]), other_states);
+    assert_eq!(
+        other_states,
+        [("ESTABLISHED".to_string(), 3), ("TIME_WAIT".to_string(), 2)].into()
+    );
+    assert_eq!(row["failures"], 0);
+
+    // Refused and unreachable: this process is the caller.
+    let me = std::process::id();
+    for (errno, to) in [(libc::ECONNREFUSED, refusing), (libc::ENETUNREACH, nowhere)] {
+        let seen = failures(&report, client_ns, "connect", errno);
+        assert_eq!(seen.len(), 1, "errno {errno}: {:#}", report["failures"]);
+        assert_eq!(seen[0]["tgid"], me);
+        assert_eq!(seen[0]["address"], to.to_string());
+        assert_eq!(seen[0]["count"], 1);
+    }
+    // The refused SYN is also a failed handshake.
+    let handshakes = failures(&report, client_ns, "handshake", libc::ECONNREFUSED);
+    assert_eq!(handshakes.len(), 1, "{:#}", report["failures"]);
+    assert_eq!(handshakes[0]["tgid"], me);
+
+    // The recording, replayed, gives the same report.
+    let replay = Command::new(tcpstate_tests::tcpstate_bin())
+        .args([
+            "ports",
+            "--json",
+            "--netns",
+            &netns_arg,
+            "--input",
+            &recording_arg,
+        ])
+        .output()
+        .expect("running tcpstate ports --input");
+    assert!(
+        replay.status.success(),
+        "replay: {}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let replayed: Vec<String> = String::from_utf8_lossy(&replay.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(last_report(&replayed, "replayed ports"), report);
+    drop(kept_other);
+    drop(client);
+}
