@@ -22,6 +22,7 @@ mod output;
 mod phase;
 mod procfs;
 mod report;
+mod scrape;
 mod settings;
 mod summary;
 mod targets;
@@ -181,27 +182,62 @@ fn execute(settings: &Settings, built: build::Built, command: &str) -> Result<re
         with_ns(&settings.rate_limited),
     );
 
-    let mut kinds = vec![Kind::Baseline, Kind::Trace, Kind::Stat, Kind::Record];
+    let mut kinds = vec![
+        Kind::Baseline,
+        Kind::Trace,
+        Kind::Stat,
+        Kind::Record,
+        Kind::Serve,
+    ];
     if tools.bpftrace.is_some() {
         kinds.extend([Kind::BpftraceStream, Kind::BpftraceCount]);
     }
-    say(format!(
-        "bench: warm-up churn ({} s, not measured: fills the TIME_WAIT table)",
-        settings.warmup_s
-    ));
-    let mut warm = sat_load.clone();
-    warm.seconds = settings.warmup_s;
-    churn::run(&tools.churn, &warm).context("warm-up churn")?;
-
+    kinds.retain(|k| *k == Kind::Baseline || settings.runs_config(k.id()));
     let mut cx = measure::Context {
         tools: &tools,
         dir: &tmp.0,
         poker: &poker,
         seq: 0,
     };
-    let sat = phase::run(&mut cx, "saturating", &kinds, settings.rounds, &sat_load)?;
-    let rate = phase::run(&mut cx, "fixed load", &kinds, settings.rounds, &rate_load)?;
+    let (sat, rate) = if settings.runs_phase("saturating") || settings.runs_phase("fixed") {
+        say(format!(
+            "bench: warm-up churn ({} s, not measured: fills the TIME_WAIT table)",
+            settings.warmup_s
+        ));
+        let mut warm = sat_load.clone();
+        warm.seconds = settings.warmup_s;
+        churn::run(&tools.churn, &warm).context("warm-up churn")?;
+        (
+            phase::run_if(settings, &mut cx, "saturating", &kinds, &sat_load)?,
+            phase::run_if(settings, &mut cx, "fixed", &kinds, &rate_load)?,
+        )
+    } else {
+        (
+            phase::Phase::skipped("saturating", &sat_load),
+            phase::Phase::skipped("fixed", &rate_load),
+        )
+    };
     drop(pair);
+    let time_wait = if settings.runs_phase("time-wait") {
+        let tw_pair = netns::NetnsPair::create_tagged(
+            "tw",
+            settings.time_wait.listeners,
+            settings.time_wait.sources,
+        )?;
+        tw_pair.set_max_tw_buckets(settings.tw_buckets)?;
+        let mut load = settings.time_wait.clone();
+        load.netns = Some((tw_pair.server.clone(), tw_pair.client.clone()));
+        say(format!(
+            "bench: time-wait warm-up churn ({} s, not measured)",
+            settings.warmup_s
+        ));
+        let mut warm = load.clone();
+        warm.seconds = settings.warmup_s;
+        churn::run(&tools.churn, &warm).context("time-wait warm-up churn")?;
+        phase::run_if(settings, &mut cx, "time-wait", &kinds, &load)?
+    } else {
+        phase::Phase::skipped("time-wait", &settings.time_wait)
+    };
 
     say("bench: isolated-event latency");
     let latency = latency::measure(&tools.tcpstate, &tmp.0, settings.latency_events)?;
@@ -219,6 +255,7 @@ fn execute(settings: &Settings, built: build::Built, command: &str) -> Result<re
     let targets = targets::evaluate(&targets::Inputs {
         sat: &sat,
         rate: &rate,
+        time_wait: &time_wait,
         latency: &latency,
         replay: &replay,
         model: &model,
@@ -232,6 +269,7 @@ fn execute(settings: &Settings, built: build::Built, command: &str) -> Result<re
         settings: settings.clone(),
         saturating: sat,
         rate_limited: rate,
+        time_wait,
         latency,
         replay,
         model_memory: model,
