@@ -98,7 +98,7 @@ impl StatView {
                 })
                 .collect(),
             lost_events,
-            uncertain_connections: model.connections().filter(|c| c.uncertain).count(),
+            uncertain_connections: model.uncertain_connections(),
         }
     }
 
