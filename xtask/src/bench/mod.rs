@@ -44,7 +44,10 @@ use tracer::{Kind, Poker, Tools};
 pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<i32> {
     require_root()?;
     let settings = Settings::resolve(args, &ws.root, &ws.target_dir)?;
-    let built = build::all(ws, settings.release, settings.netns)?;
+    let built = match &args.tcpstate {
+        Some(path) => build::prebuilt(ws, path)?,
+        None => build::all(ws, settings.release, settings.netns)?,
+    };
     let report = execute(&settings, built, &command_line())?;
     finish(&report, &settings)?;
     Ok(0)

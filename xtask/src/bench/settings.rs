@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// every connection of the phase leaves a real time-wait socket
     #[arg(long, default_value_t = 4_194_304)]
     pub tw_buckets: u64,
+    /// Measure this tcpstate binary instead of building one (the churn
+    /// generator and probe of an earlier bench's build are reused)
+    #[arg(long, value_name = "FILE")]
+    pub tcpstate: Option<PathBuf>,
     /// Write the JSON results here (default: target/bench/bench.json)
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
