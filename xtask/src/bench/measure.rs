@@ -53,7 +53,7 @@ pub struct TracerRun {
     pub programs: Vec<ProgSample>,
     pub bpf_run_time_ns: u64,
     /// The tracer's programs on sock:inet_sock_set_state (tcpstate: its
-    /// raw tracepoint program and the classic one standing in for the raw
+    /// raw tracepoint programs, or raw and classic, the second standing in for the first
     /// one's misses; bpftrace: the one that ran most): the names, the hits
     /// (every program there sees each transition: runs + recursion misses),
     /// (ids), their run time together, and the times the kernel skipped any of

@@ -55,17 +55,18 @@ pub fn notes(settings: &Settings, sat: &Phase) -> Vec<String> {
          times every BPF program run, which adds the same small cost to every program, \
          tcpstate's and bpftrace's alike. BPF ns / transition: the run time of the tracer's \
          programs on sock:inet_sock_set_state in the window per transition: bpftrace has one \
-         program there; tcpstate has a raw tracepoint program, and a classic one that stands in \
-         for the raw one's misses (otherwise it only finds the hit among the raw one's last few \
-         and returns). Their cost per run is in the targets and in the JSON."
+         program there; tcpstate has a raw tracepoint program, and a second raw one (or, where \
+         that cannot attach, a classic one) that stands in for the first one's misses \
+         (otherwise it only finds the hit among the first one's last few and returns). Their \
+         cost per run is in the targets and in the JSON."
             .to_string(),
         "Lost: tcpstate's exit summary (\"L lost in the kernel\"): records that found the ring \
          buffer full, plus transitions for which the kernel did not run the program at all: a \
          tracing program was already running on that CPU when a softirq hit the tracepoint \
          (counted per program as recursion_misses). Under saturating churn the kernel sometimes \
          skips tracepoint programs this way; tcpstate runs a raw tracepoint program (guarded \
-         on its own) with a classic one standing in for its misses, so only a transition the \
-         kernel skipped both for is lost. bpftrace reports only \"Lost N events\" (its perf \
+         on its own) with a second raw program (guarded on its own too) standing in for its \
+         misses, so only a transition the kernel skipped both for is lost. bpftrace reports only \"Lost N events\" (its perf \
          buffer full); the bench adds its program's recursion_misses. In parentheses: the \
          recursion_misses of the tracer's programs on the tracepoint. Summed over the runs."
             .to_string(),

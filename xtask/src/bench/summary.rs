@@ -89,7 +89,7 @@ pub struct ConfigSummary {
     pub wakeups_from: Option<&'static str>,
     /// Run time of the tracer's programs on the set_state tracepoint per
     /// transition (one program per transition for bpftrace; tcpstate's raw
-    /// program plus its classic stand-in).
+    /// program plus its stand-in, raw or classic).
     pub bpf_ns_per_transition: Option<f64>,
     /// Each of those programs: median ns per run.
     pub bpf_programs: Vec<ProgramCost>,

@@ -289,7 +289,7 @@ pub fn evaluate(i: &Inputs<'_>) -> Vec<Target> {
                  count-only bpftrace program only updates a map); at saturation the two CPUs \
                  also share the ring buffer's lock and positions. run_time_ns also includes \
                  the kernel's bpf_stats bookkeeping (a clock read before and after every run, \
-                 for each of tcpstate's two programs) and any interrupt taken during a run",
+                 for each of tcpstate's programs there) and any interrupt taken during a run",
                 list(&at_rate, 0, " ns")
             )
         },
