@@ -163,8 +163,9 @@ pub struct TimeWaitTable {
     max_total: usize,
     next_seq: u64,
     counters: TimeWaitCounters,
-    /// Counts of the entries, kept as they come and go.
-    tally: TimeWaitTally,
+    /// Counts of the entries, kept as they come and go once asked for
+    /// (a replay that reports once, at its end, pays one walk instead).
+    tally: std::cell::OnceCell<TimeWaitTally>,
 }
 
 impl TimeWaitTable {
@@ -179,7 +180,7 @@ impl TimeWaitTable {
             max_total,
             next_seq: 0,
             counters: TimeWaitCounters::default(),
-            tally: TimeWaitTally::default(),
+            tally: std::cell::OnceCell::new(),
         }
     }
 
@@ -233,7 +234,8 @@ impl TimeWaitTable {
 
     /// The entries' counts (per process, port, address, destination).
     pub fn tally(&self) -> &TimeWaitTally {
-        &self.tally
+        self.tally
+            .get_or_init(|| TimeWaitTally::of(self.entries.iter().map(|(_, (entry, _, _))| entry)))
     }
 
     /// How the process `tgid`'s entries name it: as its first entry in
@@ -241,7 +243,7 @@ impl TimeWaitTable {
     pub fn name_of(&self, tgid: Option<u32>) -> OwnerName {
         let named =
             |e: &TimeWaitEntry| (e.owner.map(|o| o.comm), e.owner.map_or(0, |o| o.cgroup_id));
-        match self.tally.by_process.get(&tgid) {
+        match self.tally().by_process.get(&tgid) {
             Some(p) if p.names.len() == 1 => p.names[0].0,
             _ => self
                 .iter()
@@ -270,7 +272,9 @@ impl TimeWaitTable {
         self.next_seq += 1;
         *self.per_netns.entry(entry.flow.netns).or_insert(0) += 1;
         let expires_ns = entry.expires_ns;
-        self.tally.add(&entry);
+        if let Some(tally) = self.tally.get_mut() {
+            tally.add(&entry);
+        }
         let slot = self.entries.insert((entry, seq, hash));
         self.by_expiry.insert(ExpiryKey {
             expires_ns,
@@ -301,7 +305,9 @@ impl TimeWaitTable {
 
     fn remove_slot(&mut self, slot: u32, why: TimeWaitRemoval) -> Option<TimeWaitEntry> {
         let (entry, seq, hash) = self.entries.remove(slot)?;
-        self.tally.remove(&entry);
+        if let Some(tally) = self.tally.get_mut() {
+            tally.remove(&entry);
+        }
         let flow = &entry.flow;
         if let Ok(found) = self.by_flow.find_entry(hash.spread(), |&(s, _)| s == slot) {
             found.remove();
@@ -416,7 +422,7 @@ impl TimeWaitTable {
     /// Entries per owning process, most first.
     pub fn by_process(&self) -> Vec<ProcessCount> {
         let mut out: Vec<ProcessCount> = self
-            .tally
+            .tally()
             .by_process
             .iter()
             .map(|(&tgid, p)| ProcessCount {
@@ -431,14 +437,14 @@ impl TimeWaitTable {
 
     /// Entries per remote endpoint, most first.
     pub fn by_remote(&self) -> Vec<(Endpoint, usize)> {
-        let counts = self.tally.by_remote.iter().map(|(r, t)| (*r, t.entries));
+        let counts = self.tally().by_remote.iter().map(|(r, t)| (*r, t.entries));
         most_first(counts.collect())
     }
 
     /// Entries per remote address, most first.
     pub fn by_remote_ip(&self) -> Vec<(IpAddr, usize)> {
         most_first(
-            self.tally
+            self.tally()
                 .by_remote_ip
                 .iter()
                 .map(|(ip, n)| (*ip, *n))
@@ -453,7 +459,7 @@ impl TimeWaitTable {
         let (low, high) = (range.0.min(range.1), range.0.max(range.1));
         let size = f64::from(high - low) + 1.0;
         let mut out: Vec<DestinationPorts> = self
-            .tally
+            .tally()
             .by_remote
             .iter()
             .map(|(remote, t)| {
@@ -487,7 +493,9 @@ impl TimeWaitTable {
             assert!(self.len_in_netns(entry.flow.netns) <= self.max_per_netns);
         }
         assert!(self.entries.len() <= self.max_total);
-        assert_eq!(self.tally, TimeWaitTally::of(self.values()));
+        if let Some(tally) = self.tally.get() {
+            assert_eq!(*tally, TimeWaitTally::of(self.values()));
+        }
     }
 }
 
@@ -592,6 +600,8 @@ mod tests {
         // Inserts (some replacing the same 4-tuple), resets, peer FINs and
         // expiry, against a plain map of what must be there.
         let mut table = TimeWaitTable::new(50, 80);
+        // Kept from the start: checked at every step below.
+        table.tally();
         // Port → (expiry, still awaiting the peer's FIN).
         let mut expected: BTreeMap<u16, (u64, bool)> = BTreeMap::new();
         let mut x = 99u64;
