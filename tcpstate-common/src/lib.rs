@@ -343,3 +343,12 @@ pub struct PendingCall {
 }
 
 const _: () = assert!(core::mem::size_of::<PendingCall>() == 16);
+
+// ---- issue 15 (cost): the second raw tracepoint program ----
+
+/// A second raw tracepoint program on `inet_sock_set_state`, attached after
+/// [`PROGRAM_SET_STATE_RAW`]: it records the hits the kernel skipped the
+/// first one for (that program already running on the CPU), with a
+/// recursion guard of its own. Where it is attached the classic program
+/// ([`PROGRAM_SET_STATE`]) is not.
+pub const PROGRAM_SET_STATE_RAW2: &str = "tcpstate_set_state_raw2";

@@ -31,6 +31,8 @@ use tcpstate_common::{
     LOST_TRANSITIONS, SOCK_HEAD_BYTES,
 };
 
+mod raw2;
+
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
@@ -58,7 +60,9 @@ static RAW_ACTIVE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// program the kernel skipped). When the classic program runs first (a
 /// perf user of the tracepoint registered the kernel's perf probe before
 /// us), nothing is ever found here, and the `RAW_ACTIVE` flag decides,
-/// which covers the raw program's body only.
+/// which covers the raw program's body only. Where the second raw program
+/// (`raw2`) is attached it takes the classic program's place: raw probes
+/// run in the order they were attached, so it always runs second.
 #[repr(C)]
 struct RawTaken {
     /// 0: free.

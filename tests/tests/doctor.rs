@@ -107,10 +107,16 @@ fn doctor_names_the_close_wait_leak_and_the_time_wait_of_the_peers() {
     };
     for name in [
         tcpstate_common::PROGRAM_SET_STATE_RAW,
-        tcpstate_common::PROGRAM_SET_STATE,
+        tcpstate_common::PROGRAM_SET_STATE_RAW2,
     ] {
         assert_eq!(part(name)["status"], "attached", "{tracer:#?}");
     }
+    // The second raw program stands in for the first: no classic one.
+    assert_eq!(
+        part(tcpstate_common::PROGRAM_SET_STATE)["status"],
+        "off",
+        "{tracer:#?}"
+    );
     // Owners of accepted sockets: the syscalls always, fexit where allowed.
     let fexit = tracer
         .iter()

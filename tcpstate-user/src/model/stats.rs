@@ -45,19 +45,65 @@ impl StateCounts {
         self.by_state.get(&state).copied().unwrap_or(0)
     }
 
+    /// The counts: live connections walked, TIME_WAIT from the table's
+    /// running tally (in debug builds, checked against a walk of it).
     pub(crate) fn collect<'a>(
         conns: impl Iterator<Item = &'a Connection>,
         time_wait: &TimeWaitTable,
     ) -> StateCounts {
         let mut tallies = Tallies::default();
-        let mut time_wait_by_closed_first = BTreeMap::new();
+        let conns = Self::add_connections(&mut tallies, conns);
+        let tw = time_wait.tally();
+        let at = TcpState::TimeWait as usize;
+        tallies.by_state[at] += tw.total;
+        for (&tgid, p) in &tw.by_process {
+            let process = tallies.processes.entry(tgid).or_insert_with(|| {
+                let (comm, cgroup_id) = time_wait.name_of(tgid);
+                (comm, cgroup_id, [0; STATE_SLOTS])
+            });
+            process.2[at] += p.count;
+        }
+        for (&port, &n) in &tw.by_local_port {
+            tallies
+                .by_local_port
+                .entry(port)
+                .or_insert([0; STATE_SLOTS])[at] += n;
+        }
+        for (&ip, &n) in tw
+            .by_remote_ip
+            .iter()
+            .filter(|(ip, _)| !ip.is_unspecified())
+        {
+            tallies.by_remote_ip.entry(ip).or_insert([0; STATE_SLOTS])[at] += n;
+        }
+        let by_closed_first = tw.by_closed_first.iter().map(|(c, n)| (*c, *n)).collect();
+        let counts = tallies.into_counts(by_closed_first);
+        debug_assert_eq!(counts, Self::collect_by_walk(conns, time_wait));
+        counts
+    }
+
+    /// Live connections in id order, so that the comm kept per process is
+    /// deterministic (the first connection's).
+    fn add_connections<'a>(
+        tallies: &mut Tallies,
+        conns: impl Iterator<Item = &'a Connection>,
+    ) -> Vec<&'a Connection> {
         let mut conns: Vec<&Connection> = conns.collect();
-        // Ordered by id so that the comm kept per process is deterministic.
         conns.sort_by_key(|c| c.id);
-        for c in conns {
+        for c in &conns {
             let remote = (c.state != TcpState::Listen).then_some(c.remote.ip);
             tallies.add(c.state, c.owner(), c.local.port, remote);
         }
+        conns
+    }
+
+    /// [`Self::collect`] by walking every TIME_WAIT entry, as it was before
+    /// the running tally: what the tally is checked against.
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
+    fn collect_by_walk(conns: Vec<&Connection>, time_wait: &TimeWaitTable) -> StateCounts {
+        let mut tallies = Tallies::default();
+        Self::add_connections(&mut tallies, conns.into_iter());
+        let mut time_wait_by_closed_first = BTreeMap::new();
         for e in time_wait.iter() {
             *time_wait_by_closed_first.entry(e.closed_first).or_insert(0) += 1;
             let remote = Some(e.flow.remote.ip);

@@ -317,6 +317,12 @@ impl Model {
         StateCounts::collect(self.live.values(), &self.time_wait)
     }
 
+    /// Live connections marked uncertain (no sort, unlike
+    /// [`Self::connections`]: reports count them every second).
+    pub fn uncertain_connections(&self) -> usize {
+        self.live.values().filter(|c| c.uncertain).count()
+    }
+
     /// Live connections, oldest first.
     pub fn connections(&self) -> impl Iterator<Item = &Connection> {
         let mut conns: Vec<&Connection> = self.live.values().collect();

@@ -102,7 +102,7 @@ impl StatView {
                 })
                 .collect(),
             lost_events,
-            uncertain_connections: model.connections().filter(|c| c.uncertain).count(),
+            uncertain_connections: model.uncertain_connections(),
             call_failures: Vec::new(),
         }
     }

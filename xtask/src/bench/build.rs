@@ -37,6 +37,31 @@ pub fn all(ws: &Workspace, release: bool, iproute2: bool) -> Result<Built> {
     })
 }
 
+/// A tcpstate binary given with `--tcpstate` (for instance one built from
+/// another commit, to compare), with the release helpers a previous bench
+/// built: nothing is built.
+pub fn prebuilt(ws: &Workspace, tcpstate: &Path) -> Result<Built> {
+    let dir = ws.target_dir.join("release");
+    let (churn, probe) = (dir.join(CHURN_BIN), dir.join(PROBE_BIN));
+    anyhow::ensure!(
+        tcpstate.is_file(),
+        "--tcpstate {}: no such file",
+        tcpstate.display()
+    );
+    for helper in [&churn, &probe] {
+        anyhow::ensure!(
+            helper.is_file(),
+            "{} is missing: run `cargo xtask bench` once without --tcpstate to build it",
+            helper.display()
+        );
+    }
+    Ok(Built {
+        tcpstate: tcpstate.to_path_buf(),
+        churn,
+        probe,
+    })
+}
+
 /// `tcpstate-churn` and `tcpstate-bench-probe` (tests crate).
 pub fn helpers(ws: &Workspace, obj: &Path, release: bool) -> Result<(PathBuf, PathBuf)> {
     let mut build = cmd::cargo();

@@ -11,9 +11,10 @@ use super::report::{markdown_table, met_word, rows, BenchReport, HEADERS};
 
 pub fn phase_title(p: &Phase) -> String {
     let w = &p.workload;
-    let load = match w.rate {
-        Some(r) => format!("fixed offered load of {} connections/s", int(r)),
-        None => "saturating churn".to_string(),
+    let load = match (w.rate, p.name) {
+        (Some(r), _) => format!("fixed offered load of {} connections/s", int(r)),
+        (None, "time-wait") => "saturating churn leaving real time-wait sockets".to_string(),
+        (None, _) => "saturating churn".to_string(),
     };
     let net = if w.netns.is_some() {
         "between two network namespaces (veth)"
@@ -58,7 +59,7 @@ pub fn render(r: &BenchReport) -> String {
     let _ = writeln!(s, "- command: `{}`", r.command);
     let _ = writeln!(s, "- the whole run took {:.0} s\n", r.duration_s);
 
-    let _ = writeln!(s, "## Targets (from issue 5)\n");
+    let _ = writeln!(s, "## Targets (from issues 5 and 15)\n");
     let target_rows: Vec<Vec<String>> = r
         .targets
         .iter()
@@ -81,7 +82,15 @@ pub fn render(r: &BenchReport) -> String {
         )
     );
 
-    for phase in [&r.saturating, &r.rate_limited] {
+    for phase in [&r.saturating, &r.rate_limited, &r.time_wait] {
+        if phase.runs.is_empty() {
+            let _ = writeln!(
+                s,
+                "## {} (not run: --phases)\n",
+                capitalize(&phase_title(phase))
+            );
+            continue;
+        }
         let _ = writeln!(s, "## {}\n", capitalize(&phase_title(phase)));
         let _ = writeln!(s, "{}", markdown_table(&HEADERS, &rows(phase), true));
         let tpc: Vec<String> = phase
@@ -94,6 +103,18 @@ pub fn render(r: &BenchReport) -> String {
                 s,
                 "Transitions the tracepoint saw per churn connection: {}.\n",
                 tpc.join(", ")
+            );
+        }
+        let tw: Vec<String> = phase
+            .summary
+            .iter()
+            .filter_map(|c| Some(format!("{} {}", c.config, int(c.time_wait_after?))))
+            .collect();
+        if !tw.is_empty() {
+            let _ = writeln!(
+                s,
+                "Time-wait sockets where the clients run, at the end of each run (median): {}.\n",
+                tw.join(", ")
             );
         }
     }

@@ -29,6 +29,10 @@ pub struct RunResult {
     /// busy CPU time in it.
     pub window_s: f64,
     pub machine_busy_s: f64,
+    /// Time-wait sockets where the churn's clients run, just before and
+    /// just after the churn (shows whether it made real ones).
+    pub time_wait_before: Option<u64>,
+    pub time_wait_after: Option<u64>,
     pub tracer: Option<TracerRun>,
 }
 
@@ -49,7 +53,7 @@ pub struct TracerRun {
     pub programs: Vec<ProgSample>,
     pub bpf_run_time_ns: u64,
     /// The tracer's programs on sock:inet_sock_set_state (tcpstate: its
-    /// raw tracepoint program and the classic one standing in for the raw
+    /// raw tracepoint programs, or raw and classic, the second standing in for the first
     /// one's misses; bpftrace: the one that ran most): the names, the hits
     /// (every program there sees each transition: runs + recursion misses),
     /// (ids), their run time together, and the times the kernel skipped any of
@@ -66,6 +70,8 @@ pub struct TracerRun {
     pub reported_wakeups: Option<u64>,
     pub reported_transitions_per_wakeup: Option<f64>,
     pub peak_rss_bytes: Option<u64>,
+    /// serve: scrapes answered with metrics during its life.
+    pub scrapes: Option<u64>,
 }
 
 impl TracerRun {
@@ -111,11 +117,17 @@ pub fn run_once(
         }
     };
     let start_s = started.elapsed().as_secs_f64();
+    let time_wait = || match &workload.netns {
+        Some((_, client)) => super::netns::NetnsPair::time_wait_sockets(client),
+        None => procfs::time_wait_sockets(),
+    };
+    let time_wait_before = time_wait();
     let before = tracer.as_ref().map(sample);
     let m0 = procfs::machine();
     let churn = churn::run(&cx.tools.churn, workload)?;
     child::sleep(SETTLE)?;
     let m1 = procfs::machine();
+    let time_wait_after = time_wait();
     let after = tracer.as_ref().map(sample);
     let peak = tracer
         .as_ref()
@@ -130,6 +142,8 @@ pub fn run_once(
         churn,
         window_s: (m1.at - m0.at).as_secs_f64(),
         machine_busy_s: m1.busy_s - m0.busy_s,
+        time_wait_before,
+        time_wait_after,
         tracer: tracer_run,
     })
 }
@@ -171,6 +185,13 @@ fn finish(
         (seen, Some(scan.lost + lost_on_stderr))
     };
     let wakeups = output::tcpstate_wakeups(&exit.stderr);
+    if exit.scrapes == Some(0) {
+        anyhow::bail!(
+            "{} answered no scrape: {}",
+            kind.label(),
+            output::tail(&exit.stderr, 3)
+        );
+    }
     Ok(TracerRun {
         pid,
         exit: exit.how,
@@ -195,6 +216,7 @@ fn finish(
         reported_wakeups: wakeups.map(|w| w.0),
         reported_transitions_per_wakeup: wakeups.and_then(|w| w.1),
         peak_rss_bytes: peak,
+        scrapes: exit.scrapes,
     })
 }
 

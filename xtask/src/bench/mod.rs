@@ -22,6 +22,7 @@ mod output;
 mod phase;
 mod procfs;
 mod report;
+mod scrape;
 mod settings;
 mod summary;
 mod targets;
@@ -43,7 +44,10 @@ use tracer::{Kind, Poker, Tools};
 pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<i32> {
     require_root()?;
     let settings = Settings::resolve(args, &ws.root, &ws.target_dir)?;
-    let built = build::all(ws, settings.release, settings.netns)?;
+    let built = match &args.tcpstate {
+        Some(path) => build::prebuilt(ws, path)?,
+        None => build::all(ws, settings.release, settings.netns)?,
+    };
     // The bench attaches tracers to the host's tracepoint: a kernel test run
     // at the same time would see them (two tracers make the kernel skip each
     // other's programs) and the bench's figures would include the tests.
@@ -185,27 +189,62 @@ fn execute(settings: &Settings, built: build::Built, command: &str) -> Result<re
         with_ns(&settings.rate_limited),
     );
 
-    let mut kinds = vec![Kind::Baseline, Kind::Trace, Kind::Stat, Kind::Record];
+    let mut kinds = vec![
+        Kind::Baseline,
+        Kind::Trace,
+        Kind::Stat,
+        Kind::Record,
+        Kind::Serve,
+    ];
     if tools.bpftrace.is_some() {
         kinds.extend([Kind::BpftraceStream, Kind::BpftraceCount]);
     }
-    say(format!(
-        "bench: warm-up churn ({} s, not measured: fills the TIME_WAIT table)",
-        settings.warmup_s
-    ));
-    let mut warm = sat_load.clone();
-    warm.seconds = settings.warmup_s;
-    churn::run(&tools.churn, &warm).context("warm-up churn")?;
-
+    kinds.retain(|k| *k == Kind::Baseline || settings.runs_config(k.id()));
     let mut cx = measure::Context {
         tools: &tools,
         dir: &tmp.0,
         poker: &poker,
         seq: 0,
     };
-    let sat = phase::run(&mut cx, "saturating", &kinds, settings.rounds, &sat_load)?;
-    let rate = phase::run(&mut cx, "fixed load", &kinds, settings.rounds, &rate_load)?;
+    let (sat, rate) = if settings.runs_phase("saturating") || settings.runs_phase("fixed") {
+        say(format!(
+            "bench: warm-up churn ({} s, not measured: fills the TIME_WAIT table)",
+            settings.warmup_s
+        ));
+        let mut warm = sat_load.clone();
+        warm.seconds = settings.warmup_s;
+        churn::run(&tools.churn, &warm).context("warm-up churn")?;
+        (
+            phase::run_if(settings, &mut cx, "saturating", &kinds, &sat_load)?,
+            phase::run_if(settings, &mut cx, "fixed", &kinds, &rate_load)?,
+        )
+    } else {
+        (
+            phase::Phase::skipped("saturating", &sat_load),
+            phase::Phase::skipped("fixed", &rate_load),
+        )
+    };
     drop(pair);
+    let time_wait = if settings.runs_phase("time-wait") {
+        let tw_pair = netns::NetnsPair::create_tagged(
+            "tw",
+            settings.time_wait.listeners,
+            settings.time_wait.sources,
+        )?;
+        tw_pair.set_max_tw_buckets(settings.tw_buckets)?;
+        let mut load = settings.time_wait.clone();
+        load.netns = Some((tw_pair.server.clone(), tw_pair.client.clone()));
+        say(format!(
+            "bench: time-wait warm-up churn ({} s, not measured)",
+            settings.warmup_s
+        ));
+        let mut warm = load.clone();
+        warm.seconds = settings.warmup_s;
+        churn::run(&tools.churn, &warm).context("time-wait warm-up churn")?;
+        phase::run_if(settings, &mut cx, "time-wait", &kinds, &load)?
+    } else {
+        phase::Phase::skipped("time-wait", &settings.time_wait)
+    };
 
     say("bench: isolated-event latency");
     let latency = latency::measure(&tools.tcpstate, &tmp.0, settings.latency_events)?;
@@ -223,6 +262,7 @@ fn execute(settings: &Settings, built: build::Built, command: &str) -> Result<re
     let targets = targets::evaluate(&targets::Inputs {
         sat: &sat,
         rate: &rate,
+        time_wait: &time_wait,
         latency: &latency,
         replay: &replay,
         model: &model,
@@ -236,6 +276,7 @@ fn execute(settings: &Settings, built: build::Built, command: &str) -> Result<re
         settings: settings.clone(),
         saturating: sat,
         rate_limited: rate,
+        time_wait,
         latency,
         replay,
         model_memory: model,

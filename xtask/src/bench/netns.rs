@@ -96,11 +96,16 @@ pub fn setup_commands(
 
 impl NetnsPair {
     pub fn create(listeners: usize, sources: usize) -> Result<NetnsPair> {
+        Self::create_tagged("", listeners, sources)
+    }
+
+    /// A pair whose names also carry `tag` (two pairs of one bench differ).
+    pub fn create_tagged(tag: &str, listeners: usize, sources: usize) -> Result<NetnsPair> {
         remove_stale();
         let id = format!("{PREFIX}{}", std::process::id());
         let pair = NetnsPair {
-            server: format!("{id}-s"),
-            client: format!("{id}-c"),
+            server: format!("{id}-{tag}s"),
+            client: format!("{id}-{tag}c"),
         };
         for ns in [&pair.server, &pair.client] {
             let ok = Command::new("ip")
@@ -121,6 +126,34 @@ impl NetnsPair {
             pair.server, pair.client
         ));
         Ok(pair)
+    }
+}
+
+impl NetnsPair {
+    /// net.ipv4.tcp_max_tw_buckets in both namespaces (each has its own).
+    pub fn set_max_tw_buckets(&self, buckets: u64) -> Result<()> {
+        for ns in [&self.server, &self.client] {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", ns, "sysctl", "-qw"])
+                .arg(format!("net.ipv4.tcp_max_tw_buckets={buckets}"))
+                .status()
+                .context("running `ip netns exec ... sysctl`")?
+                .success();
+            if !ok {
+                bail!("setting net.ipv4.tcp_max_tw_buckets={buckets} in {ns} failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Time-wait sockets in the client namespace now (/proc/net/sockstat).
+    pub fn time_wait_sockets(client: &str) -> Option<u64> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", client, "cat", "/proc/net/sockstat"])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        super::procfs::sockstat_tw(&String::from_utf8_lossy(&out.stdout))
     }
 }
 

@@ -21,6 +21,18 @@ pub fn notes(settings: &Settings, sat: &Phase) -> Vec<String> {
              every run starts from the same state.",
             settings.saturating.clients, settings.warmup_s
         ),
+        format!(
+            "Time-wait churn (issue 15): the same generator, saturating, between two network \
+             namespaces made for this phase (real addresses, 198.18.0.0/15 on a veth pair, so \
+             the kernel's loopback-only time-wait reuse does not apply), the client closes first \
+             and keeps the time-wait socket; net.ipv4.tcp_max_tw_buckets there is {}, so that \
+             every connection leaves a real time-wait socket instead of finding the table full \
+             (the loopback phases start from a full table: most of their connections leave \
+             none); after 60 s they expire as fast as new ones come. A {} s unmeasured warm-up \
+             first. The count of time-wait sockets where the clients run, at the end of each \
+             run, is under each table.",
+            settings.tw_buckets, settings.warmup_s
+        ),
         "Side by side: each configuration runs once per round, in an order that rotates from \
          round to round; figures are medians over the rounds. 'vs baseline' is the median of \
          each run's rate divided by the untraced rate of the same round."
@@ -43,17 +55,18 @@ pub fn notes(settings: &Settings, sat: &Phase) -> Vec<String> {
          times every BPF program run, which adds the same small cost to every program, \
          tcpstate's and bpftrace's alike. BPF ns / transition: the run time of the tracer's \
          programs on sock:inet_sock_set_state in the window per transition: bpftrace has one \
-         program there; tcpstate has a raw tracepoint program, and a classic one that stands in \
-         for the raw one's misses (otherwise it only finds the hit among the raw one's last few \
-         and returns). Their cost per run is in the targets and in the JSON."
+         program there; tcpstate has a raw tracepoint program, and a second raw one (or, where \
+         that cannot attach, a classic one) that stands in for the first one's misses \
+         (otherwise it only finds the hit among the first one's last few and returns). Their \
+         cost per run is in the targets and in the JSON."
             .to_string(),
         "Lost: tcpstate's exit summary (\"L lost in the kernel\"): records that found the ring \
          buffer full, plus transitions for which the kernel did not run the program at all: a \
          tracing program was already running on that CPU when a softirq hit the tracepoint \
          (counted per program as recursion_misses). Under saturating churn the kernel sometimes \
          skips tracepoint programs this way; tcpstate runs a raw tracepoint program (guarded \
-         on its own) with a classic one standing in for its misses, so only a transition the \
-         kernel skipped both for is lost. bpftrace reports only \"Lost N events\" (its perf \
+         on its own) with a second raw program (guarded on its own too) standing in for its \
+         misses, so only a transition the kernel skipped both for is lost. bpftrace reports only \"Lost N events\" (its perf \
          buffer full); the bench adds its program's recursion_misses. In parentheses: the \
          recursion_misses of the tracer's programs on the tracepoint. Summed over the runs."
             .to_string(),
@@ -67,7 +80,8 @@ pub fn notes(settings: &Settings, sat: &Phase) -> Vec<String> {
             .to_string(),
         "tcpstate is the release build (`cargo xtask build --release` -> target/x86_64-unknown-linux-gnu/release/tcpstate, linked for glibc 2.17+), \
          run with -v; `trace --json` writes to /dev/null, `stat` to /dev/null (refreshed every \
-         second), `record` to a file in a private temporary directory, removed after each run. \
+         second), `serve` listens on a free loopback port and the bench scrapes its /metrics \
+         once a second (it renders only for a scrape), `record` to a file in a private temporary directory, removed after each run. \
          bpftrace (default settings) writes to a file in the same directory, read afterwards for \
          \"Lost N events\" and removed; its streaming script prints the tracepoint's fields for \
          each TCP transition, its floor script only counts (`@[args->oldstate, args->newstate] \

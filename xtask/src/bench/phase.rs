@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::churn::Workload;
 use super::measure::{self, Context, RunResult};
+use super::settings::Settings;
 use super::summary::{self, ConfigSummary};
 use super::tracer::Kind;
 use crate::cmd::phase;
@@ -20,8 +21,34 @@ pub struct Phase {
 }
 
 impl Phase {
+    /// A phase left out of this run (`--phases`): no runs.
+    pub fn skipped(name: &'static str, workload: &Workload) -> Phase {
+        Phase {
+            name,
+            workload: workload.clone(),
+            rounds: 0,
+            runs: Vec::new(),
+            summary: Vec::new(),
+        }
+    }
+
     pub fn config(&self, kind: Kind) -> Option<&ConfigSummary> {
         self.summary.iter().find(|s| s.config == kind.id())
+    }
+}
+
+/// Runs the phase `name` if `--phases` chose it, else an empty one.
+pub fn run_if(
+    settings: &Settings,
+    cx: &mut Context<'_>,
+    name: &'static str,
+    kinds: &[Kind],
+    workload: &Workload,
+) -> Result<Phase> {
+    if settings.runs_phase(name) {
+        run(cx, name, kinds, settings.rounds, workload)
+    } else {
+        Ok(Phase::skipped(name, workload))
     }
 }
 

@@ -138,6 +138,19 @@ pub fn machine() -> MachineSample {
     }
 }
 
+/// The time-wait sockets in /proc/net/sockstat's text ("TCP: ... tw N ...").
+pub fn sockstat_tw(sockstat: &str) -> Option<u64> {
+    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "tw")?;
+    words.next()?.parse().ok()
+}
+
+/// Time-wait sockets now, in the bench's own network namespace.
+pub fn time_wait_sockets() -> Option<u64> {
+    sockstat_tw(&fs::read_to_string("/proc/net/sockstat").ok()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +173,15 @@ mod tests {
             status_field("pos:\t0\nflags:\t02\nprog_id:\t42\n", "prog_id"),
             Some(42)
         );
+    }
+
+    #[test]
+    fn sockstat_time_wait() {
+        let text = "sockets: used 100\nTCP: inuse 5 orphan 0 tw 131072 alloc 10 mem 1\nUDP: inuse 1 mem 0\n";
+        assert_eq!(sockstat_tw(text), Some(131072));
+        assert_eq!(sockstat_tw("TCP: inuse 5 tw\n"), None);
+        assert_eq!(sockstat_tw("UDP: tw 3\n"), None);
+        assert_eq!(sockstat_tw(""), None);
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct BenchReport {
     pub settings: Settings,
     pub saturating: Phase,
     pub rate_limited: Phase,
+    /// Saturating churn that leaves a real time-wait socket per connection.
+    pub time_wait: Phase,
     pub latency: Latency,
     pub replay: Replay,
     pub model_memory: ModelMemory,
@@ -133,7 +135,10 @@ pub fn met_word(met: Option<bool>) -> &'static str {
 /// What the command prints at the end.
 pub fn print(r: &BenchReport) {
     println!();
-    for phase in [&r.saturating, &r.rate_limited] {
+    for phase in [&r.saturating, &r.rate_limited, &r.time_wait] {
+        if phase.runs.is_empty() {
+            continue;
+        }
         println!("{}", super::markdown::phase_title(phase));
         println!("{}", text_table(&HEADERS, &rows(phase)));
     }

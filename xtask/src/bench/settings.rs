@@ -51,6 +51,22 @@ pub struct BenchArgs {
     /// Open connections fed to the model to measure its memory
     #[arg(long, default_value_t = 1_000_000)]
     pub model_connections: u64,
+    /// Only these configurations (comma-separated: trace, stat, record,
+    /// serve, bpftrace, bpftrace-count; the untraced baseline always runs)
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub configs: Vec<String>,
+    /// Only these phases (comma-separated: saturating, fixed, time-wait)
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub phases: Vec<String>,
+    /// The time-wait phase's cap on TIME_WAIT sockets in its client
+    /// namespace (net.ipv4.tcp_max_tw_buckets there): high enough that
+    /// every connection of the phase leaves a real time-wait socket
+    #[arg(long, default_value_t = 4_194_304)]
+    pub tw_buckets: u64,
+    /// Measure this tcpstate binary instead of building one (the churn
+    /// generator and probe of an earlier bench's build are reused)
+    #[arg(long, value_name = "FILE")]
+    pub tcpstate: Option<PathBuf>,
     /// Write the JSON results here (default: target/bench/bench.json)
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -60,6 +76,27 @@ pub struct BenchArgs {
     pub markdown: Option<PathBuf>,
 }
 
+/// The ids `--configs` and `--phases` accept.
+pub const CONFIGS: [&str; 6] = [
+    "trace",
+    "stat",
+    "record",
+    "serve",
+    "bpftrace",
+    "bpftrace-count",
+];
+pub const PHASES: [&str; 3] = ["saturating", "fixed", "time-wait"];
+
+impl Settings {
+    pub fn runs_config(&self, id: &str) -> bool {
+        self.configs.iter().any(|c| c == id)
+    }
+
+    pub fn runs_phase(&self, id: &str) -> bool {
+        self.phases.iter().any(|p| p == id)
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Settings {
     pub smoke: bool,
@@ -67,6 +104,14 @@ pub struct Settings {
     pub rounds: usize,
     pub saturating: Workload,
     pub rate_limited: Workload,
+    /// Saturating churn between two fresh namespaces (real addresses on a
+    /// veth pair, the client closes first) that keeps a time-wait socket
+    /// for every connection (issue 15).
+    pub time_wait: Workload,
+    pub tw_buckets: u64,
+    /// The configurations and phases to run (ids).
+    pub configs: Vec<String>,
+    pub phases: Vec<String>,
     pub bpftrace: bool,
     /// Churn between two network namespaces instead of over loopback.
     pub netns: bool,
@@ -109,6 +154,31 @@ impl Settings {
             (1_000..=10_000_000).contains(&a.model_connections),
             "--model-connections must be 1000 to 10000000"
         );
+        for c in &a.configs {
+            ensure!(
+                CONFIGS.contains(&c.as_str()),
+                "--configs: unknown configuration `{c}`; choose from {}",
+                CONFIGS.join(", ")
+            );
+        }
+        for p in &a.phases {
+            ensure!(
+                PHASES.contains(&p.as_str()),
+                "--phases: unknown phase `{p}`; choose from {}",
+                PHASES.join(", ")
+            );
+        }
+        ensure!(
+            (1_000..=16_777_216).contains(&a.tw_buckets),
+            "--tw-buckets must be 1000 to 16777216"
+        );
+        let or_all = |chosen: &[String], all: &[&str]| {
+            if chosen.is_empty() {
+                all.iter().map(|s| s.to_string()).collect()
+            } else {
+                chosen.to_vec()
+            }
+        };
         let smoke = a.smoke;
         let out = target.join("bench");
         let dir = if smoke { out.join("smoke") } else { out };
@@ -132,6 +202,13 @@ impl Settings {
             } else {
                 workload(Some(a.rate), a.rate_seconds)
             },
+            time_wait: Workload {
+                close: "client".to_string(),
+                ..workload(None, if smoke { 0.5 } else { a.seconds })
+            },
+            tw_buckets: a.tw_buckets,
+            configs: or_all(&a.configs, &CONFIGS),
+            phases: or_all(&a.phases, &PHASES),
             bpftrace: !smoke && !a.no_bpftrace,
             netns: a.netns,
             replay_transitions: if smoke { 50_000 } else { a.replay_transitions },

@@ -89,13 +89,15 @@ pub struct ConfigSummary {
     pub wakeups_from: Option<&'static str>,
     /// Run time of the tracer's programs on the set_state tracepoint per
     /// transition (one program per transition for bpftrace; tcpstate's raw
-    /// program plus its classic stand-in).
+    /// program plus its stand-in, raw or classic).
     pub bpf_ns_per_transition: Option<f64>,
     /// Each of those programs: median ns per run.
     pub bpf_programs: Vec<ProgramCost>,
     /// Transitions the tracepoint saw per churn connection.
     pub transitions_per_connection: Option<f64>,
     pub transitions_in_window: Option<f64>,
+    /// Time-wait sockets where the clients run, after the churn (median).
+    pub time_wait_after: Option<f64>,
 }
 
 fn machine_us_per_transition(r: &RunResult) -> f64 {
@@ -188,6 +190,7 @@ pub fn summarize(kind: Kind, runs: &[RunResult]) -> ConfigSummary {
             (r.churn.connections > 0).then(|| t.transitions() as f64 / r.churn.connections as f64)
         }),
         transitions_in_window: per_run(&|r| Some(r.tracer.as_ref()?.transitions() as f64)),
+        time_wait_after: per_run(&|r| r.time_wait_after.map(|n| n as f64)),
     }
 }
 

@@ -9,7 +9,7 @@ use super::latency::Latency;
 use super::phase::Phase;
 use super::tracer::Kind;
 
-const OURS: [Kind; 3] = [Kind::Trace, Kind::Stat, Kind::Record];
+const OURS: [Kind; 4] = [Kind::Trace, Kind::Stat, Kind::Record, Kind::Serve];
 /// The issue's measurement of bpftrace (s per million transitions), used
 /// only when bpftrace could not be measured in this run (and then said so).
 const ISSUE_BPFTRACE_S_PER_M: f64 = 8.5;
@@ -28,6 +28,7 @@ pub struct Target {
 pub struct Inputs<'a> {
     pub sat: &'a Phase,
     pub rate: &'a Phase,
+    pub time_wait: &'a Phase,
     pub latency: &'a Latency,
     pub replay: &'a Replay,
     pub model: &'a ModelMemory,
@@ -288,11 +289,13 @@ pub fn evaluate(i: &Inputs<'_>) -> Vec<Target> {
                  count-only bpftrace program only updates a map); at saturation the two CPUs \
                  also share the ring buffer's lock and positions. run_time_ns also includes \
                  the kernel's bpf_stats bookkeeping (a clock read before and after every run, \
-                 for each of tcpstate's two programs) and any interrupt taken during a run",
+                 for each of tcpstate's programs there) and any interrupt taken during a run",
                 list(&at_rate, 0, " ns")
             )
         },
     ));
+
+    out.extend(issue_15(i, &cpu_split));
 
     // Replay and model.
     let r = i.replay;
@@ -409,8 +412,126 @@ fn loss_cause(c: &super::summary::ConfigSummary, rate: &Phase) -> String {
 }
 
 fn kind_of(id: &str) -> Kind {
-    [Kind::Trace, Kind::Stat, Kind::Record]
-        .into_iter()
+    OURS.into_iter()
         .find(|k| k.id() == id)
         .unwrap_or(Kind::Baseline)
+}
+
+/// Issue 15's targets: ratios to the count-only bpftrace floor measured in
+/// the same phase of the same run (None where the floor was not measured).
+fn issue_15(i: &Inputs<'_>, cpu_split: &dyn Fn(&Phase) -> String) -> Vec<Target> {
+    let mut out = Vec::new();
+    let rate = i.rate;
+    let floor_cpu = rate
+        .config(Kind::BpftraceCount)
+        .and_then(|c| c.tracer_cpu_s_per_m);
+    let floor_text = |v: Option<f64>| {
+        v.map_or("the floor NOT measured in this run".to_string(), |f| {
+            format!("the count-only floor {f:.2} µs")
+        })
+    };
+    for (id, kinds, times) in [
+        ("cost-stat-serve", &[Kind::Stat, Kind::Serve][..], 2.0),
+        ("cost-record-trace", &[Kind::Record, Kind::Trace][..], 4.0),
+    ] {
+        let values: Vec<_> = kinds
+            .iter()
+            .map(|k| {
+                let ratio = rate
+                    .config(*k)
+                    .and_then(|c| c.tracer_cpu_s_per_m)
+                    .zip(floor_cpu)
+                    .map(|(v, f)| v / f);
+                (k.id(), ratio)
+            })
+            .collect();
+        let absolute: Vec<_> = kinds
+            .iter()
+            .map(|k| (k.id(), rate.config(*k).and_then(|c| c.tracer_cpu_s_per_m)))
+            .collect();
+        out.push(target(
+            id,
+            &format!(
+                "at {} connections/s offered: CPU per transition (kernel + user + BPF) of {} at \
+                 most {times:.0}x the count-only bpftrace floor of the same run",
+                super::fmt::int(rate.workload.rate.unwrap_or(0.0)),
+                kinds
+                    .iter()
+                    .map(|k| k.id())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+            format!(
+                "{} times the floor ({} per transition; {})",
+                list(&values, 2, ""),
+                list(&absolute, 2, " µs"),
+                floor_text(floor_cpu)
+            ),
+            all(&values, |r| r <= times),
+            || cpu_split(rate),
+        ));
+    }
+
+    // Saturation, against the floor, in the time-wait churn (and the
+    // loopback one, shown beside it).
+    let tw = i.time_wait;
+    let kept = |phase: &Phase| {
+        let floor = phase
+            .config(Kind::BpftraceCount)
+            .and_then(|c| c.ratio_to_baseline);
+        let values: Vec<_> = OURS
+            .iter()
+            .map(|k| {
+                let r = phase
+                    .config(*k)
+                    .and_then(|c| c.ratio_to_baseline)
+                    .zip(floor)
+                    .map(|(r, f)| r / f);
+                (k.id(), r)
+            })
+            .collect();
+        (values, floor)
+    };
+    let (tw_values, tw_floor) = kept(tw);
+    let (lo_values, lo_floor) = kept(i.sat);
+    out.push(target(
+        "saturation-vs-floor",
+        "at saturation, with a churn that leaves real time-wait sockets: workload kept at \
+         least 0.97 of what the count-only floor keeps, for every command",
+        format!(
+            "time-wait churn: {} of the floor's rate (the floor keeps {} of the untraced rate); \
+             loopback churn: {} (the floor keeps {})",
+            list(&tw_values, 3, ""),
+            dec(tw_floor, 3),
+            list(&lo_values, 3, ""),
+            dec(lo_floor, 3)
+        ),
+        all(&tw_values, |r| r >= 0.97),
+        || cpu_split(tw),
+    ));
+
+    let lost = ours(tw, |c| c.lost_total.map(|l| l as f64));
+    let skipped = ours(tw, |c| c.kernel_skipped_total.map(|l| l as f64));
+    out.push(target(
+        "zero-loss-time-wait",
+        "0 lost over the runs at saturation with the time-wait churn (trace, stat, record, \
+         serve)",
+        format!(
+            "lost over {} runs each: {} (times the kernel skipped one of tcpstate's programs on \
+             the tracepoint: {})",
+            tw.rounds,
+            list(&lost, 0, ""),
+            list(&skipped, 0, "")
+        ),
+        all(&lost, |l| l == 0.0),
+        || {
+            OURS.iter()
+                .filter_map(|k| tw.config(*k))
+                .filter(|c| c.lost_total.unwrap_or(0) > 0)
+                .map(|c| loss_cause(c, i.rate))
+                .collect::<Vec<_>>()
+                .join("; ")
+        },
+    ));
+    out
 }

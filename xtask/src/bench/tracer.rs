@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::child::{self, Guarded};
+use super::scrape::Scraper;
 use super::{bpfstats, bpftrace, output, procfs};
 
 /// One configuration of the comparison.
@@ -19,6 +20,8 @@ pub enum Kind {
     Trace,
     Stat,
     Record,
+    /// `serve`, scraped once a second (issue 15).
+    Serve,
     BpftraceStream,
     BpftraceCount,
 }
@@ -30,6 +33,7 @@ impl Kind {
             Kind::Trace => "trace",
             Kind::Stat => "stat",
             Kind::Record => "record",
+            Kind::Serve => "serve",
             Kind::BpftraceStream => "bpftrace",
             Kind::BpftraceCount => "bpftrace-count",
         }
@@ -41,13 +45,14 @@ impl Kind {
             Kind::Trace => "tcpstate trace --json > /dev/null",
             Kind::Stat => "tcpstate stat > /dev/null",
             Kind::Record => "tcpstate record -o FILE",
+            Kind::Serve => "tcpstate serve, scraped every 1 s",
             Kind::BpftraceStream => "bpftrace, printf per transition",
             Kind::BpftraceCount => "bpftrace, count() only",
         }
     }
 
     pub fn is_tcpstate(self) -> bool {
-        matches!(self, Kind::Trace | Kind::Stat | Kind::Record)
+        matches!(self, Kind::Trace | Kind::Stat | Kind::Record | Kind::Serve)
     }
 }
 
@@ -89,6 +94,7 @@ pub struct Running {
     stderr_path: PathBuf,
     stdout_path: Option<PathBuf>,
     record_path: Option<PathBuf>,
+    scraper: Option<Scraper>,
     pub prog_ids: Vec<u32>,
 }
 
@@ -97,6 +103,8 @@ pub struct Exit {
     pub stderr: String,
     pub stdout: Option<output::Scan>,
     pub how: String,
+    /// serve: scrapes answered with metrics.
+    pub scrapes: Option<u64>,
 }
 
 const READY_LINE: &str = "tracing TCP state transitions";
@@ -109,12 +117,14 @@ impl Running {
         let mut record_path = None;
         let mut cmd = match kind {
             Kind::Baseline => bail!("the baseline has no tracer"),
-            Kind::Trace | Kind::Stat | Kind::Record => {
+            Kind::Trace | Kind::Stat | Kind::Record | Kind::Serve => {
                 let mut c = Command::new(&tools.tcpstate);
                 c.arg("-v");
                 match kind {
                     Kind::Trace => c.args(["trace", "--json"]),
                     Kind::Stat => c.arg("stat"),
+                    // Any free port: runs never wait for one another's.
+                    Kind::Serve => c.args(["serve", "--metrics", "127.0.0.1:0"]),
                     _ => {
                         let path = dir.join(format!("{stem}.tcpsrec"));
                         c.arg("record").arg("-o").arg(&path);
@@ -148,12 +158,14 @@ impl Running {
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", kind.label()))?;
+        let scraper = (kind == Kind::Serve).then(|| Scraper::start(stderr_path.clone()));
         Ok(Running {
             kind,
             process: Guarded::new(child, Duration::from_secs(15)),
             stderr_path,
             stdout_path,
             record_path,
+            scraper,
             prog_ids: Vec::new(),
         })
     }
@@ -208,6 +220,7 @@ impl Running {
     /// SIGINT (SIGKILL after 15 s); returns what it printed. Its output and
     /// recording files are removed.
     pub fn stop(mut self) -> Result<Exit> {
+        let scrapes = self.scraper.take().map(|s| s.answered());
         let ended = self.process.stop();
         let how = match (ended.killed, ended.status) {
             (true, _) => "killed with SIGKILL after SIGINT did not stop it".to_string(),
@@ -223,6 +236,7 @@ impl Running {
             stderr: self.stderr(),
             stdout,
             how,
+            scrapes,
         })
     }
 }

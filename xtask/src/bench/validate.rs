@@ -58,7 +58,7 @@ pub fn check(v: &Value) -> Result<()> {
             "{p}: not a number"
         );
     }
-    for phase in ["saturating", "rate_limited"] {
+    for phase in ["saturating", "rate_limited", "time_wait"] {
         let summary = v[phase]["summary"]
             .as_array()
             .with_context(|| format!("/{phase}/summary: missing"))?;
@@ -70,7 +70,7 @@ pub fn check(v: &Value) -> Result<()> {
                 .is_some_and(|c| c > 0.0),
             "{phase}: the baseline made no connections"
         );
-        for id in ["trace", "stat", "record"] {
+        for id in ["trace", "stat", "record", "serve"] {
             let c = config(id).with_context(|| format!("{phase}: no {id}"))?;
             for f in TRACER_FIGURES {
                 if !c[f].is_number() {
@@ -105,14 +105,15 @@ mod tests {
         };
         let phase = json!({"summary": [
             {"config": "baseline", "connections_per_sec": 100.0},
-            tracer("trace"), tracer("stat"), tracer("record"),
+            tracer("trace"), tracer("stat"), tracer("record"), tracer("serve"),
         ]});
         json!({
             "schema": super::super::report::SCHEMA,
             "command": "cargo xtask bench --smoke",
             "machine": {"kernel": "6.1", "cpu_model": "x", "date_utc": "now"},
             "saturating": phase.clone(),
-            "rate_limited": phase,
+            "rate_limited": phase.clone(),
+            "time_wait": phase,
             "latency": {"max_ms": 1.0, "median_ms": 0.5},
             "replay": {"decode_per_sec": 1e6, "pipeline_per_sec": 1e5},
             "model_memory": {"bytes_per_connection": 300.0},

@@ -8,10 +8,12 @@
 //!   snapshot) and when it leaves (expired, reused, reset);
 //! - [`table`]: the entries, indexed by 4-tuple, with the kernel's
 //!   `max_tw_buckets` limit per namespace;
-//! - `expiry`: the order in which entries expire.
+//! - `expiry`: the order in which entries expire;
+//! - [`tally`]: the entries' counts, kept as they come and go.
 mod expiry;
 pub mod rules;
 pub mod table;
+pub mod tally;
 
 pub use rules::enters_time_wait;
 pub use table::{

@@ -1,6 +1,7 @@
 //! The table of local TIME_WAIT sockets: one entry per hand-over to a
 //! time-wait socket, with its predicted expiry, indexed by 4-tuple.
 use super::expiry::{ExpiryKey, ExpiryOrder};
+use super::tally::{OwnerName, TimeWaitTally};
 use crate::model::{
     connection::{ClosedFirst, FlowKey},
     owner::Owner,
@@ -162,6 +163,9 @@ pub struct TimeWaitTable {
     max_total: usize,
     next_seq: u64,
     counters: TimeWaitCounters,
+    /// Counts of the entries, kept as they come and go once asked for
+    /// (a replay that reports once, at its end, pays one walk instead).
+    tally: std::cell::OnceCell<TimeWaitTally>,
 }
 
 impl TimeWaitTable {
@@ -176,6 +180,7 @@ impl TimeWaitTable {
             max_total,
             next_seq: 0,
             counters: TimeWaitCounters::default(),
+            tally: std::cell::OnceCell::new(),
         }
     }
 
@@ -218,12 +223,33 @@ impl TimeWaitTable {
     }
 
     /// The entries in no particular order.
+    #[cfg(test)]
     fn values(&self) -> impl Iterator<Item = &TimeWaitEntry> {
         self.entries.iter().map(|(_, (entry, _, _))| entry)
     }
 
     pub fn counters(&self) -> TimeWaitCounters {
         self.counters
+    }
+
+    /// The entries' counts (per process, port, address, destination).
+    pub fn tally(&self) -> &TimeWaitTally {
+        self.tally
+            .get_or_init(|| TimeWaitTally::of(self.entries.iter().map(|(_, (entry, _, _))| entry)))
+    }
+
+    /// How the process `tgid`'s entries name it: as its first entry in
+    /// expiry order does (the tally knows it when they all agree).
+    pub fn name_of(&self, tgid: Option<u32>) -> OwnerName {
+        let named =
+            |e: &TimeWaitEntry| (e.owner.map(|o| o.comm), e.owner.map_or(0, |o| o.cgroup_id));
+        match self.tally().by_process.get(&tgid) {
+            Some(p) if p.names.len() == 1 => p.names[0].0,
+            _ => self
+                .iter()
+                .find(|e| e.owner.map(|o| o.tgid) == tgid)
+                .map_or((None, 0), named),
+        }
     }
 
     /// Adds an entry. An entry already there for the same 4-tuple was
@@ -246,6 +272,9 @@ impl TimeWaitTable {
         self.next_seq += 1;
         *self.per_netns.entry(entry.flow.netns).or_insert(0) += 1;
         let expires_ns = entry.expires_ns;
+        if let Some(tally) = self.tally.get_mut() {
+            tally.add(&entry);
+        }
         let slot = self.entries.insert((entry, seq, hash));
         self.by_expiry.insert(ExpiryKey {
             expires_ns,
@@ -276,6 +305,9 @@ impl TimeWaitTable {
 
     fn remove_slot(&mut self, slot: u32, why: TimeWaitRemoval) -> Option<TimeWaitEntry> {
         let (entry, seq, hash) = self.entries.remove(slot)?;
+        if let Some(tally) = self.tally.get_mut() {
+            tally.remove(&entry);
+        }
         let flow = &entry.flow;
         if let Ok(found) = self.by_flow.find_entry(hash.spread(), |&(s, _)| s == slot) {
             found.remove();
@@ -389,31 +421,35 @@ impl TimeWaitTable {
 
     /// Entries per owning process, most first.
     pub fn by_process(&self) -> Vec<ProcessCount> {
-        let mut groups: BTreeMap<Option<u32>, ProcessCount> = BTreeMap::new();
-        for entry in self.iter() {
-            let tgid = entry.owner.map(|o| o.tgid);
-            groups
-                .entry(tgid)
-                .or_insert(ProcessCount {
-                    tgid,
-                    comm: entry.owner.map(|o| o.comm),
-                    count: 0,
-                })
-                .count += 1;
-        }
-        let mut out: Vec<ProcessCount> = groups.into_values().collect();
+        let mut out: Vec<ProcessCount> = self
+            .tally()
+            .by_process
+            .iter()
+            .map(|(&tgid, p)| ProcessCount {
+                tgid,
+                comm: self.name_of(tgid).0,
+                count: p.count,
+            })
+            .collect();
         out.sort_by(|a, b| b.count.cmp(&a.count).then(a.tgid.cmp(&b.tgid)));
         out
     }
 
     /// Entries per remote endpoint, most first.
     pub fn by_remote(&self) -> Vec<(Endpoint, usize)> {
-        most_first(self.count_by(|e| e.flow.remote))
+        let counts = self.tally().by_remote.iter().map(|(r, t)| (*r, t.entries));
+        most_first(counts.collect())
     }
 
     /// Entries per remote address, most first.
     pub fn by_remote_ip(&self) -> Vec<(IpAddr, usize)> {
-        most_first(self.count_by(|e| e.flow.remote.ip))
+        most_first(
+            self.tally()
+                .by_remote_ip
+                .iter()
+                .map(|(ip, n)| (*ip, *n))
+                .collect(),
+        )
     }
 
     /// For each destination, the local ports its TIME_WAIT entries hold and
@@ -422,24 +458,15 @@ impl TimeWaitTable {
     pub fn destinations(&self, range: (u16, u16)) -> Vec<DestinationPorts> {
         let (low, high) = (range.0.min(range.1), range.0.max(range.1));
         let size = f64::from(high - low) + 1.0;
-        // Sorted pairs rather than a set per destination: a server's entries
-        // each have a remote of their own (the clients' ephemeral ports).
-        let mut pairs: Vec<(Endpoint, u16)> = self
-            .values()
-            .map(|e| (e.flow.remote, e.flow.local.port))
-            .collect();
-        pairs.sort_unstable();
-        pairs.dedup();
-        let mut out: Vec<DestinationPorts> = pairs
-            .chunk_by(|a, b| a.0 == b.0)
-            .map(|ports| {
-                let in_range = ports
-                    .iter()
-                    .filter(|(_, port)| (low..=high).contains(port))
-                    .count();
+        let mut out: Vec<DestinationPorts> = self
+            .tally()
+            .by_remote
+            .iter()
+            .map(|(remote, t)| {
+                let in_range = t.in_range(low, high);
                 DestinationPorts {
-                    remote: ports[0].0,
-                    local_ports: ports.len(),
+                    remote: *remote,
+                    local_ports: t.ports.len(),
                     in_range,
                     share: in_range as f64 / size,
                 }
@@ -447,14 +474,6 @@ impl TimeWaitTable {
             .collect();
         out.sort_by(|a, b| b.in_range.cmp(&a.in_range).then(a.remote.cmp(&b.remote)));
         out
-    }
-
-    fn count_by<K: Ord>(&self, key: impl Fn(&TimeWaitEntry) -> K) -> BTreeMap<K, usize> {
-        let mut counts = BTreeMap::new();
-        for entry in self.values() {
-            *counts.entry(key(entry)).or_insert(0) += 1;
-        }
-        counts
     }
 
     #[cfg(test)]
@@ -474,6 +493,9 @@ impl TimeWaitTable {
             assert!(self.len_in_netns(entry.flow.netns) <= self.max_per_netns);
         }
         assert!(self.entries.len() <= self.max_total);
+        if let Some(tally) = self.tally.get() {
+            assert_eq!(*tally, TimeWaitTally::of(self.values()));
+        }
     }
 }
 
@@ -578,6 +600,8 @@ mod tests {
         // Inserts (some replacing the same 4-tuple), resets, peer FINs and
         // expiry, against a plain map of what must be there.
         let mut table = TimeWaitTable::new(50, 80);
+        // Kept from the start: checked at every step below.
+        table.tally();
         // Port → (expiry, still awaiting the peer's FIN).
         let mut expected: BTreeMap<u16, (u64, bool)> = BTreeMap::new();
         let mut x = 99u64;

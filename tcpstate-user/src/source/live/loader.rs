@@ -71,6 +71,10 @@ pub struct LiveSource {
     /// The connect()/bind() failure programs (issue 11).
     call_failures: HookStatus,
     raw: HookStatus,
+    /// The second raw program, standing in for the first one's skips.
+    raw_stand_in: HookStatus,
+    /// The classic program (off where the second raw program stands in).
+    classic: HookStatus,
     /// Whether the kernel counts the hits it skips (Linux 5.12+).
     skip_counting: HookStatus,
     rescued_map: Option<PerCpuArray<MapData, u64>>,
@@ -161,17 +165,32 @@ impl LiveSource {
         if let HookStatus::Unavailable(why) = &raw {
             log::info!("raw tracepoint off ({why}): the classic tracepoint alone");
         }
-        let program: &mut TracePoint = ebpf
-            .program_mut(common::PROGRAM_SET_STATE)
-            .ok_or_else(|| {
-                LiveError::NotInObject(format!("program {}", common::PROGRAM_SET_STATE))
-            })?
-            .try_into()
-            .map_err(|e| load_error(Box::new(e)))?;
-        program.load().map_err(|e| load_error(Box::new(e)))?;
-        program
-            .attach(common::TRACEPOINT_CATEGORY, common::TRACEPOINT_NAME)
-            .map_err(LiveError::Attach)?;
+        // The stand-in for the raw program's skipped hits: a second raw
+        // program where it attaches (after the first, so it runs second),
+        // else the classic one.
+        let raw_stand_in = match &raw {
+            HookStatus::Attached => attach_raw_stand_in(&mut ebpf),
+            _ => HookStatus::Off,
+        };
+        if let HookStatus::Unavailable(why) = &raw_stand_in {
+            log::info!("second raw program off ({why}): the classic tracepoint stands in");
+        }
+        let classic = if raw_stand_in == HookStatus::Attached {
+            HookStatus::Off
+        } else {
+            let program: &mut TracePoint = ebpf
+                .program_mut(common::PROGRAM_SET_STATE)
+                .ok_or_else(|| {
+                    LiveError::NotInObject(format!("program {}", common::PROGRAM_SET_STATE))
+                })?
+                .try_into()
+                .map_err(|e| load_error(Box::new(e)))?;
+            program.load().map_err(|e| load_error(Box::new(e)))?;
+            program
+                .attach(common::TRACEPOINT_CATEGORY, common::TRACEPOINT_NAME)
+                .map_err(LiveError::Attach)?;
+            HookStatus::Attached
+        };
 
         let (accept_hooks, reset_tracking) = if !options.lifetime_hooks {
             (AcceptHooks::off(), HookStatus::Off)
@@ -222,6 +241,8 @@ impl LiveSource {
             reset_tracking,
             call_failures,
             raw,
+            raw_stand_in,
+            classic,
             skip_counting,
             rescued_map,
             lost_checked: std::time::Instant::now(),
@@ -313,6 +334,12 @@ impl LiveSource {
                 status: self.raw.clone(),
             },
             ProgramStatus {
+                program: common::PROGRAM_SET_STATE_RAW2,
+                hook: "raw tracepoint inet_sock_set_state",
+                purpose: "transitions the first raw program missed",
+                status: self.raw_stand_in.clone(),
+            },
+            ProgramStatus {
                 program: common::PROGRAM_SET_STATE,
                 hook: "tracepoint sock:inet_sock_set_state",
                 purpose: if self.raw == HookStatus::Attached {
@@ -320,7 +347,7 @@ impl LiveSource {
                 } else {
                     "transitions"
                 },
-                status: HookStatus::Attached,
+                status: self.classic.clone(),
             },
             ProgramStatus {
                 program: common::PROGRAM_ACCEPT4_EXIT,
@@ -369,6 +396,7 @@ impl LiveSource {
             common::PROGRAM_CONNECT_EXIT,
             common::PROGRAM_BIND_ENTER,
             common::PROGRAM_BIND_EXIT,
+            common::PROGRAM_SET_STATE_RAW2,
         ]
         .into_iter()
         .map(|name| (name, self.read_misses(&[name])))
@@ -533,9 +561,11 @@ fn btf_ignored() -> bool {
 
 /// Whether the kernel reports `recursion_misses` for our classic program.
 fn skip_counting(ebpf: &Ebpf) -> HookStatus {
-    let counted = ebpf
-        .program(common::PROGRAM_SET_STATE)
-        .and_then(|p| p.fd().ok())
+    // Whichever of the two programs on the tracepoint is loaded (a program
+    // not loaded has no fd).
+    let counted = [common::PROGRAM_SET_STATE_RAW, common::PROGRAM_SET_STATE]
+        .into_iter()
+        .find_map(|name| ebpf.program(name).and_then(|p| p.fd().ok()))
         .and_then(super::misses::recursion_misses)
         .is_some();
     if counted {
@@ -689,6 +719,27 @@ fn attach_raw(ebpf: &mut Ebpf) -> HookStatus {
         )
         .map_err(|e| e.to_string())?;
         mode.set(0, 1, 0).map_err(|e| e.to_string())
+    })();
+    match attached {
+        Ok(()) => HookStatus::Attached,
+        Err(e) => HookStatus::Unavailable(e),
+    }
+}
+
+/// Loads and attaches the second raw tracepoint program, after the first:
+/// it then runs second for every hit (see [`common::PROGRAM_SET_STATE_RAW2`]).
+fn attach_raw_stand_in(ebpf: &mut Ebpf) -> HookStatus {
+    let attached = (|| -> Result<(), String> {
+        let program: &mut RawTracePoint = ebpf
+            .program_mut(common::PROGRAM_SET_STATE_RAW2)
+            .ok_or("second raw program not in the object")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        program.load().map_err(|e| chain(&e))?;
+        program
+            .attach(common::TRACEPOINT_NAME)
+            .map(drop)
+            .map_err(|e| chain(&e))
     })();
     match attached {
         Ok(()) => HookStatus::Attached,

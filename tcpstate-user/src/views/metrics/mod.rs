@@ -359,7 +359,7 @@ fn write_close_wait(
         Kind::Gauge,
         "Live connections that may have missed a transition (lost events): their state may be wrong.",
     )
-    .sample(&[], model.connections().filter(|c| c.uncertain).count());
+    .sample(&[], model.uncertain_connections());
 }
 
 /// Counters of what happened: transitions, opens, closes, losses.
