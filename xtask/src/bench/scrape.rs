@@ -41,10 +41,14 @@ impl Scraper {
                     let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
                     addr = address(&text);
                 }
-                if let Some(addr) = addr {
-                    if scrape(addr).is_some() {
-                        a.fetch_add(1, Ordering::Relaxed);
-                    }
+                let Some(addr) = addr else {
+                    // Not listening yet: look again soon, not a whole
+                    // interval later (the smoke run lasts half a second).
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                if scrape(addr).is_some() {
+                    a.fetch_add(1, Ordering::Relaxed);
                 }
                 let mut slept = Duration::ZERO;
                 while slept < INTERVAL && !s.load(Ordering::Relaxed) {
@@ -60,18 +64,25 @@ impl Scraper {
         }
     }
 
-    /// Scrapes answered with metrics so far.
-    pub fn answered(&self) -> u64 {
+    /// Stops scraping, after the scrape under way (if any) is answered or
+    /// times out: at saturation one can take longer than a short run, and
+    /// its answer counts. Returns the scrapes answered with metrics.
+    pub fn finish(mut self) -> u64 {
+        self.halt();
         self.answered.load(Ordering::Relaxed)
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
 impl Drop for Scraper {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.halt();
     }
 }
 
