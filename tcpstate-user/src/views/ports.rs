@@ -200,6 +200,9 @@ pub struct PortRates {
     takes: BTreeMap<DestinationKey, VecDeque<u64>>,
     frees: BTreeMap<DestinationKey, Vec<u64>>,
     latest_ns: u64,
+    /// The first event's time: a run shorter than the window divides by
+    /// what it saw, not by the whole window.
+    first_ns: Option<u64>,
 }
 
 /// Rates are over the last minute of event time.
@@ -211,7 +214,7 @@ impl PortRates {
     /// picks the port, and a connect() that finds none (EADDRNOTAVAIL)
     /// goes back to CLOSE without one.
     pub fn transition(&mut self, t: &Transition) {
-        self.latest_ns = self.latest_ns.max(t.ts_boot_ns);
+        self.seen(t.ts_boot_ns);
         if t.old == TcpState::SynSent && t.local.port != 0 && is_complete(&t.remote) {
             let key = DestinationKey {
                 netns: t.netns,
@@ -233,6 +236,8 @@ impl PortRates {
     /// Another item's time.
     pub fn seen(&mut self, ts_ns: u64) {
         self.latest_ns = self.latest_ns.max(ts_ns);
+        let first = self.first_ns.get_or_insert(ts_ns);
+        *first = (*first).min(ts_ns);
     }
 
     /// A connected socket ended: its port is free at `free_ns` (its end, or
@@ -256,7 +261,10 @@ impl PortRates {
     pub fn rates(&self, key: &DestinationKey) -> (f64, f64) {
         let until = self.latest_ns;
         let since = until.saturating_sub(RATE_WINDOW_NS);
-        let window_s = RATE_WINDOW_NS as f64 / 1e9;
+        // At least a second: a burst at the very start is not a rate of
+        // thousands per second.
+        let seen_ns = until.saturating_sub(self.first_ns.unwrap_or(until));
+        let window_s = seen_ns.clamp(1_000_000_000, RATE_WINDOW_NS) as f64 / 1e9;
         let takes = self.takes.get(key).map_or(0, |ts| {
             ts.iter().filter(|t| (since..=until).contains(t)).count()
         });
@@ -960,6 +968,8 @@ mod tests {
         t.netns = 1;
         t.local = Endpoint::new(k.local_ip, 40000);
         t.remote = k.remote;
+        // Traced for longer than the window.
+        rates.seen(10_000_000_000);
         // 120 takes in the last minute, 60 frees: one port a second.
         for i in 0..120u64 {
             t.ts_boot_ns = 100_000_000_000 + i * 500_000_000;
@@ -1079,5 +1089,26 @@ mod tests {
             11
         );
         assert_eq!(count(vec![(0, 65535)]), 100);
+    }
+
+    #[test]
+    fn a_run_shorter_than_the_window_divides_by_what_it_saw() {
+        let k = key(1, "10.0.0.1", "10.0.0.2", 80);
+        let mut rates = PortRates::default();
+        let mut t = crate::testkit::transition(0, 1, TcpState::SynSent, TcpState::Established);
+        t.netns = 1;
+        t.local = Endpoint::new(k.local_ip, 40000);
+        t.remote = k.remote;
+        // 10 takes over 5 s of tracing: 2 a second, not 10 a minute.
+        for i in 0..=10u64 {
+            t.ts_boot_ns = 50_000_000_000 + i * 500_000_000;
+            rates.transition(&t);
+        }
+        assert_eq!(rates.rates(&k).0, 11.0 / 5.0);
+        // A lone burst: at least a second.
+        let mut burst = PortRates::default();
+        t.ts_boot_ns = 7;
+        burst.transition(&t);
+        assert_eq!(burst.rates(&k).0, 1.0);
     }
 }
