@@ -60,18 +60,24 @@ impl Scraper {
         }
     }
 
-    /// Scrapes answered with metrics so far.
-    pub fn answered(&self) -> u64 {
+    /// Stops scraping, waiting for a scrape under way (serve still runs and
+    /// answers it); the scrapes answered with metrics.
+    pub fn finish(mut self) -> u64 {
+        self.stop_thread();
         self.answered.load(Ordering::Relaxed)
+    }
+
+    fn stop_thread(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
 impl Drop for Scraper {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop_thread();
     }
 }
 

@@ -220,7 +220,7 @@ impl Running {
     /// SIGINT (SIGKILL after 15 s); returns what it printed. Its output and
     /// recording files are removed.
     pub fn stop(mut self) -> Result<Exit> {
-        let scrapes = self.scraper.take().map(|s| s.answered());
+        let scrapes = self.scraper.take().map(Scraper::finish);
         let ended = self.process.stop();
         let how = match (ended.killed, ended.status) {
             (true, _) => "killed with SIGKILL after SIGINT did not stop it".to_string(),
