@@ -57,3 +57,42 @@ pub fn transition(ts: u64, skaddr: u64, old: TcpState, new: TcpState) -> Transit
         cpu: 0,
     }
 }
+
+/// An ESTABLISHED IPv4 socket as `kill`/`stale` see it in a sock_diag dump:
+/// port 80 towards a peer whose port follows the owner's pid (distinct
+/// sockets per owner), with the owner `(tgid, comm)`, the timer kind and the
+/// kernel's `tcp_info`.
+pub fn established(
+    owner: Option<(u32, &str)>,
+    timer: u8,
+    tcp_info: Option<crate::source::snapshot::tcp_info::TcpInfo>,
+) -> crate::source::snapshot::inspect::Inspected {
+    use crate::source::snapshot::{diag::DiagSocket, inspect::Inspected, owners::Holding};
+    let ip = "192.0.2.1".parse().unwrap();
+    Inspected {
+        netns: 1,
+        state: TcpState::Established,
+        sock: DiagSocket {
+            family: Family::Ipv4,
+            state: 1,
+            timer,
+            retrans: 0,
+            local: Endpoint::new(ip, 80),
+            remote: Endpoint::new(ip, 40_000 + owner.map_or(0, |(tgid, _)| tgid) as u16),
+            ifindex: 0,
+            cookie: 1,
+            expires_ms: 0,
+            rqueue: 0,
+            wqueue: 0,
+            uid: 0,
+            inode: 1,
+            tcp_info,
+        },
+        owner: owner.map(|(tgid, comm)| Holding {
+            tgid,
+            comm: Comm::from_str_lossy(comm),
+            holders: 1,
+        }),
+        cgroup_id: 0,
+    }
+}

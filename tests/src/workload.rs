@@ -1,16 +1,49 @@
 //! Bounded connection workloads on loopback.
 use std::{
+    collections::BTreeMap,
     io::Read,
     net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     thread::JoinHandle,
 };
+use tcpstate::{tcp::TcpState, wire::Transition};
 
 /// Transitions one loopback connection produces when the client closes first
 /// (client 5, server child 5).
 pub const TRANSITIONS_PER_CONNECTION: usize = 10;
 /// The listener's CLOSE→LISTEN and LISTEN→CLOSE.
 pub const LISTENER_TRANSITIONS: usize = 2;
+
+/// Transitions counted by (old, new) state.
+pub fn by_pair(transitions: &[Transition]) -> BTreeMap<(TcpState, TcpState), usize> {
+    let mut out = BTreeMap::new();
+    for t in transitions {
+        *out.entry((t.old, t.new)).or_default() += 1;
+    }
+    out
+}
+
+/// What [`client_closes_first`] with `count` connections makes, by
+/// (old, new) state: the listener's two, five per client, five per child.
+pub fn client_closes_first_pairs(count: usize) -> BTreeMap<(TcpState, TcpState), usize> {
+    use TcpState::*;
+    [
+        ((Close, Listen), 1),
+        ((Listen, Close), 1),
+        ((Close, SynSent), count),
+        ((SynSent, Established), count),
+        ((Listen, SynRecv), count),
+        ((SynRecv, Established), count),
+        ((Established, FinWait1), count),
+        ((FinWait1, FinWait2), count),
+        ((FinWait2, Close), count),
+        ((Established, CloseWait), count),
+        ((CloseWait, LastAck), count),
+        ((LastAck, Close), count),
+    ]
+    .into_iter()
+    .collect()
+}
 
 /// A listener on 127.0.0.1 with an ephemeral port, bound but not listening
 /// yet, so a tracer can be started on its port before anything happens.

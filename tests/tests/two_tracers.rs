@@ -4,26 +4,14 @@
 //! program ran from the perf probe the first one registered, ahead of its
 //! own raw program, and could record a transition its raw program recorded
 //! too; two raw programs per tracer run in the order they were attached.
-use std::collections::BTreeMap;
-use tcpstate::{
-    source::live::HookStatus,
-    tcp::TcpState::{self, *},
-};
+use tcpstate::source::live::HookStatus;
 use tcpstate_tests::{
     require_root,
-    tracer::{Collected, Tracer},
+    tracer::Tracer,
     workload::{self, LISTENER_TRANSITIONS, TRANSITIONS_PER_CONNECTION},
 };
 
 const CONNECTIONS: usize = 1_000;
-
-fn by_pair(collected: &Collected) -> BTreeMap<(TcpState, TcpState), usize> {
-    let mut out = BTreeMap::new();
-    for t in &collected.transitions {
-        *out.entry((t.old, t.new)).or_default() += 1;
-    }
-    out
-}
 
 #[test]
 fn two_tracers_at_once_each_record_every_transition_once() {
@@ -59,27 +47,15 @@ fn two_tracers_at_once_each_record_every_transition_once() {
         assert!(complete, "only {} of {expected_total}", tracer.count());
     }
     std::thread::sleep(tcpstate_tests::millis(300));
-    let n = CONNECTIONS;
-    let want: BTreeMap<(TcpState, TcpState), usize> = [
-        ((Close, Listen), 1),
-        ((Listen, Close), 1),
-        ((Close, SynSent), n),
-        ((SynSent, Established), n),
-        ((Listen, SynRecv), n),
-        ((SynRecv, Established), n),
-        ((Established, FinWait1), n),
-        ((FinWait1, FinWait2), n),
-        ((FinWait2, Close), n),
-        ((Established, CloseWait), n),
-        ((CloseWait, LastAck), n),
-        ((LastAck, Close), n),
-    ]
-    .into_iter()
-    .collect();
+    let want = workload::client_closes_first_pairs(CONNECTIONS);
     for (which, tracer) in [("first", first), ("second", second)] {
         let collected = tracer.stop();
         assert_eq!(collected.lost, 0, "{which} tracer: lost events");
-        assert_eq!(by_pair(&collected), want, "{which} tracer");
+        assert_eq!(
+            workload::by_pair(&collected.transitions),
+            want,
+            "{which} tracer"
+        );
         assert_eq!(collected.transitions.len(), expected_total, "{which}");
     }
 }

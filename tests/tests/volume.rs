@@ -1,9 +1,6 @@
 //! 1,000 loopback connections: every transition arrives, none is lost.
 use std::collections::BTreeMap;
-use tcpstate::{
-    source::live::HookStatus,
-    tcp::TcpState::{self, *},
-};
+use tcpstate::source::live::HookStatus;
 use tcpstate_tests::{
     require_root,
     tracer::Tracer,
@@ -46,27 +43,8 @@ fn thousand_connections_all_delivered_none_lost() {
     assert_eq!(collected.lost, 0, "lost events");
     assert_eq!(collected.stats.malformed, 0);
 
-    let mut by_pair: BTreeMap<(TcpState, TcpState), usize> = BTreeMap::new();
-    for t in &collected.transitions {
-        *by_pair.entry((t.old, t.new)).or_default() += 1;
-    }
-    let n = CONNECTIONS;
-    let want: BTreeMap<(TcpState, TcpState), usize> = [
-        ((Close, Listen), 1),
-        ((Listen, Close), 1),
-        ((Close, SynSent), n),
-        ((SynSent, Established), n),
-        ((Listen, SynRecv), n),
-        ((SynRecv, Established), n),
-        ((Established, FinWait1), n),
-        ((FinWait1, FinWait2), n),
-        ((FinWait2, Close), n),
-        ((Established, CloseWait), n),
-        ((CloseWait, LastAck), n),
-        ((LastAck, Close), n),
-    ]
-    .into_iter()
-    .collect();
+    let by_pair = workload::by_pair(&collected.transitions);
+    let want = workload::client_closes_first_pairs(CONNECTIONS);
     assert_eq!(by_pair, want, "{}", duplicates(&collected.transitions));
     assert_eq!(collected.transitions.len(), expected_total);
     // Batching: far fewer wake-ups than records (figures live in the bench).

@@ -35,32 +35,34 @@ pub async fn run(args: &PortsArgs, verbose: bool) -> anyhow::Result<()> {
     let (shown_rates, shown_failures) = (Rc::clone(&rates), Rc::clone(&failures));
     let mut view = Tracked {
         rates,
-        failures,
-        shown: Refreshed::new(
-            move |p: &Progress| {
-                let mut rates = shown_rates.borrow_mut();
-                rates.forget_old_frees();
-                let stats = p.stats();
-                PortsReport::new(
-                    p.model,
-                    &settings,
-                    &rates,
-                    &shown_failures.borrow(),
-                    (stats.lost, stats.lost_call_failures),
-                )
-            },
-            args.json,
-            args.every,
+        shown: CountingFailures::new(
+            failures,
+            Refreshed::new(
+                move |p: &Progress| {
+                    let mut rates = shown_rates.borrow_mut();
+                    rates.forget_old_frees();
+                    let stats = p.stats();
+                    PortsReport::new(
+                        p.model,
+                        &settings,
+                        &rates,
+                        &shown_failures.borrow(),
+                        (stats.lost, stats.lost_call_failures),
+                    )
+                },
+                args.json,
+                args.every,
+            ),
         ),
     };
     pipeline::drive(&mut pipeline, &mut view, None).await
 }
 
-/// Feeds take and free events to the rates, then shows the report.
+/// Feeds take and free events to the rates, then hands the item on (to the
+/// failure counts and the report).
 struct Tracked<V> {
     rates: Rc<RefCell<PortRates>>,
-    failures: Rc<RefCell<CallFailures>>,
-    shown: V,
+    shown: CountingFailures<V>,
 }
 
 impl<V: View> View for Tracked<V> {
@@ -73,10 +75,6 @@ impl<V: View> View for Tracked<V> {
     ) -> io::Result<()> {
         {
             let mut rates = self.rates.borrow_mut();
-            let mut failures = self.failures.borrow_mut();
-            if let Item::CallFailed(f) = item {
-                failures.call(f);
-            }
             match item {
                 Item::Transition(t) => rates.transition(t),
                 // Read time, not event time: a replay would differ.
@@ -84,7 +82,6 @@ impl<V: View> View for Tracked<V> {
                 other => rates.seen(other.ts_boot_ns()),
             }
             for c in ended {
-                failures.ended(c);
                 if let Some((key, free_ns)) = freed(c, model) {
                     rates.ended(key, free_ns);
                 }

@@ -4,6 +4,7 @@
 //! thread, so the work runs on a dedicated thread that enters the
 //! namespace and ends with it; the rest of the process stays where it was.
 use std::{
+    collections::BTreeMap,
     fs::File,
     io,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
@@ -29,26 +30,43 @@ pub enum NetnsError {
 /// A file referring to network namespace `inode`: a name bound under
 /// /run/netns (`ip netns add`) or any process's /proc/PID/ns/net.
 pub fn find(inode: u32) -> Result<PathBuf, NetnsError> {
-    find_under(Path::new("/run/netns"), Path::new("/proc"), inode)
+    in_use_under(Path::new("/run/netns"), Path::new("/proc"))
+        .remove(&inode)
+        .ok_or(NetnsError::NotFound(inode))
 }
 
-fn find_under(run_netns: &Path, proc: &Path, inode: u32) -> Result<PathBuf, NetnsError> {
-    let is = |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.ino() as u32 == inode);
-    let named = std::fs::read_dir(run_netns).into_iter().flatten().flatten();
-    if let Some(path) = named.map(|e| e.path()).find(|p| is(p)) {
-        return Ok(path);
-    }
-    let processes = std::fs::read_dir(proc).into_iter().flatten().flatten();
-    processes
+/// Every network namespace in use (named under /run/netns, or some
+/// process's), by inode, with one file to enter it by.
+pub fn in_use() -> BTreeMap<u32, PathBuf> {
+    in_use_under(Path::new("/run/netns"), Path::new("/proc"))
+}
+
+fn in_use_under(run_netns: &Path, proc: &Path) -> BTreeMap<u32, PathBuf> {
+    let named = std::fs::read_dir(run_netns)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    let processes = std::fs::read_dir(proc)
+        .into_iter()
+        .flatten()
+        .flatten()
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
                 .bytes()
                 .all(|b| b.is_ascii_digit())
         })
-        .map(|e| e.path().join("ns/net"))
-        .find(|p| is(p))
-        .ok_or(NetnsError::NotFound(inode))
+        .map(|e| e.path().join("ns/net"));
+    let mut out = BTreeMap::new();
+    for path in named.chain(processes) {
+        if let Ok(meta) = std::fs::metadata(&path) {
+            // Namespace inodes are 32-bit (`ns_common.inum`); a name under
+            // /run/netns comes first and is kept.
+            out.entry(meta.ino() as u32).or_insert(path);
+        }
+    }
+    out
 }
 
 /// Runs `work` on a new thread inside the namespace `path` refers to
@@ -89,12 +107,11 @@ mod tests {
     fn finds_our_own_namespace_through_proc() {
         let me = crate::source::snapshot::current_netns();
         let empty = std::env::temp_dir().join("tcpstate-no-such-run-netns");
-        let path = find_under(&empty, Path::new("/proc"), me).unwrap();
+        let path = in_use_under(&empty, Path::new("/proc"))
+            .remove(&me)
+            .unwrap();
         assert!(path.ends_with("ns/net"), "{}", path.display());
-        assert!(matches!(
-            find_under(&empty, &empty, me),
-            Err(NetnsError::NotFound(n)) if n == me
-        ));
+        assert!(in_use_under(&empty, &empty).is_empty());
     }
 
     /// The calling thread's namespace (`/proc/self` is the process's).

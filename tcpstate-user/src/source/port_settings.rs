@@ -7,12 +7,9 @@
 //! (any process's `/proc/PID/ns/net`, and the named ones under `/run/netns`)
 //! is entered from a dedicated thread with `setns()`, since `/proc/sys/net`
 //! shows the namespace of the task that reads it.
-use std::{
-    collections::BTreeMap,
-    fs::File,
-    os::{fd::AsRawFd, unix::fs::MetadataExt},
-    path::{Path, PathBuf},
-};
+use std::path::Path;
+
+use super::netns;
 
 /// What `connect()` may use in one network namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,78 +99,21 @@ impl PortSettings {
     }
 }
 
-/// The namespaces in use: one file to enter each, by inode.
-fn namespaces() -> BTreeMap<u32, PathBuf> {
-    let mut out = BTreeMap::new();
-    let mut add = |path: PathBuf| {
-        if let Ok(meta) = std::fs::metadata(&path) {
-            // Namespace inodes are 32-bit (`ns_common.inum`).
-            out.entry(meta.ino() as u32).or_insert(path);
-        }
-    };
-    if let Ok(dir) = std::fs::read_dir("/run/netns") {
-        for entry in dir.flatten() {
-            add(entry.path());
-        }
-    }
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let name = entry.file_name();
-            if name
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-            {
-                add(entry.path().join("ns/net"));
-            }
-        }
-    }
-    out
-}
-
 /// The settings of every namespace in use now. Needs `CAP_SYS_ADMIN` to
 /// enter the others; a namespace that cannot be entered is left out (its
 /// sockets are then shown with the defaults, marked as assumed).
 pub fn capture() -> Vec<NetnsPorts> {
     let own = crate::source::snapshot::current_netns();
+    let read = || PortSettings::read_from(Path::new("/proc/sys/net/ipv4"));
     let mut out = vec![NetnsPorts {
         netns: own,
-        settings: PortSettings::read_from(Path::new("/proc/sys/net/ipv4")),
+        settings: read(),
     }];
-    let others: Vec<(u32, PathBuf)> = namespaces()
-        .into_iter()
-        .filter(|(n, _)| *n != own)
-        .collect();
-    if others.is_empty() {
-        return out;
-    }
-    // setns() moves only the calling thread: a thread of its own, which
-    // ends with it, so that no other thread ever runs in another namespace.
-    let read = std::thread::spawn(move || {
-        let mut found = Vec::new();
-        for (netns, path) in others {
-            let Ok(file) = File::open(&path) else {
-                continue;
-            };
-            // SAFETY: setns() on a valid open namespace file descriptor,
-            // changing only this thread's network namespace.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                log::info!(
-                    "cannot enter network namespace {netns} ({}): {}",
-                    path.display(),
-                    std::io::Error::last_os_error()
-                );
-                continue;
-            }
-            found.push(NetnsPorts {
-                netns,
-                settings: PortSettings::read_from(Path::new("/proc/sys/net/ipv4")),
-            });
+    for (netns, path) in netns::in_use().into_iter().filter(|(n, _)| *n != own) {
+        match netns::run_in(netns, path, read) {
+            Ok(settings) => out.push(NetnsPorts { netns, settings }),
+            Err(e) => log::info!("port settings: {e}"),
         }
-        found
-    });
-    match read.join() {
-        Ok(found) => out.extend(found),
-        Err(_) => log::warn!("reading the port settings of other network namespaces failed"),
     }
     out
 }

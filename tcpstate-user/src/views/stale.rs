@@ -249,41 +249,10 @@ impl StaleReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        addr::Endpoint,
-        source::snapshot::{diag::DiagSocket, owners::Holding, tcp_info::TcpInfo},
-        tcp::Family,
-        wire::Comm,
-    };
+    use crate::{source::snapshot::tcp_info::TcpInfo, testkit};
 
     fn conn(pid: Option<u32>, timer: u8, info: Option<TcpInfo>) -> Inspected {
-        let ip = "192.0.2.1".parse().unwrap();
-        Inspected {
-            netns: 1,
-            state: TcpState::Established,
-            sock: DiagSocket {
-                family: Family::Ipv4,
-                state: 1,
-                timer,
-                retrans: 0,
-                local: Endpoint::new(ip, 80),
-                remote: Endpoint::new(ip, 40_000 + pid.unwrap_or(0) as u16),
-                ifindex: 0,
-                cookie: 1,
-                expires_ms: 0,
-                rqueue: 0,
-                wqueue: 0,
-                uid: 0,
-                inode: 1,
-                tcp_info: info,
-            },
-            owner: pid.map(|tgid| Holding {
-                tgid,
-                comm: Comm::from_str_lossy("srv"),
-                holders: 1,
-            }),
-            cgroup_id: 0,
-        }
+        testkit::established(pid.map(|tgid| (tgid, "srv")), timer, info)
     }
 
     fn silent(ms: u32) -> TcpInfo {

@@ -58,46 +58,17 @@ pub fn finding(input: &DoctorInput) -> Option<Finding> {
 mod tests {
     use super::*;
     use crate::{
-        addr::Endpoint,
-        source::snapshot::{
-            diag::DiagSocket, inspect::Inspected, owners::Holding, tcp_info::TcpInfo,
-        },
-        tcp::{Family, TcpState},
+        source::snapshot::{inspect::Inspected, tcp_info::TcpInfo},
+        testkit,
         views::stale::StaleReport,
-        wire::Comm,
     };
 
     fn silent_connection(timer: u8) -> Inspected {
-        let ip = "192.0.2.1".parse().unwrap();
-        Inspected {
-            netns: 1,
-            state: TcpState::Established,
-            sock: DiagSocket {
-                family: Family::Ipv4,
-                state: 1,
-                timer,
-                retrans: 0,
-                local: Endpoint::new(ip, 5432),
-                remote: Endpoint::new(ip, 40_000),
-                ifindex: 0,
-                cookie: 1,
-                expires_ms: 0,
-                rqueue: 0,
-                wqueue: 0,
-                uid: 0,
-                inode: 9,
-                tcp_info: Some(TcpInfo {
-                    last_ack_recv_ms: 3_600_000,
-                    ..TcpInfo::default()
-                }),
-            },
-            owner: Some(Holding {
-                tgid: 77,
-                comm: Comm::from_str_lossy("postgres"),
-                holders: 1,
-            }),
-            cgroup_id: 0,
-        }
+        let quiet = TcpInfo {
+            last_ack_recv_ms: 3_600_000,
+            ..TcpInfo::default()
+        };
+        testkit::established(Some((77, "postgres")), timer, Some(quiet))
     }
 
     #[test]
