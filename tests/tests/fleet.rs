@@ -118,7 +118,7 @@ fn the_close_wait_leak_alert_goes_pending_then_fires_on_a_real_leak() {
         "{firing}"
     );
     // Every shipped rule loaded; none of the others fires on this host's
-    // normal state (no overflow, nothing lost).
+    // normal state (no overflow, nothing lost, no connect() out of ports).
     let mut rules = prometheus.alerting_rules().expect("rules");
     rules.sort();
     assert_eq!(
@@ -127,6 +127,7 @@ fn the_close_wait_leak_alert_goes_pending_then_fires_on_a_real_leak() {
             "TcpstateAcceptBacklog",
             "TcpstateCloseWaitLeak",
             "TcpstateLostEvents",
+            "TcpstatePortExhaustion",
             "TcpstateTimeWaitOverflow"
         ]
     );
