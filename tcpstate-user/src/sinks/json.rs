@@ -2,7 +2,8 @@
 //!
 //! Every line has `"type"`: `"transition"` for a transition, `"lost"` when
 //! the kernel's count of undeliverable records grows, `"call_failure"` for
-//! a failed connect() or bind() (recordings and commands that follow them).
+//! a failed connect() or bind() (recordings and commands that follow them),
+//! `"kill"` for a socket `tcpstate kill` acted on while recording.
 use super::{
     json_line::{write_transition, SecondPrefix},
     Annotation, TraceSink,
@@ -38,6 +39,54 @@ struct CallFailureLine {
     tgid: u32,
     comm: String,
     netns: u32,
+}
+
+/// `tcpstate kill` acted on a socket (issue 12).
+#[derive(Serialize)]
+pub struct KillLine {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: String,
+    pub ts_boot_ns: u64,
+    /// "destroyed", "already_gone" or "refused".
+    pub outcome: &'static str,
+    /// With "refused": the kernel's errno and its name.
+    pub errno: Option<u16>,
+    pub errno_name: Option<String>,
+    pub state: &'static str,
+    pub local: String,
+    pub remote: String,
+    pub netns: u32,
+    pub cookie: u64,
+    /// The process that held the socket, when one was seen.
+    pub owner_tgid: Option<u32>,
+    pub owner_comm: Option<String>,
+    /// The `tcpstate kill` process.
+    pub killer_pid: u32,
+}
+
+impl KillLine {
+    pub fn new(k: &crate::kill_log::KillRecord, clock: &BootClock) -> KillLine {
+        KillLine {
+            kind: "kill",
+            time: rfc3339_utc(clock.wall_ns(k.ts_boot_ns)),
+            ts_boot_ns: k.ts_boot_ns,
+            outcome: k.outcome.name(),
+            errno: k.outcome.errno(),
+            errno_name: k
+                .outcome
+                .errno()
+                .map(|e| std::io::Error::from_raw_os_error(i32::from(e)).to_string()),
+            state: k.state.name(),
+            local: k.local.to_string(),
+            remote: k.remote.to_string(),
+            netns: k.netns,
+            cookie: k.cookie,
+            owner_tgid: k.owner.map(|o| o.tgid),
+            owner_comm: k.owner.map(|o| o.comm.as_string()),
+            killer_pid: k.killer_pid,
+        }
+    }
 }
 
 pub struct JsonSink<W: Write> {
@@ -100,6 +149,10 @@ impl<W: Write> TraceSink for JsonSink<W> {
             comm: f.task.comm.as_string(),
             netns: f.netns,
         })
+    }
+
+    fn kill(&mut self, k: &crate::kill_log::KillRecord) -> io::Result<()> {
+        self.line(&KillLine::new(k, &self.clock))
     }
 
     fn flush(&mut self) -> io::Result<()> {
