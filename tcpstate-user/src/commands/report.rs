@@ -283,6 +283,15 @@ fn top(map: &BTreeMap<String, Producer>, n: usize) -> Vec<(&String, &Producer)> 
     rows
 }
 
+/// `1.2.3.4:80` or `[::1]:80`.
+fn endpoint(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
 fn text(s: &Summary) -> String {
     let m = &s.metadata;
     let mut out = String::new();
@@ -378,8 +387,8 @@ fn text(s: &Summary) -> String {
                 "  {:<31} {:<12} {} -> {}  held by {}  {}{}",
                 k.time,
                 k.state,
-                k.local,
-                k.remote,
+                endpoint(&k.laddr, k.lport),
+                endpoint(&k.raddr, k.rport),
                 match (k.owner_tgid, &k.owner_comm) {
                     (Some(tgid), Some(comm)) => format!("{tgid}/{comm}"),
                     _ => "-".to_string(),
