@@ -286,4 +286,55 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn kills_are_lines_of_their_own() {
+        let clock = BootClock {
+            boot_ns: 0,
+            wall_ns: 0,
+        };
+        let mut out = Vec::new();
+        let mut sink = JsonSink::new(&mut out, clock);
+        let kill = crate::kill_log::KillRecord {
+            ts_boot_ns: 3_000_000_000,
+            killer_pid: 99,
+            netns: 7,
+            cookie: 12,
+            family: Family::Ipv6,
+            local: Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 8080),
+            remote: Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 40000),
+            state: TcpState::CloseWait,
+            owner: Some(crate::kill_log::KillOwner {
+                tgid: 42,
+                comm: Comm::from_str_lossy("leaky"),
+            }),
+            outcome: crate::kill_log::KillOutcome::Refused(1),
+        };
+        sink.kill(&kill).unwrap();
+        sink.kill(&crate::kill_log::KillRecord {
+            owner: None,
+            outcome: crate::kill_log::KillOutcome::Destroyed,
+            ..kill
+        })
+        .unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines[0],
+            serde_json::json!({
+                "type": "kill", "time": "1970-01-01T00:00:03.000000000Z",
+                "ts_boot_ns": 3_000_000_000u64, "outcome": "refused", "errno": 1,
+                "errno_name": std::io::Error::from_raw_os_error(1).to_string(),
+                "state": "CLOSE_WAIT", "netns": 7, "family": "ipv6",
+                "laddr": "::1", "lport": 8080, "raddr": "::1", "rport": 40000,
+                "cookie": 12, "owner_tgid": 42, "owner_comm": "leaky", "killer_pid": 99
+            })
+        );
+        assert_eq!(lines[1]["outcome"], "destroyed");
+        assert_eq!(lines[1]["errno"], serde_json::Value::Null);
+        assert_eq!(lines[1]["owner_tgid"], serde_json::Value::Null);
+    }
 }
