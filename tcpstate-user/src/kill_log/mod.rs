@@ -93,8 +93,9 @@ pub struct KillOwner {
 /// One socket `tcpstate kill` acted on, and what came of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KillRecord {
-    /// When the kernel answered, CLOCK_BOOTTIME (the clock of the
-    /// transitions, so the kill sorts beside the close it caused).
+    /// When the kernel had answered, CLOCK_BOOTTIME (the clock of the
+    /// transitions, so the kill sorts right after the close it caused);
+    /// read once after all of a run's requests, so its kills share it.
     pub ts_boot_ns: u64,
     /// The `tcpstate kill` process.
     pub killer_pid: u32,
