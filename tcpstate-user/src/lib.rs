@@ -29,6 +29,7 @@ pub mod clock;
 pub mod commands;
 pub mod docs;
 pub mod filter;
+pub mod kill_log;
 pub mod messages;
 pub mod model;
 pub mod pipeline;

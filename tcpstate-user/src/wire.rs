@@ -116,6 +116,9 @@ pub enum Item {
     },
     /// A connect() or bind() call failed (issue 11).
     CallFailed(CallFailure),
+    /// `tcpstate kill` acted on a socket (issue 12): never from the kernel,
+    /// from the kill's datagram to the recorder.
+    Kill(crate::kill_log::KillRecord),
 }
 
 impl Item {
@@ -127,6 +130,7 @@ impl Item {
             Item::ResetSent(r) => r.ts_boot_ns,
             Item::Lost { ts_boot_ns, .. } => *ts_boot_ns,
             Item::CallFailed(f) => f.ts_boot_ns,
+            Item::Kill(k) => k.ts_boot_ns,
         }
     }
 }

@@ -182,6 +182,8 @@ fn absorb(shared: &Mutex<Shared>, batch: &mut Vec<Item>) {
             Item::Accepted(seen) => shared.accepted.push(seen),
             Item::ResetSent(reset) => shared.resets.push(reset),
             Item::CallFailed(failure) => shared.failures.push(failure),
+            // Only from recordings; the tracer reads the kernel.
+            Item::Kill(_) => {}
         }
     }
 }

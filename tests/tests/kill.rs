@@ -487,3 +487,107 @@ fn kill_asks_a_terminal_for_confirmation() {
     );
     assert!(ss_of(leak.peer.pid, "close-wait").is_empty());
 }
+
+/// Issue 12: a kill while `record` runs is in the recording, one record
+/// per socket, beside the transitions it caused.
+#[test]
+fn kill_while_recording_puts_every_kill_in_the_recording() {
+    require_root();
+    let leak = leak();
+    let (pid, port) = (leak.peer.pid, leak.peer.port);
+    let dir = tcpstate_tests::workload::Scratch::new("kill-record");
+    let file = dir.path("kills.rec");
+    let port_text = port.to_string();
+    // Only the peer's port: kills by tests running beside this one (any
+    // `kill` tells every recorder) are left out like their transitions.
+    let recorder = Running::start(&["record", "-o", file.to_str().unwrap(), "--port", &port_text]);
+    let inbox = std::path::Path::new("/run/tcpstate").join(format!("kill-{}.sock", recorder.pid()));
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = std::fs::metadata(&inbox).expect("the recorder listens for kills");
+    assert!(meta.file_type().is_socket(), "{inbox:?}");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let dir_mode = std::fs::metadata("/run/tcpstate")
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+
+    // A dry run sends nothing.
+    let pid_text = pid.to_string();
+    let args = ["kill", "--state", "CLOSE_WAIT", "--pid", &pid_text];
+    let dry = tcpstate(&[&args[..], &["--dry-run"]].concat());
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let out = tcpstate(&[&args[..], &["--yes"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(ss_of(pid, "close-wait").is_empty());
+    // The kills and the closes reach the file within its flush interval.
+    std::thread::sleep(millis(1_500));
+    let (_, stderr, status) = recorder.interrupt();
+    assert!(status.success(), "{stderr:?}");
+    assert!(!inbox.exists(), "the recorder left its socket behind");
+    assert!(!stderr.iter().any(|l| l.contains("dropped")), "{stderr:?}");
+
+    let replay = tcpstate(&["trace", "--input", file.to_str().unwrap(), "--json"]);
+    assert!(replay.status.success(), "{}", text(&replay.stderr));
+    let lines: Vec<serde_json::Value> = text(&replay.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let kills: Vec<&serde_json::Value> = lines.iter().filter(|v| v["type"] == "kill").collect();
+    assert_eq!(kills.len(), LEAKED, "{lines:#?}");
+    let tuple = |v: &serde_json::Value| {
+        (
+            v["laddr"].as_str().unwrap_or_default().to_string(),
+            v["lport"].as_u64().unwrap_or_default(),
+            v["raddr"].as_str().unwrap_or_default().to_string(),
+            v["rport"].as_u64().unwrap_or_default(),
+        )
+    };
+    let killer = kills[0]["killer_pid"].as_u64().unwrap();
+    assert!(killer != u64::from(pid) && killer != u64::from(std::process::id()));
+    for k in &kills {
+        assert_eq!(k["outcome"], "destroyed", "{k}");
+        assert_eq!(k["errno"], serde_json::Value::Null, "{k}");
+        assert_eq!(k["state"], "CLOSE_WAIT", "{k}");
+        assert_eq!(k["owner_tgid"], u64::from(pid), "{k}");
+        assert_eq!(k["owner_comm"], "tcpstate-test-p", "{k}");
+        assert_eq!(k["killer_pid"], killer, "{k}");
+        assert_eq!(k["lport"], u64::from(port), "{k}");
+        assert_eq!(k["laddr"], "127.0.0.1", "{k}");
+        assert_eq!(k["family"], "ipv4", "{k}");
+    }
+    let mut killed: Vec<_> = kills.iter().map(|k| tuple(k)).collect();
+    killed.sort();
+    killed.dedup();
+    assert_eq!(killed.len(), LEAKED, "ten different sockets: {killed:?}");
+    let mut closed: Vec<_> = lines
+        .iter()
+        .filter(|v| v["type"] == "transition" && v["old"] == "CLOSE_WAIT" && v["new"] == "CLOSE")
+        .map(tuple)
+        .collect();
+    closed.sort();
+    assert_eq!(closed, killed, "the kills are those of the closes");
+
+    // `report` counts and lists them; the JSON Lines export shows them.
+    let report = tcpstate(&["report", file.to_str().unwrap()]);
+    assert!(report.status.success(), "{}", text(&report.stderr));
+    let report = text(&report.stdout);
+    assert!(
+        report.contains("10 socket(s) acted on by `tcpstate kill`"),
+        "{report}"
+    );
+    assert_eq!(
+        report.lines().filter(|l| l.contains("destroyed")).count(),
+        LEAKED,
+        "{report}"
+    );
+    let export = tcpstate(&["export", file.to_str().unwrap(), "--format", "jsonl"]);
+    assert!(export.status.success(), "{}", text(&export.stderr));
+    assert_eq!(
+        text(&export.stdout)
+            .lines()
+            .filter(|l| l.contains("\"type\":\"kill\""))
+            .count(),
+        LEAKED
+    );
+}

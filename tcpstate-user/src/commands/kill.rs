@@ -3,6 +3,7 @@
 use crate::{
     cli::{KillActArgs, KillArgs, OwnerArgs},
     filter::Filter,
+    kill_log::{self, KillRecord},
     source::snapshot::{
         destroy::DestroyOutcome,
         inspect::{self, Inspected},
@@ -80,6 +81,24 @@ fn confirmed(count: usize) -> anyhow::Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
+/// Tells running recorders what was done (issue 12), before anything else
+/// can end the run: every answer the kernel gave is recorded.
+fn record_kills(chosen: &[Inspected], outcomes: &[DestroyOutcome]) {
+    let answered = crate::clock::boot_now_ns();
+    let kills: Vec<_> = chosen
+        .iter()
+        .zip(outcomes)
+        .map(|(socket, outcome)| KillRecord::new(socket, *outcome, answered))
+        .collect();
+    let recorders = kill_log::notify::send_all(&kills);
+    if recorders > 0 {
+        log::info!(
+            "{} kill(s) sent to {recorders} running recorder(s)",
+            kills.len()
+        );
+    }
+}
+
 pub fn execute(criteria: &Criteria, act: &KillActArgs) -> anyhow::Result<()> {
     criteria.check()?;
     let owner = OwnerArgs {
@@ -112,6 +131,7 @@ pub fn execute(criteria: &Criteria, act: &KillActArgs) -> anyhow::Result<()> {
         }
     }
     let outcomes = inspect::destroy_all(&chosen).context("destroying sockets")?;
+    record_kills(&chosen, &outcomes);
     if outcomes.contains(&DestroyOutcome::Unsupported) {
         bail!("{}", view::UNSUPPORTED);
     }

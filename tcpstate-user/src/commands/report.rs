@@ -74,6 +74,9 @@ struct Summary {
     at_the_end: Option<StatView>,
     /// Failed connect()/bind() calls and handshakes, most first (issue 11).
     failures: Vec<crate::views::ports::FailureRow>,
+    /// Sockets `tcpstate kill` acted on while recording (issue 12).
+    kill_count: u64,
+    kills: Vec<crate::sinks::json::KillLine>,
 }
 
 /// At most this many rows of counts over time (evenly spaced).
@@ -86,6 +89,7 @@ struct ReportView {
     next_sample_ns: Option<u64>,
     first_ts: Option<u64>,
     failures: crate::views::ports::CallFailures,
+    kills: Vec<crate::kill_log::KillRecord>,
 }
 
 fn counts(model: &Model) -> BTreeMap<&'static str, usize> {
@@ -144,6 +148,11 @@ impl View for ReportView {
         if let Item::CallFailed(f) = item {
             self.failures.call(f);
         }
+        if let Item::Kill(k) = item {
+            self.summary.kill_count += 1;
+            // Times are printed at the end, with the clock.
+            self.kills.push(*k);
+        }
         for c in ended {
             self.account(c);
             self.failures.ended(c);
@@ -199,6 +208,11 @@ impl View for ReportView {
         self.summary.lost_events = progress.stats().lost;
         self.summary.time_wait_overflow = progress.model.time_wait().counters().skipped_overflow;
         self.summary.failures = self.failures.rows();
+        self.summary.kills = self
+            .kills
+            .iter()
+            .map(|k| crate::sinks::json::KillLine::new(k, &clock))
+            .collect();
         self.summary.close_wait_leaks = Some(LeaksView::new(
             &progress.model.leaks(end),
             self.summary.lost_events,
@@ -250,6 +264,7 @@ pub async fn run(args: &ReportArgs) -> anyhow::Result<()> {
         next_sample_ns: None,
         first_ts: None,
         failures: Default::default(),
+        kills: Vec::new(),
     };
     let result = pipeline::drive(&mut pipeline, &mut view, None).await;
     let summary = &view.summary;
@@ -266,6 +281,15 @@ fn top(map: &BTreeMap<String, Producer>, n: usize) -> Vec<(&String, &Producer)> 
     rows.sort_by(|a, b| b.1.time_wait.cmp(&a.1.time_wait).then(a.0.cmp(b.0)));
     rows.truncate(n);
     rows
+}
+
+/// `1.2.3.4:80` or `[::1]:80`.
+fn endpoint(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
 }
 
 fn text(s: &Summary) -> String {
@@ -348,6 +372,31 @@ fn text(s: &Summary) -> String {
                 f.count,
                 f.tgid.map_or("?".to_string(), |t| t.to_string()),
                 f.comm.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    if s.kill_count > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} socket(s) acted on by `tcpstate kill`:",
+            s.kill_count
+        );
+        for k in &s.kills {
+            let _ = writeln!(
+                out,
+                "  {:<31} {:<12} {} -> {}  held by {}  {}{}",
+                k.time,
+                k.state,
+                endpoint(&k.laddr, k.lport),
+                endpoint(&k.raddr, k.rport),
+                match (k.owner_tgid, &k.owner_comm) {
+                    (Some(tgid), Some(comm)) => format!("{tgid}/{comm}"),
+                    _ => "-".to_string(),
+                },
+                k.outcome,
+                k.errno_name
+                    .as_deref()
+                    .map_or(String::new(), |e| format!(" ({e})")),
             );
         }
     }

@@ -307,7 +307,7 @@ impl View for TopView {
                     }
                 }
             }
-            Item::ResetSent(_) | Item::Lost { .. } | Item::CallFailed(_) => {}
+            Item::ResetSent(_) | Item::Lost { .. } | Item::CallFailed(_) | Item::Kill(_) => {}
         }
         for conn in ended {
             if conn.open == OpenKind::Listener {

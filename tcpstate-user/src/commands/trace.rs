@@ -63,6 +63,7 @@ impl View for TraceView<'_> {
             }
             Item::Lost { total, ts_boot_ns } if shown => self.sink.lost(*total, *ts_boot_ns)?,
             Item::CallFailed(f) if shown => self.sink.call_failed(f)?,
+            Item::Kill(k) if shown => self.sink.kill(k)?,
             _ => {}
         }
         Ok(())

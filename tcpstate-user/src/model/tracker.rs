@@ -111,6 +111,8 @@ impl Model {
             Item::ResetSent(r) => self.apply_reset(r),
             // Failed calls change no socket's state; views count them.
             Item::CallFailed(_) => {}
+            // A kill's effect arrives as the transitions it caused.
+            Item::Kill(_) => {}
         }
     }
 

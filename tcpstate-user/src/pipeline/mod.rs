@@ -266,6 +266,9 @@ impl Pipeline {
         match &mut self.source {
             Source::Live(live) => {
                 live.next_batch(&mut self.items).await?;
+                if let Some(recorder) = &mut self.recorder {
+                    recorder.take_kills(&mut self.items);
+                }
                 // Records from different CPUs arrive nearly in order; sort
                 // once here, so that recordings hold the order analysed.
                 self.items.sort_by_key(Item::ts_boot_ns);
@@ -288,6 +291,9 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         if let Source::Live(live) = &mut self.source {
             live.finish(&mut self.items);
+            if let Some(recorder) = &mut self.recorder {
+                recorder.take_kills(&mut self.items);
+            }
             self.items.sort_by_key(Item::ts_boot_ns);
         }
         self.keep_filtered();
@@ -329,6 +335,7 @@ impl Pipeline {
                     }
                 }
             }
+            Item::Kill(k) => filter.matches_socket(k.family, &k.local, &k.remote, k.netns),
             _ => true,
         });
     }

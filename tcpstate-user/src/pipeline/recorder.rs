@@ -5,6 +5,7 @@ use crate::{
     recording::{RecordingHeader, RecordingWriter, WriterOptions},
     source::snapshot::{self, Snapshot},
 };
+use crate::{kill_log::inbox::KillInbox, source::Item};
 use std::path::{Path, PathBuf};
 
 /// What to record while analysing live.
@@ -23,6 +24,9 @@ pub struct Recorder {
     command_line: Vec<String>,
     /// Applied to the snapshot of each new file, like the first one's.
     filter: Filter,
+    /// Where `tcpstate kill` tells of its kills (issue 12); None if the
+    /// socket could not be set up (said once at start).
+    kills: Option<KillInbox>,
 }
 
 impl Recorder {
@@ -36,7 +40,22 @@ impl Recorder {
         if let Some(snapshot) = snapshot {
             writer.write_snapshot(snapshot)?;
         }
+        // Before capabilities are dropped: the directory may be root's.
+        let kills = match KillInbox::open() {
+            Ok(inbox) => {
+                log::info!(
+                    "kills by `tcpstate kill` are recorded (listening at {})",
+                    inbox.path().display()
+                );
+                Some(inbox)
+            }
+            Err(e) => {
+                log::warn!("{e}");
+                None
+            }
+        };
         Ok(Recorder {
+            kills,
             writer,
             path: to.path.to_path_buf(),
             rotate_bytes: to.rotate_bytes,
@@ -44,6 +63,13 @@ impl Recorder {
             command_line: header.command_line.clone(),
             filter,
         })
+    }
+
+    /// Appends the kills `tcpstate kill` told of since the last call.
+    pub(super) fn take_kills(&mut self, out: &mut Vec<Item>) {
+        if let Some(inbox) = &mut self.kills {
+            inbox.drain(out);
+        }
     }
 
     /// Past `--rotate`, goes on in `FILE.1`, `FILE.2`, ...; each file starts

@@ -28,6 +28,8 @@ mod writer;
 mod tests;
 
 pub use block::{FILE_MAGIC, FORMAT_VERSION, MAX_BLOCK_PAYLOAD};
+/// Kills (issue 12): the record body, also the datagram `kill` sends.
+pub use codec::{decode_kill, encode_kill, KILL_MAX_LEN};
 pub use header::RecordingHeader;
 pub use reader::{ReaderStats, RecordingReader};
 pub use writer::{RecordingSummary, RecordingWriter, WriterOptions};

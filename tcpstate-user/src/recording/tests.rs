@@ -250,6 +250,38 @@ fn every_kind_of_item() -> Vec<Item> {
         cgroup_id: u64::MAX,
         ..failure
     }));
+    // Kills by `tcpstate kill` (extension kind 2): each outcome, with and
+    // without an owner, IPv4 and IPv6.
+    let kill = crate::kill_log::KillRecord {
+        ts_boot_ns: base.ts_boot_ns + 50_000,
+        killer_pid: 31_337,
+        netns: 4_026_531_840,
+        cookie: 0xdead_beef,
+        family: Family::Ipv4,
+        local: v4(127, 0, 0, 1, 8080),
+        remote: v4(127, 0, 0, 1, 40_001),
+        state: TcpState::CloseWait,
+        owner: Some(crate::kill_log::KillOwner {
+            tgid: 4242,
+            comm: Comm::from_str_lossy("leaky"),
+        }),
+        outcome: crate::kill_log::KillOutcome::Destroyed,
+    };
+    items.push(Item::Kill(kill));
+    items.push(Item::Kill(crate::kill_log::KillRecord {
+        family: Family::Ipv6,
+        local: v6("2001:db8::1", 443),
+        remote: v6("2001:db8::2", 50_000),
+        owner: None,
+        outcome: crate::kill_log::KillOutcome::AlreadyGone,
+        ..kill
+    }));
+    items.push(Item::Kill(crate::kill_log::KillRecord {
+        outcome: crate::kill_log::KillOutcome::Refused(1),
+        ts_boot_ns: u64::MAX,
+        cookie: u64::MAX,
+        ..kill
+    }));
     items
 }
 

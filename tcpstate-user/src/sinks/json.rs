@@ -2,7 +2,8 @@
 //!
 //! Every line has `"type"`: `"transition"` for a transition, `"lost"` when
 //! the kernel's count of undeliverable records grows, `"call_failure"` for
-//! a failed connect() or bind() (recordings and commands that follow them).
+//! a failed connect() or bind() (recordings and commands that follow them),
+//! `"kill"` for a socket `tcpstate kill` acted on while recording.
 use super::{
     json_line::{write_transition, SecondPrefix},
     Annotation, TraceSink,
@@ -38,6 +39,61 @@ struct CallFailureLine {
     tgid: u32,
     comm: String,
     netns: u32,
+}
+
+/// `tcpstate kill` acted on a socket (issue 12).
+#[derive(Serialize)]
+pub struct KillLine {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: String,
+    pub ts_boot_ns: u64,
+    /// "destroyed", "already_gone" or "refused".
+    pub outcome: &'static str,
+    /// With "refused": the kernel's errno and its name.
+    pub errno: Option<u16>,
+    pub errno_name: Option<String>,
+    pub state: &'static str,
+    /// The socket, named as in transition lines.
+    pub netns: u32,
+    pub family: &'static str,
+    pub laddr: String,
+    pub lport: u16,
+    pub raddr: String,
+    pub rport: u16,
+    pub cookie: u64,
+    /// The process that held the socket, when one was seen.
+    pub owner_tgid: Option<u32>,
+    pub owner_comm: Option<String>,
+    /// The `tcpstate kill` process.
+    pub killer_pid: u32,
+}
+
+impl KillLine {
+    pub fn new(k: &crate::kill_log::KillRecord, clock: &BootClock) -> KillLine {
+        KillLine {
+            kind: "kill",
+            time: rfc3339_utc(clock.wall_ns(k.ts_boot_ns)),
+            ts_boot_ns: k.ts_boot_ns,
+            outcome: k.outcome.name(),
+            errno: k.outcome.errno(),
+            errno_name: k
+                .outcome
+                .errno()
+                .map(|e| std::io::Error::from_raw_os_error(i32::from(e)).to_string()),
+            state: k.state.name(),
+            netns: k.netns,
+            family: k.family.name(),
+            laddr: k.local.ip.to_string(),
+            lport: k.local.port,
+            raddr: k.remote.ip.to_string(),
+            rport: k.remote.port,
+            cookie: k.cookie,
+            owner_tgid: k.owner.map(|o| o.tgid),
+            owner_comm: k.owner.map(|o| o.comm.as_string()),
+            killer_pid: k.killer_pid,
+        }
+    }
 }
 
 pub struct JsonSink<W: Write> {
@@ -100,6 +156,10 @@ impl<W: Write> TraceSink for JsonSink<W> {
             comm: f.task.comm.as_string(),
             netns: f.netns,
         })
+    }
+
+    fn kill(&mut self, k: &crate::kill_log::KillRecord) -> io::Result<()> {
+        self.line(&KillLine::new(k, &self.clock))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -225,5 +285,56 @@ mod tests {
                 "netns": 7,
             })
         );
+    }
+
+    #[test]
+    fn kills_are_lines_of_their_own() {
+        let clock = BootClock {
+            boot_ns: 0,
+            wall_ns: 0,
+        };
+        let mut out = Vec::new();
+        let mut sink = JsonSink::new(&mut out, clock);
+        let kill = crate::kill_log::KillRecord {
+            ts_boot_ns: 3_000_000_000,
+            killer_pid: 99,
+            netns: 7,
+            cookie: 12,
+            family: Family::Ipv6,
+            local: Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 8080),
+            remote: Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 40000),
+            state: TcpState::CloseWait,
+            owner: Some(crate::kill_log::KillOwner {
+                tgid: 42,
+                comm: Comm::from_str_lossy("leaky"),
+            }),
+            outcome: crate::kill_log::KillOutcome::Refused(1),
+        };
+        sink.kill(&kill).unwrap();
+        sink.kill(&crate::kill_log::KillRecord {
+            owner: None,
+            outcome: crate::kill_log::KillOutcome::Destroyed,
+            ..kill
+        })
+        .unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines[0],
+            serde_json::json!({
+                "type": "kill", "time": "1970-01-01T00:00:03.000000000Z",
+                "ts_boot_ns": 3_000_000_000u64, "outcome": "refused", "errno": 1,
+                "errno_name": std::io::Error::from_raw_os_error(1).to_string(),
+                "state": "CLOSE_WAIT", "netns": 7, "family": "ipv6",
+                "laddr": "::1", "lport": 8080, "raddr": "::1", "rport": 40000,
+                "cookie": 12, "owner_tgid": 42, "owner_comm": "leaky", "killer_pid": 99
+            })
+        );
+        assert_eq!(lines[1]["outcome"], "destroyed");
+        assert_eq!(lines[1]["errno"], serde_json::Value::Null);
+        assert_eq!(lines[1]["owner_tgid"], serde_json::Value::Null);
     }
 }

@@ -27,6 +27,11 @@ pub trait TraceSink {
     fn call_failed(&mut self, _failure: &crate::wire::CallFailure) -> io::Result<()> {
         Ok(())
     }
+    /// `tcpstate kill` acted on a socket (issue 12; from recordings).
+    /// Like failed calls, only JSON Lines and the table show it.
+    fn kill(&mut self, _kill: &crate::kill_log::KillRecord) -> io::Result<()> {
+        Ok(())
+    }
     fn flush(&mut self) -> io::Result<()>;
     /// The end: write what a format needs last (Parquet's footer).
     fn finish(&mut self) -> io::Result<()> {

@@ -83,6 +83,29 @@ impl<W: Write> TraceSink for TableSink<W> {
         )
     }
 
+    fn kill(&mut self, k: &crate::kill_log::KillRecord) -> io::Result<()> {
+        self.header()?;
+        writeln!(
+            self.out,
+            "{:<15} {:>7} {:<15} !! kill {} {} -> {} (held by {}): {}",
+            local_time_of_day(self.clock.wall_ns(k.ts_boot_ns)),
+            k.killer_pid,
+            "tcpstate kill",
+            k.state.name(),
+            k.local,
+            k.remote,
+            k.owner
+                .map_or_else(|| "-".to_string(), |o| format!("{} {}", o.tgid, o.comm)),
+            match k.outcome.errno() {
+                Some(e) => format!(
+                    "refused: {}",
+                    std::io::Error::from_raw_os_error(i32::from(e))
+                ),
+                None => k.outcome.name().replace('_', " "),
+            },
+        )
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }

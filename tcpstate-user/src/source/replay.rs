@@ -51,6 +51,7 @@ impl Batch {
                 Item::ResetSent(_) => batch.resets += 1,
                 Item::Lost { total, .. } => batch.lost = Some(*total),
                 Item::CallFailed(_) => batch.failures += 1,
+                Item::Kill(_) => {}
             }
         }
         batch

@@ -140,15 +140,17 @@ impl ItemEncoder {
                 self.ts(*ts_boot_ns);
                 put_varint(&mut self.buf, *total);
             }
-            Item::CallFailed(f) => {
-                // An extension record: readers that predate it skip it.
-                let payload = super::call_failure::encode(f);
-                self.buf.push(HEAD_EXTENSION);
-                put_varint(&mut self.buf, payload.len() as u64);
-                self.buf.extend_from_slice(&payload);
-            }
+            Item::CallFailed(f) => self.extension(&super::call_failure::encode(f)),
+            Item::Kill(k) => self.extension(&super::kill::encode(k)),
         }
         self.records += 1;
+    }
+
+    /// An extension record: readers that predate it skip it.
+    fn extension(&mut self, payload: &[u8]) {
+        self.buf.push(HEAD_EXTENSION);
+        put_varint(&mut self.buf, payload.len() as u64);
+        self.buf.extend_from_slice(payload);
     }
 
     #[inline]
@@ -343,10 +345,14 @@ impl ItemDecoder {
                     let body = cur.bytes(len)?;
                     match super::call_failure::decode(body) {
                         Ok(Some(failure)) => Item::CallFailed(failure),
-                        Ok(None) => {
-                            decoded += 1;
-                            continue;
-                        }
+                        Ok(None) => match super::kill::decode(body) {
+                            Ok(Some(kill)) => Item::Kill(kill),
+                            Ok(None) => {
+                                decoded += 1;
+                                continue;
+                            }
+                            Err(what) => return Err(cur.err(what)),
+                        },
                         Err(what) => return Err(cur.err(what)),
                     }
                 }

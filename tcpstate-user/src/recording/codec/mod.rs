@@ -46,11 +46,13 @@ impl std::fmt::Display for CodecError {
 
 mod call_failure;
 mod items;
+mod kill;
 mod primitives;
 mod snapshot;
 mod tables;
 
 pub use items::{ItemDecoder, ItemEncoder};
+pub use kill::{decode as decode_kill, encode as encode_kill, MAX_LEN as KILL_MAX_LEN};
 pub use primitives::{put_varint, Cursor};
 pub use snapshot::{decode_snapshot, encode_snapshot};
 // The sections share their helpers.

@@ -494,8 +494,8 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<Item>, stats: &mut SourceSta
                     Item::Accepted(_) => stats.owners += 1,
                     Item::ResetSent(_) => stats.resets += 1,
                     Item::CallFailed(_) => stats.call_failures += 1,
-                    // Not a record kind: decode never returns it.
-                    Item::Lost { .. } => {}
+                    // Not record kinds: decode never returns them.
+                    Item::Lost { .. } | Item::Kill(_) => {}
                 }
                 out.push(item);
             }
