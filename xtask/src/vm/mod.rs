@@ -26,10 +26,12 @@ pub enum Suite {
     /// files under emulation (`time_wait_vs_ss`: 20,000 connections and a
     /// minute of waiting for TIME_WAIT to expire; `recording`: its many
     /// waits for the writer's once-a-second flush, ~8 min there; `top`, a
-    /// terminal UI in tmux), which the host run covers, and `volume`: under
-    /// emulation it has seen one transition of 10,002 recorded twice (by
-    /// both programs) in 2 of 5 runs on 5.10, 6.1 and 6.12, a defect of the
-    /// raw/classic hand-over still open; the full suite runs it.
+    /// terminal UI in tmux), which the host run covers, and the two that
+    /// still see a rare duplicate under emulation: one transition recorded
+    /// by both raw programs (`volume`: none in 3 runs each on 5.10, 6.1 and
+    /// 6.12 since the second raw program replaced the classic stand-in, 2 of
+    /// 5 before; `two_tracers`: 1 of 9 runs, on 6.1, 2026-12-05). A defect
+    /// of the hand-over still open; the full suite and the host run both.
     Ci,
 }
 
@@ -43,7 +45,13 @@ impl Suite {
 }
 
 /// Kernel test binaries (files of tests/tests/) that `Suite::Ci` leaves out.
-pub const CI_LEAVES_OUT: &[&str] = &["recording", "time_wait_vs_ss", "top", "volume"];
+pub const CI_LEAVES_OUT: &[&str] = &[
+    "recording",
+    "time_wait_vs_ss",
+    "top",
+    "two_tracers",
+    "volume",
+];
 
 /// The compiled kernel test binaries, from cargo's JSON messages.
 pub fn test_binaries(ws: &Workspace, bpf_object: &Path) -> Result<Vec<TestBinary>> {
