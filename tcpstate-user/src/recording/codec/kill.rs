@@ -200,21 +200,12 @@ mod tests {
     #[test]
     fn truncated_oversized_and_garbage_records_are_refused_without_panicking() {
         let body = encode(&sample());
-        for cut in 0..body.len() {
-            assert!(decode(&body[..cut]).is_err(), "cut at {cut} accepted");
-        }
-        let mut longer = body.clone();
-        longer.push(0);
-        assert!(decode(&longer).is_err());
+        // Outcome, state, family, owner flag out of range.
+        let out_of_range = [(1, 0), (1, 4), (2, 0), (2, 200), (3, 5), (4, 2)];
+        super::super::check_damaged(decode, &body, &out_of_range);
         let mut huge = body.clone();
         huge.resize(64 * 1024, 0xff);
         assert!(decode(&huge).is_err());
-        // Outcome, state, family, owner flag out of range.
-        for (at, value) in [(1, 0), (1, 4), (2, 0), (2, 200), (3, 5), (4, 2)] {
-            let mut bad = body.clone();
-            bad[at] = value;
-            assert!(decode(&bad).is_err(), "byte {at} = {value} accepted");
-        }
         // Destroyed with an errno; refused without one.
         let mut with_errno = sample();
         with_errno.outcome = KillOutcome::Refused(1);
@@ -224,13 +215,8 @@ mod tests {
         let mut no_errno = body.clone();
         no_errno[1] = 3;
         assert!(decode(&no_errno).is_err());
-        // Every byte flipped, and bytes from a simple generator: an error
-        // or a record, never a panic.
-        for at in 0..body.len() {
-            let mut flipped = body.clone();
-            flipped[at] ^= 0xff;
-            let _ = decode(&flipped);
-        }
+        // Bytes from a simple generator: an error or a record, never a
+        // panic.
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         for len in 0..200 {
             let mut garbage = vec![EXT_KILL];

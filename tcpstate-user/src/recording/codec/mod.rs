@@ -55,6 +55,34 @@ pub use items::{ItemDecoder, ItemEncoder};
 pub use kill::{decode as decode_kill, encode as encode_kill, MAX_LEN as KILL_MAX_LEN};
 pub use primitives::{put_varint, Cursor};
 pub use snapshot::{decode_snapshot, encode_snapshot};
+
+/// The damage every extension record's decoder must refuse or survive:
+/// each truncation and one byte too many refused, each `(offset, value)` of
+/// `bad` (a field out of range) refused, each byte flipped decoded or
+/// refused, never a panic.
+#[cfg(test)]
+fn check_damaged<T>(
+    decode: impl Fn(&[u8]) -> Result<Option<T>, &'static str>,
+    body: &[u8],
+    bad: &[(usize, u8)],
+) {
+    for cut in 0..body.len() {
+        assert!(decode(&body[..cut]).is_err(), "cut at {cut} accepted");
+    }
+    let mut longer = body.to_vec();
+    longer.push(0);
+    assert!(decode(&longer).is_err(), "one byte too many accepted");
+    for &(at, value) in bad {
+        let mut damaged = body.to_vec();
+        damaged[at] = value;
+        assert!(decode(&damaged).is_err(), "byte {at} = {value} accepted");
+    }
+    for at in 0..body.len() {
+        let mut flipped = body.to_vec();
+        flipped[at] ^= 0xff;
+        let _ = decode(&flipped);
+    }
+}
 // The sections share their helpers.
 use primitives::*;
 use tables::*;
