@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::bpfstats::ProgSample;
 use super::measure::{RunResult, TRANSITIONS_PER_CONNECTION};
 use super::tracer::Kind;
 
@@ -27,21 +28,51 @@ pub const WAKEUPS_PROXY: &str = "voluntary context switches of the tracer (an up
 pub struct ProgramCost {
     pub name: String,
     pub prog_type: String,
+    /// Which of the programs with this name and type, in attach order (0:
+    /// the first raw program, 1: the second, its stand-in).
+    pub nth: usize,
     pub ns_per_run: Option<f64>,
 }
 
-/// Median ns per run of each program on the tracepoint, told apart by
-/// name and type (tcpstate's two share the first 15 bytes of their names).
+impl ProgramCost {
+    /// The type, and which one when a run has several of that name.
+    pub fn label(&self) -> String {
+        match self.nth {
+            0 => self.prog_type.clone(),
+            n => format!("{} #{}", self.prog_type, n + 1),
+        }
+    }
+}
+
+/// Median ns per run of each program on the tracepoint, told apart by name,
+/// type and attach order: the kernel keeps 15 bytes of a name, so
+/// tcpstate's two raw programs both read "tcpstate_set_st".
 fn program_costs(runs: &[&RunResult]) -> Vec<ProgramCost> {
-    let mut keys: Vec<(String, String)> = Vec::new();
+    costs_of(
+        runs.iter()
+            .filter_map(|r| r.tracer.as_ref())
+            .map(|t| (&t.programs[..], &t.tracepoint_programs[..])),
+    )
+}
+
+/// [`program_costs`] of each run's programs and the ids of those on the
+/// tracepoint.
+fn costs_of<'a>(runs: impl Iterator<Item = (&'a [ProgSample], &'a [u32])>) -> Vec<ProgramCost> {
+    let mut keys: Vec<(String, String, usize)> = Vec::new();
     let mut values: Vec<Vec<f64>> = Vec::new();
-    for t in runs.iter().filter_map(|r| r.tracer.as_ref()) {
-        for p in t
-            .programs
+    for (programs, on_tracepoint) in runs {
+        let mut ours: Vec<_> = programs
             .iter()
-            .filter(|p| t.tracepoint_programs.contains(&p.id))
-        {
-            let key = (p.name.clone(), p.prog_type.clone());
+            .filter(|p| on_tracepoint.contains(&p.id))
+            .collect();
+        // Program ids grow in load order, which is the attach order.
+        ours.sort_by_key(|p| p.id);
+        let mut seen: Vec<(String, String)> = Vec::new();
+        for p in ours {
+            let named = (p.name.clone(), p.prog_type.clone());
+            let nth = seen.iter().filter(|k| **k == named).count();
+            seen.push(named);
+            let key = (p.name.clone(), p.prog_type.clone(), nth);
             let i = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
                 keys.push(key);
                 values.push(Vec::new());
@@ -54,9 +85,10 @@ fn program_costs(runs: &[&RunResult]) -> Vec<ProgramCost> {
     }
     keys.into_iter()
         .zip(values)
-        .map(|((name, prog_type), v)| ProgramCost {
+        .map(|((name, prog_type, nth), v)| ProgramCost {
             name,
             prog_type,
+            nth,
             ns_per_run: median(v),
         })
         .collect()
@@ -204,5 +236,31 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(vec![f64::NAN, 1.0]), Some(1.0));
+    }
+
+    #[test]
+    fn programs_of_one_name_are_told_apart_by_attach_order() {
+        let prog = |id: u32, ns: u64| ProgSample {
+            id,
+            name: "tcpstate_set_st".into(),
+            prog_type: "RAW_TRACEPOINT".into(),
+            run_time_ns: ns * 1000,
+            run_count: 1000,
+            recursion_misses: 0,
+        };
+        // Two runs; the second lists its programs in another order.
+        let first = [prog(10, 600), prog(11, 50)];
+        let second = [prog(21, 60), prog(20, 700)];
+        let costs =
+            costs_of([(&first[..], &[10, 11][..]), (&second[..], &[20, 21][..])].into_iter());
+        let got: Vec<(String, Option<f64>)> =
+            costs.iter().map(|c| (c.label(), c.ns_per_run)).collect();
+        assert_eq!(
+            got,
+            [
+                ("RAW_TRACEPOINT".to_string(), Some(650.0)),
+                ("RAW_TRACEPOINT #2".to_string(), Some(55.0)),
+            ]
+        );
     }
 }

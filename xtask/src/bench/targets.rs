@@ -263,7 +263,7 @@ pub fn evaluate(i: &Inputs<'_>) -> Vec<Target> {
             let parts: Vec<String> = c
                 .bpf_programs
                 .iter()
-                .map(|p| format!("{} {} ns/run", p.prog_type, dec(p.ns_per_run, 0)))
+                .map(|p| format!("{} {} ns/run", p.label(), dec(p.ns_per_run, 0)))
                 .collect();
             format!("{}: {}", c.config, parts.join(" + "))
         })
