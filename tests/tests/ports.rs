@@ -20,6 +20,7 @@ use std::{
     process::Command,
 };
 use tcpstate_tests::{
+    kernel,
     netns::{in_netns, NetnsPair, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6},
     require_root,
     running::{Peer, Running},
@@ -291,10 +292,21 @@ fn exhausted_destination_failures_headroom_and_replay() {
     assert_eq!(row["local_ip"], CLIENT_V6.to_string());
     assert_eq!(row["in_use"], 5, "{row:#}");
     assert_eq!(row["free"], 95, "{row:#}");
-    assert_eq!(counts(&row["by_state"]), other_states);
-    assert_eq!(
-        other_states,
-        [("ESTABLISHED".to_string(), 3), ("TIME_WAIT".to_string(), 2)].into()
+    // What the client did: 3 kept, 2 closed first. A RST from the server
+    // answering a closed connection's last segment can end a time-wait
+    // socket; tcpstate follows it where the kernel reports RSTs sent without
+    // a socket (6.10+), and cannot before (5.10 saw ss list 1 of the 2).
+    let did: BTreeMap<String, u64> =
+        [("ESTABLISHED".to_string(), 3), ("TIME_WAIT".to_string(), 2)].into();
+    if kernel::reports_resets_without_socket() {
+        assert_eq!(counts(&row["by_state"]), other_states, "{row:#}");
+    } else {
+        assert_eq!(counts(&row["by_state"]), did, "{row:#}");
+    }
+    assert_eq!(other_states["ESTABLISHED"], 3, "{other_states:?}");
+    assert!(
+        other_states.get("TIME_WAIT").copied().unwrap_or(0) <= 2,
+        "{other_states:?}"
     );
     assert_eq!(row["failures"], 0);
 
