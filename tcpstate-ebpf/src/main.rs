@@ -27,7 +27,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use tcpstate_common::{
     kind, reset_offsets, syscall_exit_offsets, tp_offsets as off, Event, StructOffsets,
-    DEFAULT_RING_BYTES, EVENT_SIZE, INET_SADDR_SPAN, IPPROTO_TCP, LOST_OWNERS, LOST_RESETS,
+    DEFAULT_RING_BYTES, DEFAULT_WAKEUP_RECORDS, EVENT_SIZE, INET_SADDR_SPAN, IPPROTO_TCP, LOST_OWNERS, LOST_RESETS,
     LOST_TRANSITIONS, SOCK_HEAD_BYTES,
 };
 
@@ -105,9 +105,9 @@ static FILTER_FAMILY: Global<u16> = Global::new(0);
 #[no_mangle]
 static FILTER_ANY_PORT: Global<u16> = Global::new(0);
 /// Wake userspace once this many bytes are waiting (batching under load):
-/// by default 64 records.
+/// by default [`DEFAULT_WAKEUP_RECORDS`] records.
 #[no_mangle]
-static WAKEUP_BYTES: Global<u64> = Global::new(64 * RECORD_BYTES);
+static WAKEUP_BYTES: Global<u64> = Global::new(DEFAULT_WAKEUP_RECORDS * RECORD_BYTES);
 /// ...or when nobody was woken for this long (an isolated event is prompt).
 #[no_mangle]
 static WAKEUP_INTERVAL_NS: Global<u64> = Global::new(50_000_000);

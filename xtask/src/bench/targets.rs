@@ -289,7 +289,9 @@ pub fn evaluate(i: &Inputs<'_>) -> Vec<Target> {
                  count-only bpftrace program only updates a map); at saturation the two CPUs \
                  also share the ring buffer's lock and positions. run_time_ns also includes \
                  the kernel's bpf_stats bookkeeping (a clock read before and after every run, \
-                 for each of tcpstate's programs there) and any interrupt taken during a run",
+                 for each of tcpstate's programs there) and any interrupt taken during a run, \
+                 among them the wake-ups of the reader the program asks for (one per 4,096 \
+                 records under load, each an interrupt and a context switch)",
                 list(&at_rate, 0, " ns")
             )
         },

@@ -31,8 +31,9 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 pub struct LiveOptions {
     /// Ring buffer size in bytes (a power of two, at least a page).
     pub ring_bytes: u64,
-    /// Wake userspace once this many bytes wait (default: 64 records, or a
-    /// quarter of a small ring).
+    /// Wake userspace once this many bytes wait (default:
+    /// [`common::DEFAULT_WAKEUP_RECORDS`] records, or a quarter of a small
+    /// ring).
     pub wakeup_bytes: Option<u64>,
     /// Kernel filters; `None` keeps everything.
     pub family: Option<Family>,
@@ -117,9 +118,9 @@ impl LiveSource {
         preflight::raise_memlock_limit();
 
         let record_bytes = (common::EVENT_SIZE + 8) as u64;
-        let wakeup_bytes = options
-            .wakeup_bytes
-            .unwrap_or((64 * record_bytes).min(u64::from(ring_bytes) / 4));
+        let wakeup_bytes = options.wakeup_bytes.unwrap_or(
+            (common::DEFAULT_WAKEUP_RECORDS * record_bytes).min(u64::from(ring_bytes) / 4),
+        );
         let family = options.family.map_or(0, Family::raw);
         let any_port = options.any_port.unwrap_or(0);
         let interval_ns = FLUSH_INTERVAL.as_nanos() as u64;
