@@ -27,8 +27,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use tcpstate_common::{
     kind, reset_offsets, syscall_exit_offsets, tp_offsets as off, Event, StructOffsets,
-    DEFAULT_RING_BYTES, DEFAULT_WAKEUP_RECORDS, EVENT_SIZE, INET_SADDR_SPAN, IPPROTO_TCP, LOST_OWNERS, LOST_RESETS,
-    LOST_TRANSITIONS, SOCK_HEAD_BYTES,
+    DEFAULT_RING_BYTES, DEFAULT_WAKEUP_RECORDS, EVENT_SIZE, INET_SADDR_SPAN, IPPROTO_TCP,
+    LOST_OWNERS, LOST_RESETS, LOST_TRANSITIONS, SOCK_HEAD_BYTES,
 };
 
 mod raw2;
