@@ -294,6 +294,9 @@ impl Event {
 /// (each takes `EVENT_SIZE` plus an 8-byte ring header).
 pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
 
+/// Ring-buffer bytes one record takes: the kernel's 8-byte header + the event.
+pub const RING_RECORD_BYTES: u64 = (EVENT_SIZE + 8) as u64;
+
 /// Records waiting in the ring buffer before the program wakes the reader
 /// (unless a quarter of the ring is less). Each wake-up is an interrupt and
 /// a context switch, paid inside the BPF program's run: `cargo xtask bench`

@@ -28,7 +28,7 @@ use aya_log_ebpf::warn;
 use tcpstate_common::{
     kind, reset_offsets, syscall_exit_offsets, tp_offsets as off, Event, StructOffsets,
     DEFAULT_RING_BYTES, DEFAULT_WAKEUP_RECORDS, EVENT_SIZE, INET_SADDR_SPAN, IPPROTO_TCP,
-    LOST_OWNERS, LOST_RESETS, LOST_TRANSITIONS, SOCK_HEAD_BYTES,
+    LOST_OWNERS, LOST_RESETS, LOST_TRANSITIONS, RING_RECORD_BYTES, SOCK_HEAD_BYTES,
 };
 
 mod raw2;
@@ -107,7 +107,7 @@ static FILTER_ANY_PORT: Global<u16> = Global::new(0);
 /// Wake userspace once this many bytes are waiting (batching under load):
 /// by default [`DEFAULT_WAKEUP_RECORDS`] records.
 #[no_mangle]
-static WAKEUP_BYTES: Global<u64> = Global::new(DEFAULT_WAKEUP_RECORDS * RECORD_BYTES);
+static WAKEUP_BYTES: Global<u64> = Global::new(DEFAULT_WAKEUP_RECORDS * RING_RECORD_BYTES);
 /// ...or when nobody was woken for this long (an isolated event is prompt).
 #[no_mangle]
 static WAKEUP_INTERVAL_NS: Global<u64> = Global::new(50_000_000);
@@ -775,9 +775,6 @@ const _: () = assert!(NEWSTATE_AND_PAD % 8 == 0);
 const _: () = assert!(core::mem::offset_of!(Event, _pad) == NEWSTATE_AND_PAD + 1);
 const _: () = assert!(NEWSTATE_AND_PAD + 8 == core::mem::size_of::<Event>());
 
-/// Ring-buffer bytes one record takes: the kernel's 8-byte header + the event.
-const RECORD_BYTES: u64 = (EVENT_SIZE + 8) as u64;
-
 /// Batches wake-ups: wake the reader when this record takes the backlog over
 /// the threshold, or when no wake-up happened for a while (so a lone event is
 /// not held back). Past the threshold the reader is already awake, and every
@@ -789,7 +786,7 @@ const RECORD_BYTES: u64 = (EVENT_SIZE + 8) as u64;
 fn wakeup_flag(now: u64) -> u64 {
     let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     let threshold = WAKEUP_BYTES.load();
-    let crossed = pending >= threshold && pending < threshold + 4 * RECORD_BYTES;
+    let crossed = pending >= threshold && pending < threshold + 4 * RING_RECORD_BYTES;
     // SAFETY: a whole aligned u64 of our own global, through raw pointers
     // (no reference to the `static mut`); BPF loads and stores of 8 bytes
     // are single instructions, so a race yields one CPU's value or

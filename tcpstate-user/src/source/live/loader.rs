@@ -117,9 +117,9 @@ impl LiveSource {
         tracefs::check_tracepoint(&tracefs)?;
         preflight::raise_memlock_limit();
 
-        let record_bytes = (common::EVENT_SIZE + 8) as u64;
         let wakeup_bytes = options.wakeup_bytes.unwrap_or(
-            (common::DEFAULT_WAKEUP_RECORDS * record_bytes).min(u64::from(ring_bytes) / 4),
+            (common::DEFAULT_WAKEUP_RECORDS * common::RING_RECORD_BYTES)
+                .min(u64::from(ring_bytes) / 4),
         );
         let family = options.family.map_or(0, Family::raw);
         let any_port = options.any_port.unwrap_or(0);
