@@ -20,7 +20,17 @@ struct LifeView {
 }
 
 impl View for LifeView {
-    fn item(&mut self, _: &Item, ended: &[Connection], _: &Model, shown: bool) -> io::Result<()> {
+    fn item(
+        &mut self,
+        _: &Item,
+        ended: &[Connection],
+        model: &Model,
+        shown: bool,
+    ) -> io::Result<()> {
+        self.settled(ended, model, shown)
+    }
+
+    fn settled(&mut self, ended: &[Connection], _: &Model, shown: bool) -> io::Result<()> {
         if !shown {
             return Ok(());
         }

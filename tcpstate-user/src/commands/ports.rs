@@ -65,6 +65,17 @@ struct Tracked<V> {
     shown: CountingFailures<V>,
 }
 
+impl<V> Tracked<V> {
+    fn rates_ended(&self, ended: &[Connection], model: &Model) {
+        let mut rates = self.rates.borrow_mut();
+        for c in ended {
+            if let Some((key, free_ns)) = freed(c, model) {
+                rates.ended(key, free_ns);
+            }
+        }
+    }
+}
+
 impl<V: View> View for Tracked<V> {
     fn item(
         &mut self,
@@ -81,13 +92,14 @@ impl<V: View> View for Tracked<V> {
                 Item::Lost { .. } => {}
                 other => rates.seen(other.ts_boot_ns()),
             }
-            for c in ended {
-                if let Some((key, free_ns)) = freed(c, model) {
-                    rates.ended(key, free_ns);
-                }
-            }
         }
+        self.rates_ended(ended, model);
         self.shown.item(item, ended, model, shown)
+    }
+
+    fn settled(&mut self, ended: &[Connection], model: &Model, shown: bool) -> io::Result<()> {
+        self.rates_ended(ended, model);
+        self.shown.settled(ended, model, shown)
     }
 
     fn refresh(&mut self, progress: &Progress, last: bool) -> io::Result<()> {
@@ -130,6 +142,13 @@ impl<V> CountingFailures<V> {
     pub fn new(failures: Rc<RefCell<CallFailures>>, shown: V) -> Self {
         Self { failures, shown }
     }
+
+    fn failures_ended(&self, ended: &[Connection]) {
+        let mut failures = self.failures.borrow_mut();
+        for c in ended {
+            failures.ended(c);
+        }
+    }
 }
 
 impl<V: View> View for CountingFailures<V> {
@@ -140,16 +159,16 @@ impl<V: View> View for CountingFailures<V> {
         model: &Model,
         shown: bool,
     ) -> io::Result<()> {
-        {
-            let mut failures = self.failures.borrow_mut();
-            if let Item::CallFailed(f) = item {
-                failures.call(f);
-            }
-            for c in ended {
-                failures.ended(c);
-            }
+        if let Item::CallFailed(f) = item {
+            self.failures.borrow_mut().call(f);
         }
+        self.failures_ended(ended);
         self.shown.item(item, ended, model, shown)
+    }
+
+    fn settled(&mut self, ended: &[Connection], model: &Model, shown: bool) -> io::Result<()> {
+        self.failures_ended(ended);
+        self.shown.settled(ended, model, shown)
     }
 
     fn refresh(&mut self, progress: &Progress, last: bool) -> io::Result<()> {

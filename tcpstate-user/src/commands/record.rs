@@ -14,6 +14,10 @@ use std::io;
 struct Counting(u64);
 
 impl View for Counting {
+    fn settled(&mut self, _: &[Connection], _: &Model, _: bool) -> io::Result<()> {
+        Ok(())
+    }
+
     fn item(&mut self, item: &Item, _: &[Connection], _: &Model, _: bool) -> io::Result<()> {
         if matches!(item, Item::Transition(_)) {
             self.0 += 1;

@@ -133,12 +133,20 @@ fn bump(producer: &mut Producer, closed_first: ClosedFirst) {
 }
 
 impl View for ReportView {
+    fn settled(&mut self, ended: &[Connection], _: &Model, _: bool) -> io::Result<()> {
+        for c in ended {
+            self.account(c);
+            self.failures.ended(c);
+        }
+        Ok(())
+    }
+
     fn item(
         &mut self,
         item: &Item,
         ended: &[Connection],
         model: &Model,
-        _: bool,
+        shown: bool,
     ) -> io::Result<()> {
         let ts = item.ts_boot_ns();
         self.first_ts.get_or_insert(ts);
@@ -153,10 +161,7 @@ impl View for ReportView {
             // Times are printed at the end, with the clock.
             self.kills.push(*k);
         }
-        for c in ended {
-            self.account(c);
-            self.failures.ended(c);
-        }
+        self.settled(ended, model, shown)?;
         let next = *self.next_sample_ns.get_or_insert(ts);
         if ts >= next {
             self.summary.over_time.push(Sample {

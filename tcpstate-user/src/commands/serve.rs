@@ -114,6 +114,11 @@ impl View for MetricsView {
         Ok(())
     }
 
+    fn settled(&mut self, ended: &[Connection], _: &Model, _: bool) -> std::io::Result<()> {
+        self.counters.count_ended(ended);
+        Ok(())
+    }
+
     fn refresh(&mut self, progress: &Progress, _last: bool) -> std::io::Result<()> {
         let mut waiting = Vec::new();
         while let Ok(scrape) = self.requests.try_recv() {

@@ -276,7 +276,7 @@ impl View for TopView {
         item: &Item,
         ended: &[Connection],
         model: &Model,
-        _shown: bool,
+        shown: bool,
     ) -> io::Result<()> {
         self.dirty = true;
         match item {
@@ -309,6 +309,11 @@ impl View for TopView {
             }
             Item::ResetSent(_) | Item::Lost { .. } | Item::CallFailed(_) | Item::Kill(_) => {}
         }
+        self.settled(ended, model, shown)
+    }
+
+    fn settled(&mut self, ended: &[Connection], _: &Model, _: bool) -> io::Result<()> {
+        self.dirty |= !ended.is_empty();
         for conn in ended {
             if conn.open == OpenKind::Listener {
                 continue;

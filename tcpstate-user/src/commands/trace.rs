@@ -33,6 +33,11 @@ impl<'a> TraceView<'a> {
 }
 
 impl View for TraceView<'_> {
+    /// A trace shows transitions: an inferred close has none.
+    fn settled(&mut self, _: &[Connection], _: &Model, _: bool) -> io::Result<()> {
+        Ok(())
+    }
+
     fn item(
         &mut self,
         item: &Item,

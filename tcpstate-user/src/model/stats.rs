@@ -230,6 +230,11 @@ pub struct ModelStats {
     /// finished by inference when their local peer went LAST_ACK→CLOSE:
     /// their own way into TIME_WAIT was missed. Their entries are inferred.
     pub inferred_closes: u64,
+    /// Connections whose own close came after their local peer's
+    /// LAST_ACK→CLOSE, within the grace the inference waits (the kernel
+    /// emits them in that order when the peer's ACK is processed inside
+    /// `tcp_time_wait()`): applied as seen, nothing inferred.
+    pub closes_after_peer: u64,
     /// Connections believed still closing when a new socket took their
     /// address, after lost events: given an inferred TIME_WAIT entry.
     pub inferred_superseded: u64,

@@ -1,5 +1,6 @@
 //! Scenario tests: synthetic transition sequences shaped like what the
 //! tracepoint reports on this kernel for loopback connections.
+use super::time_wait::deferred::PEER_CLOSE_GRACE_NS;
 use super::*;
 use crate::{
     addr::{ip_from_wire, Endpoint},
@@ -1143,8 +1144,26 @@ fn missed_client_close_is_recovered_from_the_local_peer_last_ack() {
         // The server's FIN was acknowledged: the client got it.
         let closed_at = 3 * S + 20 * US;
         let finished = step(&mut m, server.on(softirq()).t(closed_at, LastAck, Close));
-        assert_eq!(finished.len(), 2, "{finished:#?}");
-        let (c, s) = (&finished[0], &finished[1]);
+        assert_eq!(finished.len(), 1, "{finished:#?}");
+        assert_eq!(
+            m.connection(C_SK).unwrap().state,
+            believed,
+            "waits for its own close"
+        );
+        // Nothing of the client's in the grace: the next item after it
+        // settles the inference.
+        let after = closed_at + PEER_CLOSE_GRACE_NS + 1;
+        let mut settled = Vec::new();
+        m.apply_into(
+            &Item::Lost {
+                total: 0,
+                ts_boot_ns: after,
+            },
+            &mut settled,
+        );
+        m.check_invariants();
+        assert_eq!(settled.len(), 1, "{settled:#?}");
+        let (c, s) = (&settled[0], &finished[0]);
         assert_eq!(s.skaddr(), Some(S_SK));
         assert_eq!(s.end, Some(EndKind::Normal));
         assert_eq!(c.skaddr(), Some(C_SK));
@@ -1202,6 +1221,77 @@ fn missed_client_close_is_recovered_from_the_local_peer_last_ack() {
         assert_eq!(m.time_wait().get(&flow(CLIENT, SERVER)), Some(&entry));
         assert_eq!(m.len(), 1);
     }
+}
+
+#[test]
+fn a_close_that_comes_after_its_peers_is_applied_as_seen() {
+    // The kernel can emit the peer's LAST_ACK→CLOSE before our side's own
+    // way into TIME_WAIT (the ACK processed inside tcp_time_wait()): the
+    // real transitions arriving in the grace replace the inference.
+    for believed in [FinWait1, FinWait2, Closing] {
+        let mut m = Model::default();
+        let Pair { client, server } = client_stuck_closing(&mut m, believed);
+        let server = server.on(server_task());
+        step(&mut m, server.t(3 * S, CloseWait, LastAck));
+        let closed_at = 3 * S + 20 * US;
+        let finished = step(&mut m, server.on(softirq()).t(closed_at, LastAck, Close));
+        assert_eq!(finished.len(), 1, "only the server: {finished:#?}");
+        if believed == FinWait1 {
+            assert!(step(&mut m, client.t(closed_at + US, FinWait1, FinWait2)).is_empty());
+        }
+        let old = if believed == Closing {
+            Closing
+        } else {
+            FinWait2
+        };
+        let real = closed_at + 3 * US;
+        let c = finish(&mut m, client.t(real, old, Close));
+        assert_eq!(c.skaddr(), Some(C_SK));
+        assert!(!c.uncertain, "{c:#?}");
+        assert_eq!(c.end, Some(EndKind::Normal));
+        assert_eq!(c.ended_ns(), Some(real));
+        assert_eq!(c.time_wait, TimeWaitFate::Entered);
+        let entry = *m.time_wait().get(&flow(CLIENT, SERVER)).unwrap();
+        assert!(!entry.inferred);
+        assert_eq!(entry.started_ns, Some(real));
+        if believed != Closing {
+            // The peer's FIN, kept while the inference waited, dates it:
+            // TIME_WAIT counts from the later of that FIN and our close.
+            assert_eq!(entry.basis, ExpiryBasis::PeerFin);
+            assert_eq!(entry.expires_ns, real + 60 * S);
+        }
+        // The grace passing changes nothing more.
+        let mut settled = Vec::new();
+        m.settle(&mut settled);
+        assert!(settled.is_empty(), "{settled:#?}");
+        let stats = m.stats();
+        assert_eq!(stats.closes_after_peer, 1);
+        assert_eq!(stats.inferred_closes, 0);
+        assert_eq!(stats.out_of_order, 0);
+        assert_eq!(stats.time_wait.inserted, 1);
+        m.check_invariants();
+    }
+}
+
+#[test]
+fn the_end_of_the_input_settles_closes_still_waiting() {
+    let mut m = Model::default();
+    let Pair { server, .. } = client_stuck_closing(&mut m, FinWait2);
+    let server = server.on(server_task());
+    step(&mut m, server.t(3 * S, CloseWait, LastAck));
+    let closed_at = 3 * S + 20 * US;
+    assert_eq!(step(&mut m, server.t(closed_at, LastAck, Close)).len(), 1);
+    let mut settled = Vec::new();
+    m.settle(&mut settled);
+    assert_eq!(settled.len(), 1);
+    assert_eq!(settled[0].skaddr(), Some(C_SK));
+    assert!(settled[0].uncertain);
+    assert_eq!(settled[0].ended_ns(), Some(closed_at));
+    assert!(m.time_wait().get(&flow(CLIENT, SERVER)).unwrap().inferred);
+    assert_eq!(m.stats().inferred_closes, 1);
+    m.settle(&mut settled);
+    assert_eq!(settled.len(), 1, "settled once");
+    m.check_invariants();
 }
 
 #[test]

@@ -12,7 +12,7 @@ use super::{
     recent::RecentlyClosed,
     snapshot::{ExistingSocket, ExistingSocketError},
     stats::{ModelStats, StateCounts},
-    time_wait::{enters_time_wait, TimeWaitTable},
+    time_wait::{deferred::DeferredCloses, enters_time_wait, TimeWaitTable},
 };
 use crate::{
     tcp::TcpState,
@@ -40,6 +40,7 @@ pub struct Model {
     pub(super) time_wait: TimeWaitTable,
     pub(super) pending: PendingOwners,
     pub(super) recently_closed: RecentlyClosed,
+    pub(super) deferred_closes: DeferredCloses,
     pub(super) stats: ModelStats,
     pub(super) next_id: u64,
     pub(super) next_snapshot_key: u64,
@@ -65,6 +66,7 @@ impl Model {
             time_wait: TimeWaitTable::new(config.max_tw_buckets, config.max_connections),
             pending: PendingOwners::new(config.max_pending_owners),
             recently_closed: RecentlyClosed::new(RECENTLY_CLOSED),
+            deferred_closes: DeferredCloses::default(),
             stats: ModelStats::default(),
             next_id: 1,
             next_snapshot_key: 0,
@@ -102,6 +104,9 @@ impl Model {
     /// [`Model::apply`], appending the connections it finished to
     /// `finished` (a buffer the caller reuses).
     pub fn apply_into(&mut self, item: &Item, finished: &mut Vec<Connection>) {
+        if !matches!(item, Item::Transition(_)) {
+            self.settle_before(item.ts_boot_ns(), finished);
+        }
         match item {
             Item::Transition(t) => self.apply_transition_into(t, finished),
             Item::Accepted(seen) => {
@@ -128,6 +133,7 @@ impl Model {
 
     /// [`Model::apply_transition`], appending to `finished`.
     pub fn apply_transition_into(&mut self, t: &Transition, finished: &mut Vec<Connection>) {
+        self.settle_before(t.ts_boot_ns, finished);
         self.stats.transitions += 1;
         let mut slot = self.live.find(SocketKey::Addr(t.skaddr));
         if slot.is_none() && !is_birth(t) {
@@ -162,6 +168,21 @@ impl Model {
         } else {
             self.advance(slot, t, finished);
         }
+    }
+
+    /// Finishes, by inference, the connections whose close their peer proved
+    /// long enough before `ts` (see [`Model::defer_close_from_peer`]).
+    fn settle_before(&mut self, ts: u64, finished: &mut Vec<Connection>) {
+        if !self.deferred_closes.is_empty() {
+            self.settle_deferred_closes(ts, finished);
+        }
+    }
+
+    /// The end of the input: the closes still waiting for their own
+    /// transition are inferred now. Call it once nothing more will come
+    /// (live or replay alike, so that both finish the same connections).
+    pub fn settle(&mut self, finished: &mut Vec<Connection>) {
+        self.settle_before(u64::MAX, finished);
     }
 
     /// Records who holds the socket at `skaddr`, as seen in process context
@@ -594,13 +615,16 @@ impl Model {
         if enters_time_wait(t.old, t.new) {
             conn.time_wait = self.enter_time_wait(&conn, t);
         }
+        // After the entry: its expiry used the peer's FIN kept there.
+        if !self.deferred_closes.is_empty() {
+            self.close_confirmed(conn.id);
+        }
         if (t.old, t.new) == (TcpState::CloseWait, TcpState::Close) {
             self.peer_reset(&conn, t.ts_boot_ns);
         }
         let peer_acked_fin = (t.old, t.new) == (TcpState::LastAck, TcpState::Close);
         if peer_acked_fin {
-            // Chronologically the inferred close came first.
-            self.infer_close_from_peer(&conn, t, finished);
+            self.defer_close_from_peer(&conn, t, finished);
         }
         self.stats.connections_finished += 1;
         finished.push(conn);

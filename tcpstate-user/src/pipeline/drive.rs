@@ -65,6 +65,9 @@ pub async fn drive_until<F: std::future::Future<Output = ()>>(
     if !output_closed {
         let last = pipeline
             .finish(|item, ended, model, shown| view.item(item, ended, model, shown))
+            .and_then(|()| {
+                Ok(pipeline.settle(|ended, model, shown| view.settled(ended, model, shown))?)
+            })
             .and_then(|()| Ok(view.refresh(&pipeline.progress(), true)?));
         match last {
             Err(e) if !is_broken_pipe(&e) => return Err(e),

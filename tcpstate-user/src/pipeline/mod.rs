@@ -310,6 +310,26 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The end of the input, after [`Pipeline::finish`]: the model infers the
+    /// closes it was still waiting to confirm; `each` sees each connection
+    /// so finished, and whether it ended inside the window.
+    pub fn settle(
+        &mut self,
+        mut each: impl FnMut(&[Connection], &Model, bool) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        if !self.model_used {
+            return Ok(());
+        }
+        self.ended.clear();
+        self.model.settle(&mut self.ended);
+        for conn in &self.ended {
+            let shown = self.window.shows(conn.ended_ns().unwrap_or(self.latest_ts));
+            each(std::slice::from_ref(conn), &self.model, shown)?;
+        }
+        self.ended.clear();
+        Ok(())
+    }
+
     /// Drops the transitions of sockets the filters leave out, as the
     /// kernel already does for one port and a family.
     fn keep_filtered(&mut self) {

@@ -37,6 +37,10 @@ impl<R: Report, F: FnMut(&Progress) -> R> View for Refreshed<R, F> {
         Ok(())
     }
 
+    fn settled(&mut self, _: &[Connection], _: &Model, _: bool) -> io::Result<()> {
+        Ok(())
+    }
+
     fn refresh(&mut self, progress: &Progress, last: bool) -> io::Result<()> {
         // Replays answer once, at the end: the state the recording reached
         // (or the state at `--to`/`--at`).

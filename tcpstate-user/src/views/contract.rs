@@ -19,6 +19,10 @@ pub trait View {
         model: &Model,
         shown: bool,
     ) -> std::io::Result<()>;
+    /// Connections the model finished at the end of the input, with no item
+    /// of their own (closes it was still waiting to confirm:
+    /// [`Model::settle`]); before the last refresh. `shown` as for items.
+    fn settled(&mut self, ended: &[Connection], model: &Model, shown: bool) -> std::io::Result<()>;
     /// After each batch, and once more with `last` at the end.
     fn refresh(&mut self, progress: &Progress, last: bool) -> std::io::Result<()>;
     /// How many rows or reports it wrote (for the summary).

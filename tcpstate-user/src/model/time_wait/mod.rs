@@ -9,7 +9,10 @@
 //! - [`table`]: the entries, indexed by 4-tuple, with the kernel's
 //!   `max_tw_buckets` limit per namespace;
 //! - `expiry`: the order in which entries expire;
+//! - [`deferred`]: closes proven by the local peer, waiting for their own
+//!   transition;
 //! - [`tally`]: the entries' counts, kept as they come and go.
+pub(crate) mod deferred;
 mod expiry;
 pub mod rules;
 pub mod table;

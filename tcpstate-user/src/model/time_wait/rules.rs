@@ -7,8 +7,8 @@
 //!   [`Model::enter_time_wait`] predicts its expiry from the peer's FIN when
 //!   the peer is traced here.
 //! - **infer**: a peer's LAST_ACK→CLOSE proves our side got its FIN; if our
-//!   side is still believed closing, its way into TIME_WAIT was missed
-//!   ([`Model::infer_close_from_peer`]).
+//!   side is still believed closing when a short grace has passed, its way
+//!   into TIME_WAIT was missed ([`Model::defer_close_from_peer`]).
 //! - **snapshot**: time-wait sockets older than the tracer
 //!   ([`Model::insert_existing_time_wait`]).
 //! - **supersede**: after lost events, a closing connection whose address
@@ -22,7 +22,7 @@
 //!   ([`Model::apply_reset`], [`Model::peer_reset`]).
 //! - **expire**: the kernel frees it after `time_wait_secs`
 //!   ([`Model::expire`]).
-use super::{ExpiryBasis, Inserted, TimeWaitEntry, TimeWaitRemoval};
+use super::{deferred::DeferredClose, ExpiryBasis, Inserted, TimeWaitEntry, TimeWaitRemoval};
 use crate::{
     model::{
         connection::{tuple_is_complete, ClosedFirst, Connection, FlowKey, TimeWaitFate},
@@ -152,10 +152,9 @@ impl Model {
     /// the other end received that FIN. If the other end is traced here (the
     /// mirrored 4-tuple in the same namespace, as on loopback) and still
     /// believed in FIN_WAIT1, FIN_WAIT2 or CLOSING, its way into TIME_WAIT
-    /// was missed: finish it as if FIN_WAIT2→CLOSE (or CLOSING→CLOSE) had
-    /// been seen at `t`, with a TIME_WAIT entry expiring `time_wait_secs`
-    /// after the peer's FIN (its LAST_ACK), marked inferred.
-    pub(in crate::model) fn infer_close_from_peer(
+    /// was missed, or is still to come (see [`super::deferred`]): the
+    /// inference waits for it.
+    pub(in crate::model) fn defer_close_from_peer(
         &mut self,
         peer: &Connection,
         t: &Transition,
@@ -166,19 +165,70 @@ impl Model {
         let Some(flow) = peer.complete_flow().map(|f| f.mirrored()) else {
             return;
         };
-        let Some(slot) = self.live.by_flow(&flow) else {
+        let Some(conn) = self.live.by_flow(&flow).and_then(|s| self.live.get(s)) else {
             return;
         };
-        let believed_closing = self
-            .live
-            .get(slot)
-            .is_some_and(|c| matches!(c.state, FinWait1 | FinWait2 | Closing) && c.last_ns <= ts);
-        if !believed_closing {
+        if !(matches!(conn.state, FinWait1 | FinWait2 | Closing) && conn.last_ns <= ts) {
+            return;
+        }
+        let peer_fin_ns = peer
+            .states()
+            .rev()
+            .find(|v| v.state == LastAck)
+            .and_then(|v| v.entered_ns)
+            .unwrap_or(ts);
+        let close = DeferredClose {
+            connection_id: conn.id,
+            flow,
+            peer_close: *t,
+            peer_fin_ns,
+        };
+        if let Some(oldest) = self.deferred_closes.push(close) {
+            self.infer_close_from_peer(oldest, finished);
+        }
+    }
+
+    /// Applies the closes whose grace ended before `now_ns` (all with
+    /// `u64::MAX`), oldest first.
+    pub(in crate::model) fn settle_deferred_closes(
+        &mut self,
+        now_ns: u64,
+        finished: &mut Vec<Connection>,
+    ) {
+        for close in self.deferred_closes.due(now_ns) {
+            self.infer_close_from_peer(close, finished);
+        }
+    }
+
+    /// The connection's own close arrived while its inference waited: the
+    /// inference is dropped (the real transition is applied instead).
+    pub(in crate::model) fn close_confirmed(&mut self, connection_id: u64) {
+        if self.deferred_closes.take(connection_id).is_some() {
+            self.stats.closes_after_peer += 1;
+        }
+    }
+
+    /// A close proven by the peer whose own transition did not arrive in
+    /// the grace: finish the connection, if it is still there and still
+    /// closing, as if FIN_WAIT2→CLOSE (or CLOSING→CLOSE) had been seen when
+    /// the peer closed (or at its own latest transition, if later), with a
+    /// TIME_WAIT entry expiring `time_wait_secs` after the peer's FIN,
+    /// marked inferred.
+    fn infer_close_from_peer(&mut self, close: DeferredClose, finished: &mut Vec<Connection>) {
+        use TcpState::*;
+        let Some(slot) = self.live.by_flow(&close.flow) else {
+            return;
+        };
+        let still_closing = self.live.get(slot).is_some_and(|c| {
+            c.id == close.connection_id && matches!(c.state, FinWait1 | FinWait2 | Closing)
+        });
+        if !still_closing {
             return;
         }
         let Some(mut conn) = self.live.remove(slot) else {
             return;
         };
+        let ts = close.peer_close.ts_boot_ns.max(conn.last_ns);
         let old = if conn.state == Closing {
             Closing
         } else {
@@ -193,7 +243,7 @@ impl Model {
             old,
             new: Close,
             netns: conn.netns,
-            ..*t
+            ..close.peer_close
         };
         conn.enter(&inferred, &self.config);
         conn.uncertain = true;
@@ -202,14 +252,8 @@ impl Model {
             // only delayed) are then recognised as such.
             self.recently_closed.insert(skaddr, ts);
         }
-        let fin_ns = peer
-            .states()
-            .rev()
-            .find(|v| v.state == LastAck)
-            .and_then(|v| v.entered_ns)
-            .unwrap_or(ts);
         let expiry = (
-            fin_ns.saturating_add(self.config.time_wait_ns()),
+            close.peer_fin_ns.saturating_add(self.config.time_wait_ns()),
             ExpiryBasis::PeerFin,
         );
         conn.time_wait = self.insert_time_wait(&conn, ts, Some(ts), old, expiry, true);
@@ -307,10 +351,15 @@ impl Model {
     /// When the peer of a locally traced connection sent its FIN (it entered
     /// LAST_ACK), if it did.
     fn peer_fin_ns(&self, flow: &FlowKey) -> Option<u64> {
-        let peer = self.live.get(self.live.by_flow(&flow.mirrored())?)?;
-        (peer.state == TcpState::LastAck)
-            .then(|| peer.state_entered_ns())
-            .flatten()
+        let live_peer = || {
+            let peer = self.live.get(self.live.by_flow(&flow.mirrored())?)?;
+            (peer.state == TcpState::LastAck)
+                .then(|| peer.state_entered_ns())
+                .flatten()
+        };
+        // A peer that closed before our side's close arrived is gone from
+        // the live table; its FIN was kept with the deferred inference.
+        live_peer().or_else(|| self.deferred_closes.peer_fin_ns(flow))
     }
 
     pub(in crate::model) fn insert_existing_time_wait(

@@ -256,12 +256,16 @@ impl View for Watch {
         &mut self,
         item: &Item,
         ended: &[Connection],
-        _: &Model,
-        _: bool,
+        model: &Model,
+        shown: bool,
     ) -> std::io::Result<()> {
         if let Item::CallFailed(f) = item {
             self.failures.call(f);
         }
+        self.settled(ended, model, shown)
+    }
+
+    fn settled(&mut self, ended: &[Connection], _: &Model, _: bool) -> std::io::Result<()> {
         for conn in ended {
             self.ended(conn);
             self.failures.ended(conn);

@@ -72,20 +72,25 @@ impl Counters {
                 *self.opened.entry(open.name()).or_insert(0) += 1;
             }
         }
-        for conn in ended.iter().filter(|c| c.open != OpenKind::Listener) {
-            let end = conn.end.unwrap_or(EndKind::Unknown);
-            *self.closed.entry(end.name()).or_insert(0) += 1;
-        }
-        self.count_failures(item, ended);
-    }
-
-    /// Issue 11: what failed, as `ports` counts it (a handshake is
-    /// SYN_SENT -> CLOSE after the SYN went out: refused or timed out).
-    fn count_failures(&mut self, item: &Item, ended: &[Connection]) {
         if let Item::CallFailed(f) = item {
             let key = (f.call.name(), crate::wire::errno_name(f.errno));
             *self.call_failures.entry(key).or_insert(0) += 1;
         }
+        self.count_ended(ended);
+    }
+
+    /// Connections that finished: how, and the handshakes that failed.
+    pub fn count_ended(&mut self, ended: &[Connection]) {
+        for conn in ended.iter().filter(|c| c.open != OpenKind::Listener) {
+            let end = conn.end.unwrap_or(EndKind::Unknown);
+            *self.closed.entry(end.name()).or_insert(0) += 1;
+        }
+        self.count_failed_handshakes(ended);
+    }
+
+    /// Issue 11: what failed, as `ports` counts it (a handshake is
+    /// SYN_SENT -> CLOSE after the SYN went out: refused or timed out).
+    fn count_failed_handshakes(&mut self, ended: &[Connection]) {
         for conn in ended {
             let errno = match conn.end {
                 Some(EndKind::Refused) => "ECONNREFUSED",
