@@ -1,9 +1,12 @@
 //! What tcpstate says about its programs on the running kernel, and what it
 //! does where the kernel offers less. Without BTF (forced here with
 //! `TCPSTATE_IGNORE_BTF`, as on a kernel built without it) only the classic
-//! tracepoint program runs: transitions stay exact, owners of accepted
-//! sockets are unknown, and `-v` says which programs are off and why.
+//! tracepoint program runs: transitions stay exact (from 5.12; before, the
+//! kernel skips some without counting them, and tcpstate warns), owners of
+//! accepted sockets are unknown, and `-v` says which programs are off and
+//! why.
 use serde_json::Value;
+use std::collections::BTreeMap;
 use tcpstate_tests::{kernel, require_root, running::Running, workload};
 
 /// The `-v` line about one program.
@@ -118,7 +121,44 @@ fn without_btf_the_classic_program_alone_traces_every_transition() {
         .collect();
     let expected =
         CONNECTIONS * workload::TRANSITIONS_PER_CONNECTION + workload::LISTENER_TRANSITIONS;
-    assert_eq!(transitions.len(), expected, "{stdout:#?}");
+    if kernel::at_least(5, 12) {
+        assert_eq!(transitions.len(), expected, "{stdout:#?}");
+    } else {
+        // Before 5.12 the kernel skips the classic program for a hit that
+        // arrives while another tracing program runs on the CPU (an
+        // interrupt's softirq) without counting it, and tcpstate warns at
+        // start: fewer transitions is the documented degraded behaviour
+        // (seen once in a 5.10 CI run: 30 of 32), other or more never.
+        assert!(
+            said.iter()
+                .any(|l| l.contains("warn") && l.contains("are not counted as lost")),
+            "no warning about uncounted skips: {said:#?}"
+        );
+        let mut got: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for t in &transitions {
+            let pair = (t["old"].as_str(), t["new"].as_str());
+            let (Some(old), Some(new)) = pair else {
+                panic!("a transition without states: {t}");
+            };
+            *got.entry((old.to_string(), new.to_string())).or_default() += 1;
+        }
+        let want: BTreeMap<(String, String), usize> =
+            workload::client_closes_first_pairs(CONNECTIONS)
+                .into_iter()
+                .map(|((old, new), n)| ((old.name().to_string(), new.name().to_string()), n))
+                .collect();
+        for (pair, n) in &got {
+            let allowed = want.get(pair).copied().unwrap_or(0);
+            assert!(
+                *n <= allowed,
+                "{pair:?}: {n}, at most {allowed}: {stdout:#?}"
+            );
+        }
+        let missing = expected - transitions.len();
+        if missing > 0 {
+            eprintln!("{missing} transitions skipped by the kernel, uncounted (before 5.12)");
+        }
+    }
     for t in &transitions {
         // No namespace without BTF offsets, and no accept() owner.
         assert_eq!(t["netns"], 0, "{t}");
