@@ -76,8 +76,16 @@ pub async fn drive_until<F: std::future::Future<Output = ()>>(
     }
     let stats = pipeline.stats();
     let model = pipeline.model.stats();
+    // Said only when it happened: a close the model inferred is what makes
+    // a connection uncertain without any loss counted.
+    let inferred = model.inferred_closes + model.inferred_superseded;
+    let inferred = if inferred > 0 {
+        format!("; {inferred} connections' way into TIME_WAIT inferred (marked uncertain)")
+    } else {
+        String::new()
+    };
     crate::status!(
-        "{} transitions seen, {} shown, {} lost in the kernel; {} accept() owners ({} lost), {} RSTs ({} lost); {} connections evicted from a full table",
+        "{} transitions seen, {} shown, {} lost in the kernel; {} accept() owners ({} lost), {} RSTs ({} lost); {} connections evicted from a full table{inferred}",
         stats.delivered,
         view.shown(),
         stats.lost,
