@@ -95,6 +95,62 @@ fn ss_states(ns: &str, peer: SocketAddr) -> BTreeMap<String, u64> {
     counts
 }
 
+/// `ss -tan` in namespace `ns`, as it prints it.
+fn ss_listing(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-tan"])
+        .output()
+        .expect("running ss (install iproute2)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The TCP counters of both namespaces, to tell afterwards what the
+/// kernel did that no transition shows (a time-wait socket ended by a RST,
+/// retransmissions).
+struct Counters {
+    client: BTreeMap<String, u64>,
+    server: BTreeMap<String, u64>,
+}
+
+impl Counters {
+    fn read(pair: &NetnsPair) -> Counters {
+        Counters {
+            client: kernel::tcp_counters_in(&pair.client),
+            server: kernel::tcp_counters_in(&pair.server),
+        }
+    }
+
+    /// What moved since `self`, and both namespaces' sockets: printed
+    /// with a failed comparison of the states, so that it explains itself.
+    fn evidence(&self, pair: &NetnsPair) -> Evidence {
+        let now = Counters::read(pair);
+        let rsts = |c: &BTreeMap<String, u64>| c.get("TcpOutRsts").copied().unwrap_or(0);
+        Evidence {
+            server_rsts: rsts(&now.server) - rsts(&self.server),
+            text: format!(
+                "client namespace counters: {}\nserver namespace counters: {}\n\
+                 client sockets:\n{}server sockets:\n{}",
+                kernel::counters_moved(&self.client, &now.client),
+                kernel::counters_moved(&self.server, &now.server),
+                ss_listing(&pair.client),
+                ss_listing(&pair.server),
+            ),
+        }
+    }
+}
+
+struct Evidence {
+    /// RSTs the server's namespace sent.
+    server_rsts: u64,
+    text: String,
+}
+
+impl std::fmt::Display for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// Waits until no socket towards `peer` is between states any more (the
 /// closed ones have reached TIME_WAIT).
 fn settled(ns: &str, peer: SocketAddr) -> BTreeMap<String, u64> {
@@ -180,7 +236,7 @@ fn exhausted_destination_failures_headroom_and_replay() {
     let nowhere = SocketAddr::from(([198, 51, 100, 1], PORT));
     serve(&pair.server, busy);
     serve(&pair.server, other);
-
+    let counters = Counters::read(&pair);
     // Started after the namespace is set up: its settings are read at start.
     let live = Running::start(&[
         "ports",
@@ -243,6 +299,7 @@ fn exhausted_destination_failures_headroom_and_replay() {
     let (lines, stderr, status) = live.interrupt();
     assert!(status.success(), "ports failed: {stderr:#?}");
     let report = last_report(&lines, "live ports");
+    let evidence = counters.evidence(&pair);
     assert_eq!(
         report["lost_events"], 0,
         "exact counts need every event: {stderr:#?}"
@@ -256,19 +313,51 @@ fn exhausted_destination_failures_headroom_and_replay() {
     assert_eq!(row["settings_read"], true, "{row:#}");
     assert_eq!(row["listening_in_range"], 0, "{row:#}");
     assert_eq!(row["usable"], 100, "{row:#}");
-    assert_eq!(row["in_use"], 100, "{row:#}");
-    assert_eq!(row["free"], 0, "{row:#}");
-    assert_eq!(
-        counts(&row["by_state"]),
-        busy_states,
-        "tcpstate vs ss: {row:#}"
+    // A RST from the server's listener ends a client time-wait socket when
+    // it answers a late segment of a closed connection: under load the
+    // client's ACK of the server's FIN can come after the server resent the
+    // FIN, its socket is gone when the time-wait socket acknowledges the
+    // second FIN, and the listener answers that (see
+    // a_listener_reset_ends_a_time_wait_socket_of_another_namespace). ss
+    // then lists one time-wait socket less than the client closed, and each
+    // one missing must be a RST the server's namespace counted (it sends no
+    // other). tcpstate follows those RSTs where it traces them (6.10+) and
+    // must show what ss shows; before, what the client did.
+    let server_rsts = evidence.server_rsts;
+    let missing = |states: &BTreeMap<String, u64>, closed: u64| {
+        let time_wait = states.get("TIME_WAIT").copied().unwrap_or(0);
+        assert!(time_wait <= closed, "{states:?}\n{evidence}");
+        closed - time_wait
+    };
+    let missing_here = missing(&busy_states, closed);
+    let missing_there = missing(&other_states, 2);
+    assert!(
+        missing_here + missing_there <= server_rsts,
+        "time-wait sockets missing from ss ({missing_here} and {missing_there}) beyond the \
+         {server_rsts} RSTs of the server's namespace\n{evidence}"
     );
     let expected: BTreeMap<String, u64> = [
         ("ESTABLISHED".to_string(), kept),
         ("TIME_WAIT".to_string(), closed),
     ]
     .into();
-    assert_eq!(busy_states, expected, "ss vs what the client did");
+    let shown = counts(&row["by_state"]);
+    if kernel::reports_resets_without_socket() {
+        assert_eq!(shown, busy_states, "tcpstate vs ss: {row:#}\n{evidence}");
+    } else {
+        assert_eq!(
+            shown, expected,
+            "tcpstate vs the client: {row:#}\n{evidence}"
+        );
+    }
+    assert_eq!(
+        busy_states["ESTABLISHED"], kept,
+        "ss vs what the client did\n{evidence}"
+    );
+    let in_use: u64 = shown.values().sum();
+    assert_eq!(row["in_use"], in_use, "{row:#}");
+    assert_eq!(row["free"], 100 - in_use, "{row:#}");
+    assert!(in_use >= 100 - server_rsts, "{row:#}\n{evidence}");
     assert_eq!(
         row["time_wait_reusable"], false,
         "tw_reuse=2 is for loopback only"
@@ -290,23 +379,25 @@ fn exhausted_destination_failures_headroom_and_replay() {
     // The second destination: its own figures.
     let row = destination(&report, client_ns, other);
     assert_eq!(row["local_ip"], CLIENT_V6.to_string());
-    assert_eq!(row["in_use"], 5, "{row:#}");
-    assert_eq!(row["free"], 95, "{row:#}");
-    // What the client did: 3 kept, 2 closed first. A RST from the server
-    // answering a closed connection's last segment can end a time-wait
-    // socket; tcpstate follows it where the kernel reports RSTs sent without
-    // a socket (6.10+), and cannot before (5.10 saw ss list 1 of the 2).
+    let in_use: u64 = counts(&row["by_state"]).values().sum();
+    assert_eq!(row["in_use"], in_use, "{row:#}");
+    assert_eq!(row["free"], 100 - in_use, "{row:#}");
+    // What the client did: 3 kept, 2 closed first; a RST can end one of
+    // the time-wait sockets as above.
     let did: BTreeMap<String, u64> =
         [("ESTABLISHED".to_string(), 3), ("TIME_WAIT".to_string(), 2)].into();
     if kernel::reports_resets_without_socket() {
-        assert_eq!(counts(&row["by_state"]), other_states, "{row:#}");
+        assert_eq!(
+            counts(&row["by_state"]),
+            other_states,
+            "{row:#}\n{evidence}"
+        );
     } else {
-        assert_eq!(counts(&row["by_state"]), did, "{row:#}");
+        assert_eq!(counts(&row["by_state"]), did, "{row:#}\n{evidence}");
     }
-    assert_eq!(other_states["ESTABLISHED"], 3, "{other_states:?}");
-    assert!(
-        other_states.get("TIME_WAIT").copied().unwrap_or(0) <= 2,
-        "{other_states:?}"
+    assert_eq!(
+        other_states["ESTABLISHED"], 3,
+        "{other_states:?}\n{evidence}"
     );
     assert_eq!(row["failures"], 0);
 
@@ -348,4 +439,105 @@ fn exhausted_destination_failures_headroom_and_replay() {
     assert_eq!(last_report(&replayed, "replayed ports"), report);
     drop(kept_other);
     drop(client);
+}
+
+/// A bare ACK from `from` to `to` with a sequence number no socket expects,
+/// sent through a raw socket in namespace `ns`: a time-wait socket answers
+/// it with an ACK of its own (out of window), as it answers a FIN the peer
+/// retransmitted.
+fn send_stray_ack(ns: &str, from: SocketAddr, to: SocketAddr) {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (from, to) else {
+        panic!("IPv4 only");
+    };
+    let mut segment = [0u8; 20];
+    segment[0..2].copy_from_slice(&src.port().to_be_bytes());
+    segment[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    segment[4..8].copy_from_slice(&0x5eed_0001u32.to_be_bytes());
+    segment[8..12].copy_from_slice(&0x5eed_0002u32.to_be_bytes());
+    segment[12] = 5 << 4; // 20-byte header, no options
+    segment[13] = 0x10; // ACK
+    segment[14..16].copy_from_slice(&1024u16.to_be_bytes());
+    // The checksum over the pseudo-header (addresses, protocol, length) and
+    // the segment: the receiver drops a segment without a valid one.
+    let mut words: Vec<u16> = Vec::new();
+    for octets in [src.ip().octets(), dst.ip().octets()] {
+        words.push(u16::from_be_bytes([octets[0], octets[1]]));
+        words.push(u16::from_be_bytes([octets[2], octets[3]]));
+    }
+    words.extend([6, segment.len() as u16]);
+    words.extend(
+        segment
+            .chunks(2)
+            .map(|pair| u16::from_be_bytes([pair[0], pair[1]])),
+    );
+    let mut sum: u32 = words.iter().map(|&w| u32::from(w)).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    segment[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    in_netns(Some(ns), move || {
+        let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP)).expect("raw socket");
+        raw.send_to(&segment, &SockAddr::from(to))
+            .expect("sending the stray ACK");
+    });
+}
+
+/// What the ports test can meet under load, made on purpose: the client's
+/// time-wait socket acknowledges a stray segment (as it does a FIN the server
+/// retransmitted because the client's ACK came late); the server's socket is
+/// gone, so its listener answers with a RST, and the RST ends the
+/// time-wait socket (tcp_rfc1337 is 0). The listener is in the server's
+/// namespace, the time-wait socket in the client's: tcpstate must follow
+/// the RST across namespaces where it traces RSTs (6.10+); before, the RST
+/// is not traced, and the server's namespace counts it.
+#[test]
+fn a_listener_reset_ends_a_time_wait_socket_of_another_namespace() {
+    require_root();
+    let pair = NetnsPair::create();
+    let client_ns = ns_inode(&pair.client);
+    let netns_arg = client_ns.to_string();
+    let server = SocketAddr::from((SERVER_V4, PORT));
+    serve(&pair.server, server);
+    let live = Running::start(&["ports", "--json", "--netns", &netns_arg, "--port", "8081"]);
+    let closed: Vec<SocketAddr> = in_netns(Some(&pair.client), move || {
+        (0..2)
+            .map(|_| {
+                let stream = TcpStream::connect(server).expect("connect");
+                stream.local_addr().expect("local address")
+            })
+            .collect()
+    });
+    let before = settled(&pair.client, server);
+    assert_eq!(before, [("TIME_WAIT".to_string(), 2)].into());
+    let counters = Counters::read(&pair);
+
+    send_stray_ack(&pair.server, server, closed[0]);
+    let deadline = std::time::Instant::now() + secs(5);
+    while ss_states(&pair.client, server).get("TIME_WAIT") != Some(&1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the time-wait socket outlived the RST\n{}",
+            counters.evidence(&pair)
+        );
+        std::thread::sleep(tcpstate_tests::millis(20));
+    }
+    let evidence = counters.evidence(&pair);
+    assert_eq!(evidence.server_rsts, 1, "the listener's RST\n{evidence}");
+    std::thread::sleep(tcpstate_tests::millis(300));
+    let (lines, stderr, status) = live.interrupt();
+    assert!(status.success(), "ports failed: {stderr:#?}");
+    let report = last_report(&lines, "live ports");
+    assert_eq!(report["lost_events"], 0, "{stderr:#?}");
+    let row = destination(&report, client_ns, server);
+    let time_wait = if kernel::reports_resets_without_socket() {
+        1
+    } else {
+        2
+    };
+    assert_eq!(
+        counts(&row["by_state"]),
+        [("TIME_WAIT".to_string(), time_wait)].into(),
+        "{row:#}\n{evidence}"
+    );
 }

@@ -1436,6 +1436,99 @@ fn a_listener_reset_kills_the_client_time_wait_unless_rfc1337() {
     }
 }
 
+/// Two namespaces joined by a veth pair: the client's side, its server's
+/// listener in another namespace.
+const VETH_CLIENT: &str = "192.0.2.2:40000";
+const VETH_SERVER: &str = "192.0.2.1:8081";
+const SERVER_NETNS: u32 = 4026532001;
+
+/// A client in `netns` that closed first towards `remote`: one TIME_WAIT
+/// entry.
+fn close_first_in(m: &mut Model, netns: u32, skaddr: u64, local: &str, remote: &str, at: u64) {
+    let sock = Sock {
+        netns,
+        ..Sock::new(skaddr, local, remote, client_task())
+    };
+    step(m, sock.at("0.0.0.0:0", remote).t(at, Close, SynSent));
+    step(m, sock.t(at + 1, SynSent, Established));
+    step(m, sock.t(at + 2, Established, FinWait1));
+    step(m, sock.t(at + 3, FinWait1, FinWait2));
+    let conn = finish(m, sock.t(at + 4, FinWait2, Close));
+    assert_eq!(conn.time_wait, TimeWaitFate::Entered);
+}
+
+/// The listener's RST answering a late segment (the client's time-wait
+/// socket acknowledging a retransmitted FIN after the server's socket was
+/// gone).
+fn listener_reset_from(netns: u32, ts: u64) -> ResetSent {
+    ResetSent {
+        netns,
+        ..reset(VETH_CLIENT, VETH_SERVER, Some(Listen), ts)
+    }
+}
+
+#[test]
+fn a_listener_reset_reaches_the_client_time_wait_in_another_namespace() {
+    let mut m = Model::default();
+    close_first_in(&mut m, NETNS, 0x1000, VETH_CLIENT, VETH_SERVER, S);
+    close_first_in(&mut m, NETNS, 0x1001, "192.0.2.2:40001", VETH_SERVER, S);
+    // The server's namespace has no such entry: the RST went over the veth.
+    apply_reset(&mut m, listener_reset_from(SERVER_NETNS, 2 * S));
+    let tw = FlowKey {
+        netns: NETNS,
+        ..flow(VETH_CLIENT, VETH_SERVER)
+    };
+    assert!(m.time_wait().get(&tw).is_none());
+    assert_eq!(m.time_wait().len(), 1, "the other one stays");
+    let stats = m.stats();
+    assert_eq!(
+        (stats.time_wait.reset, stats.resets_time_wait_removed),
+        (1, 1)
+    );
+}
+
+#[test]
+fn a_listener_reset_prefers_its_own_namespace_and_never_guesses() {
+    // The sender's namespace has the 4-tuple too: that is where it went.
+    let mut m = Model::default();
+    close_first_in(&mut m, NETNS, 0x1000, VETH_CLIENT, VETH_SERVER, S);
+    close_first_in(&mut m, SERVER_NETNS, 0x2000, VETH_CLIENT, VETH_SERVER, S);
+    apply_reset(&mut m, listener_reset_from(SERVER_NETNS, 2 * S));
+    assert_eq!(m.time_wait().len_in_netns(NETNS), 1);
+    assert_eq!(m.time_wait().len_in_netns(SERVER_NETNS), 0);
+
+    // Two other namespaces have it: which one got the RST is unknown.
+    let mut m = Model::default();
+    close_first_in(&mut m, NETNS, 0x1000, VETH_CLIENT, VETH_SERVER, S);
+    close_first_in(&mut m, 7, 0x2000, VETH_CLIENT, VETH_SERVER, S);
+    apply_reset(&mut m, listener_reset_from(SERVER_NETNS, 2 * S));
+    assert_eq!(m.time_wait().len(), 2);
+    assert_eq!(m.stats().resets_ambiguous, 1);
+    assert_eq!(m.stats().resets_time_wait_removed, 0);
+
+    // With rfc1337 the client's time-wait socket ignores it.
+    let mut m = Model::new(ModelConfig {
+        rfc1337: true,
+        ..ModelConfig::default()
+    });
+    close_first_in(&mut m, NETNS, 0x1000, VETH_CLIENT, VETH_SERVER, S);
+    apply_reset(&mut m, listener_reset_from(SERVER_NETNS, 2 * S));
+    assert_eq!(m.time_wait().len(), 1);
+
+    // A RST sent by a time-wait socket destroys that socket, in the
+    // sender's own namespace only.
+    let mut m = Model::default();
+    close_first_in(&mut m, NETNS, 0x1000, VETH_CLIENT, VETH_SERVER, S);
+    apply_reset(
+        &mut m,
+        ResetSent {
+            netns: SERVER_NETNS,
+            ..reset(VETH_SERVER, VETH_CLIENT, Some(TimeWait), 2 * S)
+        },
+    );
+    assert_eq!(m.time_wait().len(), 1);
+}
+
 #[test]
 fn a_reset_sent_by_a_time_wait_socket_destroys_it() {
     // Even with rfc1337: that protects against resets received.
@@ -1468,7 +1561,8 @@ fn resets_that_match_no_time_wait_are_harmless() {
     apply_reset(&mut m, reset(CLIENT, SERVER, Some(Listen), 2 * S));
     // Older than the time-wait socket: about the socket before it.
     apply_reset(&mut m, reset(TW_CLIENT, SERVER, Some(Listen), S));
-    // Same tuple, another namespace.
+    // Same tuple, another namespace: a loopback address never leaves its
+    // namespace (another namespace's own is another socket).
     let elsewhere = ResetSent {
         netns: 7,
         ..reset(TW_CLIENT, SERVER, Some(Listen), 2 * S)
@@ -1572,7 +1666,7 @@ impl Rng {
     }
 }
 
-const ENDPOINTS: [&str; 9] = [
+const ENDPOINTS: [&str; 10] = [
     "127.0.0.1:0",
     "0.0.0.0:0",
     "127.0.0.1:8080",
@@ -1581,6 +1675,7 @@ const ENDPOINTS: [&str; 9] = [
     "[::1]:8080",
     "[::]:0",
     "10.0.0.1:80",
+    "10.0.0.2:40000",
     "[::ffff:127.0.0.1]:50000",
 ];
 

@@ -63,8 +63,13 @@ impl Model {
     /// Live connections are left alone: one that receives the RST shows it
     /// with its own transition to CLOSE. With `netns` 0 (unknown) the
     /// 4-tuple is looked up in every namespace and acted on only if exactly
-    /// one has it. A RST older than the entry it would remove was about an
-    /// earlier socket with that 4-tuple and is ignored.
+    /// one has it. A RST sent to `segment_src` by a socket in one namespace
+    /// can reach a time-wait socket in another (two namespaces joined by a
+    /// veth pair, as containers are): when the sender's namespace has no
+    /// such entry and the address is not a loopback one (which never leaves
+    /// its namespace), every namespace is looked at in the same way. A RST
+    /// older than the entry it would remove was about an earlier socket
+    /// with that 4-tuple and is ignored.
     pub fn apply_reset(&mut self, reset: &ResetSent) {
         self.stats.resets_seen += 1;
         let ts = reset.ts_boot_ns;
@@ -76,7 +81,17 @@ impl Model {
         } else {
             (reset.segment_src, reset.segment_dst)
         };
-        let flow = match self.time_wait.find(reset.netns, local, remote) {
+        let found = match self.time_wait.find(reset.netns, local, remote) {
+            Err(0)
+                if reset.netns != 0
+                    && !sent_by_time_wait
+                    && !local.ip.to_canonical().is_loopback() =>
+            {
+                self.time_wait.find(0, local, remote)
+            }
+            found => found,
+        };
+        let flow = match found {
             Ok(flow) => flow,
             Err(0) => return,
             Err(_) => {
