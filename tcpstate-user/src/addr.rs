@@ -26,6 +26,17 @@ impl Endpoint {
     pub fn new(ip: IpAddr, port: u16) -> Self {
         Self { ip, port }
     }
+
+    /// Integers that sort as `Endpoint`s do (IPv4 first, then address
+    /// bytes, then port): sorting tens of thousands of TIME_WAIT
+    /// destinations for each report compares these much faster.
+    pub fn sort_key(&self) -> (bool, u128, u16) {
+        let (v6, bits) = match self.ip {
+            IpAddr::V4(ip) => (false, u128::from(ip.to_bits())),
+            IpAddr::V6(ip) => (true, ip.to_bits()),
+        };
+        (v6, bits, self.port)
+    }
 }
 
 impl fmt::Display for Endpoint {
@@ -122,6 +133,27 @@ mod tests {
                     let ep = Endpoint::new(IpAddr::V4(ip), port);
                     assert_eq!(ep.to_string(), format!("{ip}:{port}"));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn sort_key_orders_as_endpoints_do() {
+        let ips: [IpAddr; 6] = [
+            Ipv4Addr::new(10, 0, 0, 1).into(),
+            Ipv4Addr::new(9, 255, 255, 255).into(),
+            Ipv4Addr::new(255, 0, 0, 0).into(),
+            Ipv6Addr::LOCALHOST.into(),
+            "2001:db8::1".parse::<Ipv6Addr>().unwrap().into(),
+            "fe80::1".parse::<Ipv6Addr>().unwrap().into(),
+        ];
+        let all: Vec<Endpoint> = ips
+            .iter()
+            .flat_map(|ip| [0, 80, 443, 65535].map(|port| Endpoint::new(*ip, port)))
+            .collect();
+        for a in &all {
+            for b in &all {
+                assert_eq!(a.sort_key().cmp(&b.sort_key()), a.cmp(b), "{a} {b}");
             }
         }
     }
