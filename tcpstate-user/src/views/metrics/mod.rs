@@ -164,7 +164,7 @@ fn with_pod<'l>(
 /// The exposition, in the text format 0.0.4.
 pub fn render(inputs: &Inputs) -> String {
     let model = inputs.model;
-    let counts = model.stat();
+    let counts = model.stat_by_process();
     let mut out = Exposition::default();
     write_sockets(&mut out, &counts, inputs.limits, inputs.pod_of);
     write_time_wait(&mut out, model, &counts, inputs.limits);
