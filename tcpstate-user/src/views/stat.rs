@@ -1,5 +1,6 @@
 //! The `stat` view: sockets per state now, and per process, local port,
 //! remote address; TIME_WAIT by who closed first and per destination.
+use crate::addr::Endpoint;
 use crate::model::{ClosedFirst, Model, StateRow};
 use crate::tcp::TcpState;
 use serde::{ser::SerializeMap, Serialize, Serializer};
@@ -16,7 +17,11 @@ pub struct ProcessRow {
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct DestinationRow {
-    pub remote: String,
+    /// Shown as text (`1.2.3.4:80`, `[::1]:80`); kept as the endpoint, not
+    /// a string allocated for each of tens of thousands of rows per report
+    /// (equal endpoints print equal, and only they do).
+    #[serde(serialize_with = "as_text")]
+    pub remote: Endpoint,
     pub time_wait: usize,
     /// Share of the local port range (ip_local_port_range) these hold.
     pub port_range_share: f64,
@@ -74,6 +79,10 @@ impl Serialize for StateNames {
     }
 }
 
+fn as_text<S: Serializer>(remote: &Endpoint, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(remote)
+}
+
 fn names(tally: &BTreeMap<TcpState, usize>) -> BTreeMap<&'static str, usize> {
     tally.iter().map(|(s, n)| (s.name(), *n)).collect()
 }
@@ -128,7 +137,7 @@ impl StatView {
                 .destinations(port_range)
                 .into_iter()
                 .map(|d| DestinationRow {
-                    remote: d.remote.to_string(),
+                    remote: d.remote,
                     time_wait: d.local_ports,
                     port_range_share: d.share,
                 })
