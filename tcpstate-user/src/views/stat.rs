@@ -36,7 +36,10 @@ pub struct StatView {
     /// Closes that got no TIME_WAIT because tcp_max_tw_buckets was reached.
     pub time_wait_overflow: u64,
     pub by_process: Vec<ProcessRow>,
-    pub by_local_port: BTreeMap<u16, StateNames>,
+    /// The model's rows, moved in (not copied for each of thousands of
+    /// ports), shown by state name.
+    #[serde(serialize_with = "by_state_name")]
+    pub by_local_port: BTreeMap<u16, StateRow>,
     pub by_remote_ip: BTreeMap<String, StateNames>,
     pub time_wait_destinations: Vec<DestinationRow>,
     pub lost_events: u64,
@@ -77,6 +80,13 @@ impl Serialize for StateNames {
         }
         map.end()
     }
+}
+
+fn by_state_name<S: Serializer>(
+    rows: &BTreeMap<u16, StateRow>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(rows.iter().map(|(port, row)| (port, StateNames(*row))))
 }
 
 fn as_text<S: Serializer>(remote: &Endpoint, serializer: S) -> Result<S::Ok, S::Error> {
@@ -122,11 +132,7 @@ impl StatView {
                     states: names(&p.states),
                 })
                 .collect(),
-            by_local_port: counts
-                .by_local_port
-                .iter()
-                .map(|(p, row)| (*p, StateNames(*row)))
-                .collect(),
+            by_local_port: counts.by_local_port,
             by_remote_ip: counts
                 .by_remote_ip
                 .iter()
