@@ -82,9 +82,14 @@ impl StateCounts {
         time_wait: &TimeWaitTable,
         endpoints: bool,
     ) -> StateCounts {
-        let mut tallies = Tallies::new(endpoints);
-        let conns = Self::add_connections(&mut tallies, conns);
         let tw = time_wait.tally();
+        let mut tallies = Tallies::new(endpoints);
+        if endpoints {
+            // Sized once: growing by doubling rehashed them a dozen times.
+            tallies.by_local_port.reserve(tw.by_local_port.len());
+            tallies.by_remote_ip.reserve(tw.by_remote_ip.len());
+        }
+        let conns = Self::add_connections(&mut tallies, conns);
         let at = TcpState::TimeWait as usize;
         tallies.by_state[at] += tw.total;
         for (&tgid, p) in &tw.by_process {
@@ -228,14 +233,16 @@ impl Tallies {
 }
 
 /// In key order (the keys are distinct: an unstable sort is as
-/// deterministic, and the map is then built from a sorted run).
+/// deterministic, and the map is then built from a sorted run). Sorts
+/// (key, position) pairs rather than moving the 100-byte rows.
 fn rows<K: Ord + Copy>(counts: foldhash::HashMap<K, Counts>) -> BTreeMap<K, StateRow> {
-    let mut rows: Vec<(K, StateRow)> = counts
+    let (keys, rows): (Vec<K>, Vec<Counts>) = counts.into_iter().unzip();
+    let mut order: Vec<(K, u32)> = keys.into_iter().zip(0..).collect();
+    order.sort_unstable();
+    order
         .into_iter()
-        .map(|(key, counts)| (key, StateRow(counts)))
-        .collect();
-    rows.sort_unstable_by_key(|(key, _)| *key);
-    rows.into_iter().collect()
+        .map(|(key, at)| (key, StateRow(rows[at as usize])))
+        .collect()
 }
 
 /// The states with a count, as the ordered map views print.
