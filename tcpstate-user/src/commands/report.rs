@@ -93,7 +93,7 @@ struct ReportView {
 }
 
 fn counts(model: &Model) -> BTreeMap<&'static str, usize> {
-    let stat = model.stat();
+    let stat = model.stat_by_process();
     STATES.iter().map(|s| (s.name(), stat.count(*s))).collect()
 }
 

@@ -206,7 +206,7 @@ impl TopView {
 
     fn state(&self, progress: &Progress) -> TopState {
         let model = progress.model;
-        let counts = model.stat();
+        let counts = model.stat_by_process();
         let leaks = model.leaks(progress.now_ns());
         let mut cgroups = self.cgroups.borrow_mut();
         let mut pod_of = |id: u64| {

@@ -58,7 +58,7 @@ pub use leaks::{BacklogLeak, LeakReport, OwnerLeak};
 pub use live::SLOT_BYTES as LIVE_SLOT_BYTES;
 pub use owner::{Owner, OwnerHow};
 pub use snapshot::{ExistingSocket, ExistingSocketError};
-pub use stats::{ModelStats, ProcessStates, StateCounts, StateTally};
+pub use stats::{ModelStats, ProcessStates, StateCounts, StateRow, StateTally};
 pub use time_wait::{
     DestinationPorts, ExpiryBasis, ProcessCount, TimeWaitCounters, TimeWaitEntry, TimeWaitRemoval,
     TimeWaitTable,

@@ -11,6 +11,33 @@ use std::{collections::BTreeMap, net::IpAddr};
 /// Sockets per state.
 pub type StateTally = BTreeMap<TcpState, usize>;
 
+/// Sockets per state of one local port or remote address: a flat array,
+/// read like a [`StateTally`] (a `stat` report has one per port in use,
+/// tens of thousands under churn, and allocating a map for each was most
+/// of its cost).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateRow(Counts);
+
+impl StateRow {
+    /// The sockets in `state`; None when there are none (as a tally's
+    /// `get`).
+    pub fn get(&self, state: TcpState) -> Option<usize> {
+        let n = self.0[state as usize];
+        (n > 0).then_some(n)
+    }
+
+    /// The states with sockets, in state order.
+    pub fn iter(&self) -> impl Iterator<Item = (TcpState, usize)> + '_ {
+        TcpState::ALL
+            .into_iter()
+            .filter_map(|s| self.get(s).map(|n| (s, n)))
+    }
+
+    pub fn total(&self) -> usize {
+        self.0.iter().sum()
+    }
+}
+
 /// The sockets of one process, per state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessStates {
@@ -29,9 +56,11 @@ pub struct StateCounts {
     pub by_state: StateTally,
     /// In tgid order, unknown owner first.
     pub by_process: Vec<ProcessStates>,
-    pub by_local_port: BTreeMap<u16, StateTally>,
-    /// Listeners are left out: they have no remote address.
-    pub by_remote_ip: BTreeMap<IpAddr, StateTally>,
+    /// Empty from [`Model::stat_by_process`](super::Model::stat_by_process).
+    pub by_local_port: BTreeMap<u16, StateRow>,
+    /// Listeners are left out: they have no remote address. Empty from
+    /// [`Model::stat_by_process`](super::Model::stat_by_process).
+    pub by_remote_ip: BTreeMap<IpAddr, StateRow>,
     /// TIME_WAIT entries by who closed first (Local or Both).
     pub time_wait_by_closed_first: BTreeMap<ClosedFirst, usize>,
 }
@@ -47,13 +76,20 @@ impl StateCounts {
 
     /// The counts: live connections walked, TIME_WAIT from the table's
     /// running tally (in debug builds, checked against a walk of it).
+    /// Without `endpoints`, `by_local_port` and `by_remote_ip` stay empty.
     pub(crate) fn collect<'a>(
         conns: impl Iterator<Item = &'a Connection>,
         time_wait: &TimeWaitTable,
+        endpoints: bool,
     ) -> StateCounts {
-        let mut tallies = Tallies::default();
-        let conns = Self::add_connections(&mut tallies, conns);
         let tw = time_wait.tally();
+        let mut tallies = Tallies::new(endpoints);
+        if endpoints {
+            // Sized once: growing by doubling rehashed them a dozen times.
+            tallies.by_local_port.reserve(tw.by_local_port.len());
+            tallies.by_remote_ip.reserve(tw.by_remote_ip.len());
+        }
+        let conns = Self::add_connections(&mut tallies, conns);
         let at = TcpState::TimeWait as usize;
         tallies.by_state[at] += tw.total;
         for (&tgid, p) in &tw.by_process {
@@ -63,22 +99,24 @@ impl StateCounts {
             });
             process.2[at] += p.count;
         }
-        for (&port, &n) in &tw.by_local_port {
-            tallies
-                .by_local_port
-                .entry(port)
-                .or_insert([0; STATE_SLOTS])[at] += n;
-        }
-        for (&ip, &n) in tw
-            .by_remote_ip
-            .iter()
-            .filter(|(ip, _)| !ip.is_unspecified())
-        {
-            tallies.by_remote_ip.entry(ip).or_insert([0; STATE_SLOTS])[at] += n;
+        if endpoints {
+            for (&port, &n) in &tw.by_local_port {
+                tallies
+                    .by_local_port
+                    .entry(port)
+                    .or_insert([0; STATE_SLOTS])[at] += n;
+            }
+            for (&ip, &n) in tw
+                .by_remote_ip
+                .iter()
+                .filter(|(ip, _)| !ip.is_unspecified())
+            {
+                tallies.by_remote_ip.entry(ip).or_insert([0; STATE_SLOTS])[at] += n;
+            }
         }
         let by_closed_first = tw.by_closed_first.iter().map(|(c, n)| (*c, *n)).collect();
         let counts = tallies.into_counts(by_closed_first);
-        debug_assert_eq!(counts, Self::collect_by_walk(conns, time_wait));
+        debug_assert_eq!(counts, Self::collect_by_walk(conns, time_wait, endpoints));
         counts
     }
 
@@ -100,8 +138,12 @@ impl StateCounts {
     /// [`Self::collect`] by walking every TIME_WAIT entry, as it was before
     /// the running tally: what the tally is checked against.
     #[cfg_attr(not(debug_assertions), allow(dead_code))]
-    fn collect_by_walk(conns: Vec<&Connection>, time_wait: &TimeWaitTable) -> StateCounts {
-        let mut tallies = Tallies::default();
+    fn collect_by_walk(
+        conns: Vec<&Connection>,
+        time_wait: &TimeWaitTable,
+        endpoints: bool,
+    ) -> StateCounts {
+        let mut tallies = Tallies::new(endpoints);
         Self::add_connections(&mut tallies, conns.into_iter());
         let mut time_wait_by_closed_first = BTreeMap::new();
         for e in time_wait.iter() {
@@ -122,6 +164,8 @@ const STATE_SLOTS: usize = 13;
 /// host), made into the ordered maps of [`StateCounts`] once at the end.
 #[derive(Default)]
 struct Tallies {
+    /// Whether ports and remote addresses are counted.
+    endpoints: bool,
     by_state: Counts,
     /// First-seen comm and cgroup of each process, in first-seen order.
     processes: foldhash::HashMap<Option<u32>, (Option<Comm>, u64, Counts)>,
@@ -130,6 +174,13 @@ struct Tallies {
 }
 
 impl Tallies {
+    fn new(endpoints: bool) -> Self {
+        Tallies {
+            endpoints,
+            ..Tallies::default()
+        }
+    }
+
     fn add(
         &mut self,
         state: TcpState,
@@ -148,6 +199,9 @@ impl Tallies {
             )
         });
         process.2[at] += 1;
+        if !self.endpoints {
+            return;
+        }
         self.by_local_port
             .entry(local_port)
             .or_insert([0; STATE_SLOTS])[at] += 1;
@@ -171,19 +225,24 @@ impl Tallies {
         StateCounts {
             by_state: tally(&self.by_state),
             by_process,
-            by_local_port: self
-                .by_local_port
-                .into_iter()
-                .map(|(port, counts)| (port, tally(&counts)))
-                .collect(),
-            by_remote_ip: self
-                .by_remote_ip
-                .into_iter()
-                .map(|(ip, counts)| (ip, tally(&counts)))
-                .collect(),
+            by_local_port: rows(self.by_local_port),
+            by_remote_ip: rows(self.by_remote_ip),
             time_wait_by_closed_first,
         }
     }
+}
+
+/// In key order (the keys are distinct: an unstable sort is as
+/// deterministic, and the map is then built from a sorted run). Sorts
+/// (key, position) pairs rather than moving the 100-byte rows.
+fn rows<K: Ord + Copy>(counts: foldhash::HashMap<K, Counts>) -> BTreeMap<K, StateRow> {
+    let (keys, rows): (Vec<K>, Vec<Counts>) = counts.into_iter().unzip();
+    let mut order: Vec<(K, u32)> = keys.into_iter().zip(0..).collect();
+    order.sort_unstable();
+    order
+        .into_iter()
+        .map(|(key, at)| (key, StateRow(rows[at as usize])))
+        .collect()
 }
 
 /// The states with a count, as the ordered map views print.

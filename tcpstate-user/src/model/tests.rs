@@ -921,7 +921,7 @@ fn close_wait_leak_of_exactly_37_sockets() {
         .unwrap();
     assert_eq!(leaky.states.get(&CloseWait), Some(&37));
     assert_eq!(leaky.states.get(&Listen), Some(&1));
-    assert_eq!(counts.by_local_port[&8080].get(&CloseWait), Some(&37));
+    assert_eq!(counts.by_local_port[&8080].get(CloseWait), Some(37));
     assert!(!counts.by_process.iter().any(|p| p.tgid == Some(400)));
 }
 
@@ -1104,10 +1104,10 @@ fn state_counts_group_by_process_port_and_remote() {
         .unwrap();
     assert_eq!(client.states.get(&Established), Some(&1));
     assert_eq!(client.states.get(&TimeWait), Some(&2));
-    assert_eq!(counts.by_local_port[&8080].get(&Listen), Some(&1));
-    assert_eq!(counts.by_local_port[&8080].get(&Established), Some(&1));
+    assert_eq!(counts.by_local_port[&8080].get(Listen), Some(1));
+    assert_eq!(counts.by_local_port[&8080].get(Established), Some(1));
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let remote_total: usize = counts.by_remote_ip[&localhost].values().sum();
+    let remote_total = counts.by_remote_ip[&localhost].total();
     assert_eq!(remote_total, 4, "the listener has no remote");
 }
 

@@ -337,7 +337,14 @@ impl Model {
 
     /// Sockets per state now, TIME_WAIT included.
     pub fn stat(&self) -> StateCounts {
-        StateCounts::collect(self.live.values(), &self.time_wait)
+        StateCounts::collect(self.live.values(), &self.time_wait, true)
+    }
+
+    /// [`Self::stat`] without the counts per local port and per remote
+    /// address (left empty): what `serve`, `top`, `doctor` and `report`
+    /// read, without a row for each of tens of thousands of ports.
+    pub fn stat_by_process(&self) -> StateCounts {
+        StateCounts::collect(self.live.values(), &self.time_wait, false)
     }
 
     /// Live connections marked uncertain (no sort, unlike

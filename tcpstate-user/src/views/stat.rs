@@ -1,9 +1,10 @@
 //! The `stat` view: sockets per state now, and per process, local port,
 //! remote address; TIME_WAIT by who closed first and per destination.
-use crate::model::{ClosedFirst, Model};
+use crate::addr::Endpoint;
+use crate::model::{ClosedFirst, Model, StateRow};
 use crate::tcp::TcpState;
-use serde::Serialize;
-use std::{collections::BTreeMap, fmt::Write as _};
+use serde::{ser::SerializeMap, Serialize, Serializer};
+use std::{collections::BTreeMap, fmt::Write as _, sync::LazyLock};
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ProcessRow {
@@ -16,7 +17,11 @@ pub struct ProcessRow {
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct DestinationRow {
-    pub remote: String,
+    /// Shown as text (`1.2.3.4:80`, `[::1]:80`); kept as the endpoint, not
+    /// a string allocated for each of tens of thousands of rows per report
+    /// (equal endpoints print equal, and only they do).
+    #[serde(serialize_with = "as_text")]
+    pub remote: Endpoint,
     pub time_wait: usize,
     /// Share of the local port range (ip_local_port_range) these hold.
     pub port_range_share: f64,
@@ -31,8 +36,11 @@ pub struct StatView {
     /// Closes that got no TIME_WAIT because tcp_max_tw_buckets was reached.
     pub time_wait_overflow: u64,
     pub by_process: Vec<ProcessRow>,
-    pub by_local_port: BTreeMap<u16, BTreeMap<&'static str, usize>>,
-    pub by_remote_ip: BTreeMap<String, BTreeMap<&'static str, usize>>,
+    /// The model's rows, moved in (not copied for each of thousands of
+    /// ports), shown by state name.
+    #[serde(serialize_with = "by_state_name")]
+    pub by_local_port: BTreeMap<u16, StateRow>,
+    pub by_remote_ip: BTreeMap<String, StateNames>,
     pub time_wait_destinations: Vec<DestinationRow>,
     pub lost_events: u64,
     pub uncertain_connections: usize,
@@ -40,6 +48,49 @@ pub struct StatView {
     /// first (issue 11); filled by the commands that follow them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub call_failures: Vec<crate::views::ports::FailureRow>,
+}
+
+/// Sockets per state, shown as a map from state name to count (in name
+/// order, states with none left out), as the other counts of the report;
+/// kept as the model's flat row, not as a map per port.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StateNames(pub StateRow);
+
+/// The states in name order.
+static BY_NAME: LazyLock<Vec<TcpState>> = LazyLock::new(|| {
+    let mut states = TcpState::ALL.to_vec();
+    states.sort_by_key(|s| s.name());
+    states
+});
+
+impl StateNames {
+    /// `(name, count)` of the states with sockets, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, usize)> + '_ {
+        BY_NAME
+            .iter()
+            .filter_map(|s| self.0.get(*s).map(|n| (s.name(), n)))
+    }
+}
+
+impl Serialize for StateNames {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.iter().count()))?;
+        for (name, n) in self.iter() {
+            map.serialize_entry(name, &n)?;
+        }
+        map.end()
+    }
+}
+
+fn by_state_name<S: Serializer>(
+    rows: &BTreeMap<u16, StateRow>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(rows.iter().map(|(port, row)| (port, StateNames(*row))))
+}
+
+fn as_text<S: Serializer>(remote: &Endpoint, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(remote)
 }
 
 fn names(tally: &BTreeMap<TcpState, usize>) -> BTreeMap<&'static str, usize> {
@@ -81,22 +132,18 @@ impl StatView {
                     states: names(&p.states),
                 })
                 .collect(),
-            by_local_port: counts
-                .by_local_port
-                .iter()
-                .map(|(p, t)| (*p, names(t)))
-                .collect(),
+            by_local_port: counts.by_local_port,
             by_remote_ip: counts
                 .by_remote_ip
                 .iter()
-                .map(|(ip, t)| (ip.to_string(), names(t)))
+                .map(|(ip, row)| (ip.to_string(), StateNames(*row)))
                 .collect(),
             time_wait_destinations: model
                 .time_wait()
                 .destinations(port_range)
                 .into_iter()
                 .map(|d| DestinationRow {
-                    remote: d.remote.to_string(),
+                    remote: d.remote,
                     time_wait: d.local_ports,
                     port_range_share: d.share,
                 })

@@ -437,8 +437,16 @@ impl TimeWaitTable {
 
     /// Entries per remote endpoint, most first.
     pub fn by_remote(&self) -> Vec<(Endpoint, usize)> {
-        let counts = self.tally().by_remote.iter().map(|(r, t)| (*r, t.entries));
-        most_first(counts.collect())
+        let mut out: Vec<(Endpoint, usize)> = self
+            .tally()
+            .by_remote
+            .iter()
+            .map(|(r, t)| (*r, t.entries))
+            .collect();
+        // Equal counts in endpoint order, as a stable sort of the ordered
+        // map gave; unstable is as deterministic, no endpoint being twice.
+        out.sort_unstable_by_key(|(remote, n)| (std::cmp::Reverse(*n), remote.sort_key()));
+        out
     }
 
     /// Entries per remote address, most first.
@@ -472,7 +480,8 @@ impl TimeWaitTable {
                 }
             })
             .collect();
-        out.sort_by(|a, b| b.in_range.cmp(&a.in_range).then(a.remote.cmp(&b.remote)));
+        // Unstable is deterministic: no endpoint is twice.
+        out.sort_unstable_by_key(|d| (std::cmp::Reverse(d.in_range), d.remote.sort_key()));
         out
     }
 

@@ -416,7 +416,7 @@ fn time_wait_facts(model: &Model, watch: &Watch, args: &CollectArgs) -> TimeWait
             .cmp(&(a.in_range, a.created_in_range, a.now, a.created))
             .then(a.remote.cmp(&b.remote))
     });
-    let stat = model.stat();
+    let stat = model.stat_by_process();
     let closed =
         |c: crate::model::ClosedFirst| stat.time_wait_by_closed_first.get(&c).copied().unwrap_or(0);
     TimeWaitFacts {

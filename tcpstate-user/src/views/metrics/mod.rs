@@ -46,7 +46,7 @@ const END_KINDS: [EndKind; 5] = [
 /// What is counted as the items pass (the model keeps no history).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    pub transitions: BTreeMap<(TcpState, TcpState), u64>,
+    pub transitions: TransitionCounts,
     /// Connections opened, by `OpenKind` name: `active` (CLOSE→SYN_SENT,
     /// connect()) and `passive` (LISTEN→SYN_RECV, a listener's child).
     pub opened: BTreeMap<&'static str, u64>,
@@ -62,7 +62,7 @@ impl Counters {
     /// Counts one item, and the connections it finished.
     pub fn count(&mut self, item: &Item, ended: &[Connection]) {
         if let Item::Transition(t) = item {
-            *self.transitions.entry((t.old, t.new)).or_insert(0) += 1;
+            self.transitions.add(t.old, t.new);
             let open = match (t.old, t.new) {
                 (TcpState::Close, TcpState::SynSent) => Some(OpenKind::Active),
                 (TcpState::Listen, TcpState::SynRecv) => Some(OpenKind::Passive),
@@ -101,6 +101,42 @@ impl Counters {
                 *self.call_failures.entry(("handshake", errno)).or_insert(0) += 1;
             }
         }
+    }
+}
+
+/// Transitions seen per old and new state: a flat table indexed by the
+/// states' numbers (an ordered map's lookup, once per transition, was
+/// most of what `serve` spent per item besides the model).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransitionCounts([[u64; STATE_SLOTS]; STATE_SLOTS]);
+
+/// States are numbered from 1 (`TcpState as usize`).
+const STATE_SLOTS: usize = TcpState::ALL.len() + 1;
+
+impl Default for TransitionCounts {
+    fn default() -> Self {
+        TransitionCounts([[0; STATE_SLOTS]; STATE_SLOTS])
+    }
+}
+
+impl TransitionCounts {
+    pub fn add(&mut self, old: TcpState, new: TcpState) {
+        self.0[old as usize][new as usize] += 1;
+    }
+
+    /// None when never seen.
+    pub fn get(&self, old: TcpState, new: TcpState) -> Option<u64> {
+        let n = self.0[old as usize][new as usize];
+        (n > 0).then_some(n)
+    }
+
+    /// The pairs seen, in (old, new) state order.
+    pub fn iter(&self) -> impl Iterator<Item = ((TcpState, TcpState), u64)> + '_ {
+        TcpState::ALL.into_iter().flat_map(move |old| {
+            TcpState::ALL
+                .into_iter()
+                .filter_map(move |new| self.get(old, new).map(|n| ((old, new), n)))
+        })
     }
 }
 
@@ -164,7 +200,7 @@ fn with_pod<'l>(
 /// The exposition, in the text format 0.0.4.
 pub fn render(inputs: &Inputs) -> String {
     let model = inputs.model;
-    let counts = model.stat();
+    let counts = model.stat_by_process();
     let mut out = Exposition::default();
     write_sockets(&mut out, &counts, inputs.limits, inputs.pod_of);
     write_time_wait(&mut out, model, &counts, inputs.limits);
@@ -393,8 +429,8 @@ fn write_events(out: &mut Exposition, inputs: &Inputs) {
         Kind::Counter,
         "TCP state transitions seen, per old and new state.",
     );
-    for ((old, new), n) in &inputs.counters.transitions {
-        f.sample(&[("old", old.name()), ("new", new.name())], *n);
+    for ((old, new), n) in inputs.counters.transitions.iter() {
+        f.sample(&[("old", old.name()), ("new", new.name())], n);
     }
 
     let mut f = out.family(
@@ -1171,7 +1207,7 @@ mod tests {
             2,
             "listener left out"
         );
-        assert_eq!(counters.transitions.get(&(Established, Close)), Some(&1));
-        assert_eq!(counters.transitions.values().sum::<u64>(), 10);
+        assert_eq!(counters.transitions.get(Established, Close), Some(1));
+        assert_eq!(counters.transitions.iter().map(|(_, n)| n).sum::<u64>(), 10);
     }
 }

@@ -11,12 +11,16 @@
 //!   tcpstate-bench-probe make-recording TRANSITIONS FILE
 //!       writes a synthetic recording of TRANSITIONS transitions to FILE
 //!       (which must not exist), for timing `tcpstate stat --input FILE`
+//!   tcpstate-bench-probe views stat|serve FILE
+//!       replays FILE through `stat`'s or `serve`'s view, refreshed every
+//!       second of event time as live (the reports go to stdout first)
 mod model_memory;
 mod recording;
+mod views;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: tcpstate-bench-probe model-memory N | decode N | make-recording N FILE";
+    let usage = "usage: tcpstate-bench-probe model-memory N | decode N | make-recording N FILE | views stat|serve FILE";
     let number = |i: usize| -> u64 {
         match args.get(i).and_then(|s| s.parse().ok()) {
             Some(n) if n > 0 => n,
@@ -30,6 +34,7 @@ fn main() {
         (Some("model-memory"), 2) => model_memory::run(number(1)),
         (Some("decode"), 2) => Ok(recording::decode(number(1))),
         (Some("make-recording"), 3) => recording::make(number(1), args[2].as_ref()),
+        (Some("views"), 3) => views::run(&args[1], args[2].as_ref()),
         _ => {
             eprintln!("{usage}");
             std::process::exit(2);
