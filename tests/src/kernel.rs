@@ -42,23 +42,10 @@ pub fn out_rsts() -> u64 {
 /// thread's setns() would not do: /proc/net follows the process's first
 /// thread).
 pub fn tcp_counters_in(ns: &str) -> std::collections::BTreeMap<String, u64> {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "cat",
-            "/proc/net/snmp",
-            "/proc/net/netstat",
-        ])
-        .output()
-        .expect("running ip netns exec cat (install iproute2)");
-    assert!(
-        out.status.success(),
-        "reading the counters of {ns}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_counters(&String::from_utf8_lossy(&out.stdout))
+    parse_counters(&crate::netns::netns_output(
+        ns,
+        &["cat", "/proc/net/snmp", "/proc/net/netstat"],
+    ))
 }
 
 /// The TCP counters of /proc/net/snmp and /proc/net/netstat text: each

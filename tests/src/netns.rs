@@ -118,6 +118,24 @@ impl Drop for NetnsPair {
     }
 }
 
+/// The standard output of `cmd` (program and arguments) run inside
+/// namespace `ns` by `ip netns exec`; panics naming the command and its
+/// standard error when it cannot run or fails.
+pub fn netns_output(ns: &str, cmd: &[&str]) -> String {
+    let shown = format!("ip netns exec {ns} {}", cmd.join(" "));
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .unwrap_or_else(|e| panic!("running {shown} (install iproute2): {e}"));
+    assert!(
+        out.status.success(),
+        "{shown}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs `f` on a thread that has entered network namespace `ns` (or stays in
 /// the current one for `None`). Sockets created there belong to that
 /// namespace for their whole life, whichever thread uses them later.

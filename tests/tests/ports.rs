@@ -21,7 +21,7 @@ use std::{
 };
 use tcpstate_tests::{
     kernel,
-    netns::{in_netns, NetnsPair, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6},
+    netns::{in_netns, netns_output, NetnsPair, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6},
     require_root,
     running::{Peer, Running},
     secs,
@@ -71,17 +71,8 @@ fn serve(ns: &str, addr: SocketAddr) {
 /// `ss` in namespace `ns`: sockets towards `peer`, counted by state (in
 /// tcpstate's names).
 fn ss_states(ns: &str, peer: SocketAddr) -> BTreeMap<String, u64> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "ss", "-Htan"])
-        .output()
-        .expect("running ss (install iproute2)");
-    assert!(
-        out.status.success(),
-        "ss: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let mut counts = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in netns_output(ns, &["ss", "-Htan"]).lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.len() < 5 || fields[4] != peer.to_string() {
             continue;
@@ -97,11 +88,7 @@ fn ss_states(ns: &str, peer: SocketAddr) -> BTreeMap<String, u64> {
 
 /// `ss -tan` in namespace `ns`, as it prints it.
 fn ss_listing(ns: &str) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "ss", "-tan"])
-        .output()
-        .expect("running ss (install iproute2)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    netns_output(ns, &["ss", "-tan"])
 }
 
 /// The TCP counters of both namespaces, to tell afterwards what the
