@@ -61,6 +61,16 @@ pub const LOST_TRANSITIONS: u32 = 0;
 pub const LOST_OWNERS: u32 = 1;
 /// [`MAP_LOST`] slot of lost RST records.
 pub const LOST_RESETS: u32 = 2;
+/// [`MAP_LOST`] slot of the transitions of [`LOST_TRANSITIONS`] whose
+/// reserve failed with room left in the ring (more than
+/// [`RING_BUSY_ROOM_RECORDS`] records free): the ring's lock was not taken,
+/// the ring was not full. Linux 6.16+ locks the ring with a spinlock that
+/// gives up (on a deadlock it detects or a timeout) instead of spinning.
+/// A part of [`LOST_TRANSITIONS`], not added to it.
+pub const LOST_TRANSITIONS_RING_BUSY: u32 = 5;
+/// Free records a failed reserve must still see to count as "ring busy":
+/// well beyond what the reader can free between the failure and the check.
+pub const RING_BUSY_ROOM_RECORDS: u64 = 64;
 
 /// Load-time globals (set by userspace before the program is loaded).
 pub const GLOBAL_FILTER_FAMILY: &str = "FILTER_FAMILY";

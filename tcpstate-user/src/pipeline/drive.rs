@@ -54,11 +54,16 @@ pub async fn drive_until<F: std::future::Future<Output = ()>>(
         if view.done() {
             break;
         }
-        let lost = pipeline.stats().lost;
-        if pipeline.is_live() && lost > lost_seen {
-            lost_seen = lost;
+        let stats = pipeline.stats();
+        if pipeline.is_live() && stats.lost > lost_seen {
+            lost_seen = stats.lost;
+            let why = stats.lost_causes.map_or_else(
+                || "raise --ring-size, or narrow the filters".to_string(),
+                |c| format!("{}: {}", c.describe(), c.advice()),
+            );
             log::warn!(
-                "{lost} transitions lost in the kernel so far (raise --ring-size, or narrow the filters); affected connections are marked uncertain"
+                "{} transitions lost in the kernel so far ({why}); affected connections are marked uncertain",
+                stats.lost
             );
         }
     }
@@ -84,8 +89,12 @@ pub async fn drive_until<F: std::future::Future<Output = ()>>(
     } else {
         String::new()
     };
+    let causes = match stats.lost_causes {
+        Some(c) if stats.lost > 0 => format!(" ({})", c.describe()),
+        _ => String::new(),
+    };
     crate::status!(
-        "{} transitions seen, {} shown, {} lost in the kernel; {} accept() owners ({} lost), {} RSTs ({} lost); {} connections evicted from a full table{inferred}",
+        "{} transitions seen, {} shown, {} lost in the kernel{causes}; {} accept() owners ({} lost), {} RSTs ({} lost); {} connections evicted from a full table{inferred}",
         stats.delivered,
         view.shown(),
         stats.lost,

@@ -64,7 +64,7 @@ impl<W: Write> TraceSink for TableSink<W> {
         self.header()?;
         writeln!(
             self.out,
-            "{:<15} !! {total} transitions lost in the kernel so far (ring buffer full)",
+            "{:<15} !! {total} transitions lost in the kernel so far (the summary says why)",
             local_time_of_day(self.clock.wall_ns(ts_boot_ns)),
         )
     }

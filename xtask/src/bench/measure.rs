@@ -66,6 +66,8 @@ pub struct TracerRun {
     /// and lost (tcpstate's summary; bpftrace's lines and "Lost N events").
     pub reported_seen: Option<u64>,
     pub reported_lost: Option<u64>,
+    /// tcpstate's causes of `reported_lost`, when it prints them.
+    pub reported_lost_causes: Option<output::LostCauses>,
     /// tcpstate -v's wake-up count, when it prints one.
     pub reported_wakeups: Option<u64>,
     pub reported_transitions_per_wakeup: Option<f64>,
@@ -175,14 +177,18 @@ fn finish(
     let stopping = Instant::now();
     let exit = t.stop()?;
     let stop_s = stopping.elapsed().as_secs_f64();
-    let (reported_seen, reported_lost) = if kind.is_tcpstate() {
+    let (reported_seen, reported_lost, reported_lost_causes) = if kind.is_tcpstate() {
         let summary = output::tcpstate_summary(&exit.stderr);
-        (summary.map(|s| s.seen), summary.map(|s| s.lost))
+        (
+            summary.map(|s| s.seen),
+            summary.map(|s| s.lost),
+            summary.and_then(|s| s.causes),
+        )
     } else {
         let scan = exit.stdout.unwrap_or_default();
         let lost_on_stderr = output::scan(exit.stderr.as_bytes()).lost;
         let seen = (kind == Kind::BpftraceStream).then_some(scan.lines);
-        (seen, Some(scan.lost + lost_on_stderr))
+        (seen, Some(scan.lost + lost_on_stderr), None)
     };
     let wakeups = output::tcpstate_wakeups(&exit.stderr);
     if exit.scrapes == Some(0) {
@@ -213,6 +219,7 @@ fn finish(
         programs,
         reported_seen,
         reported_lost,
+        reported_lost_causes,
         reported_wakeups: wakeups.map(|w| w.0),
         reported_transitions_per_wakeup: wakeups.and_then(|w| w.1),
         peak_rss_bytes: peak,

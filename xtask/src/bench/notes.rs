@@ -60,15 +60,18 @@ pub fn notes(settings: &Settings, sat: &Phase) -> Vec<String> {
          (otherwise it only finds the hit among the first one's last few and returns). Their \
          cost per run is in the targets and in the JSON."
             .to_string(),
-        "Lost: tcpstate's exit summary (\"L lost in the kernel\"): records that found the ring \
-         buffer full, plus transitions for which the kernel did not run the program at all: a \
+        "Lost: tcpstate's exit summary (\"L lost in the kernel (F ring full, B ring lock busy, \
+         S skipped by the kernel)\"): records that found the ring buffer full, records whose \
+         reserve failed with room left in the ring (its lock was not taken; Linux 6.16+ gives \
+         up on a lock it finds deadlocked or held too long), plus transitions for which the kernel did not run the program at all: a \
          tracing program was already running on that CPU when a softirq hit the tracepoint \
          (counted per program as recursion_misses). Under saturating churn the kernel sometimes \
          skips tracepoint programs this way; tcpstate runs a raw tracepoint program (guarded \
          on its own) with a second raw program (guarded on its own too) standing in for its \
          misses, so only a transition the kernel skipped both for is lost. bpftrace reports only \"Lost N events\" (its perf \
          buffer full); the bench adds its program's recursion_misses. In parentheses: the \
-         recursion_misses of the tracer's programs on the tracepoint. Summed over the runs."
+         recursion_misses of the tracer's programs on the tracepoint; after them, when tcpstate \
+         lost any, its own split (full + busy + skipped). Summed over the runs."
             .to_string(),
         "Wake-ups: tcpstate batches them: its program wakes the reader when the backlog grows \
          past 4,096 records (or a quarter of the ring; not again while it stays above: the \

@@ -30,11 +30,23 @@ fn decimal_before(text: &str, suffix: &str) -> Option<f64> {
     text[start..at].parse().ok()
 }
 
-/// tcpstate's exit summary: "N transitions seen, ... L lost in the kernel".
+/// tcpstate's exit summary: "N transitions seen, ... L lost in the kernel
+/// (F ring full, B ring lock busy, S skipped by the kernel); ...".
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Summary {
     pub seen: u64,
     pub lost: u64,
+    /// The causes of `lost`, when this tcpstate prints them (it leaves out
+    /// the ones that did not happen, and all of them when nothing was lost).
+    pub causes: Option<LostCauses>,
+}
+
+/// Why tcpstate lost transitions, as its summary says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LostCauses {
+    pub ring_full: u64,
+    pub ring_busy: u64,
+    pub skipped: u64,
 }
 
 pub fn tcpstate_summary(stderr: &str) -> Option<Summary> {
@@ -42,9 +54,27 @@ pub fn tcpstate_summary(stderr: &str) -> Option<Summary> {
         .lines()
         .rev()
         .find(|l| l.contains(" transitions seen"))?;
+    let lost = number_before(line, " lost in the kernel")?;
+    let after = &line[line.find(" lost in the kernel")?..];
+    let listed = after
+        .strip_prefix(" lost in the kernel (")
+        .and_then(|rest| rest.split(')').next());
+    let causes = match listed {
+        Some(list) => {
+            let part = |name: &str| number_before(list, name).unwrap_or(0);
+            Some(LostCauses {
+                ring_full: part(" ring full"),
+                ring_busy: part(" ring lock busy"),
+                skipped: part(" skipped by the kernel"),
+            })
+        }
+        None if lost == 0 => Some(LostCauses::default()),
+        None => None,
+    };
     Some(Summary {
         seen: number_before(line, " transitions seen")?,
-        lost: number_before(line, " lost in the kernel")?,
+        lost,
+        causes,
     })
 }
 
@@ -106,10 +136,29 @@ mod tests {
             tcpstate_summary(text),
             Some(Summary {
                 seen: 1_234_567,
-                lost: 89
+                lost: 89,
+                causes: None
             })
         );
         assert_eq!(tcpstate_summary("nothing"), None);
+        let with_causes =
+            "tcpstate: 10 transitions seen, 10 shown, 7 lost in the kernel (4 ring full, \
+            3 skipped by the kernel); 0 accept() owners (0 lost), 0 RSTs (0 lost); 0 connections \
+            evicted from a full table\n";
+        assert_eq!(
+            tcpstate_summary(with_causes).and_then(|s| s.causes),
+            Some(LostCauses {
+                ring_full: 4,
+                ring_busy: 0,
+                skipped: 3
+            })
+        );
+        let none_lost =
+            "tcpstate: 10 transitions seen, 10 shown, 0 lost in the kernel; 0 RSTs (0 lost)\n";
+        assert_eq!(
+            tcpstate_summary(none_lost).and_then(|s| s.causes),
+            Some(LostCauses::default())
+        );
     }
 
     #[test]

@@ -53,11 +53,20 @@ pub fn rows(phase: &Phase) -> Vec<Vec<String>> {
         .summary
         .iter()
         .map(|c| {
-            let lost = match (c.lost_total, c.kernel_skipped_total) {
+            let mut lost = match (c.lost_total, c.kernel_skipped_total) {
                 (Some(l), Some(s)) => format!("{l} ({s})"),
                 (Some(l), None) => l.to_string(),
                 _ => "-".into(),
             };
+            if let Some(k) = c
+                .lost_causes_total
+                .filter(|_| c.lost_total.unwrap_or(0) > 0)
+            {
+                lost.push_str(&format!(
+                    " = {} full + {} busy + {} skipped",
+                    k.ring_full, k.ring_busy, k.skipped
+                ));
+            }
             vec![
                 c.label.to_string(),
                 opt_int(c.connections_per_sec),

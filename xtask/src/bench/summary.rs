@@ -116,6 +116,9 @@ pub struct ConfigSummary {
     pub lost_total: Option<u64>,
     pub lost_max_run: Option<u64>,
     pub kernel_skipped_total: Option<u64>,
+    /// tcpstate's own account of its losses over all runs, by cause (ring
+    /// full, ring lock busy, skipped by the kernel), when every run gave it.
+    pub lost_causes_total: Option<super::output::LostCauses>,
     pub peak_rss_bytes: Option<u64>,
     pub transitions_per_wakeup: Option<f64>,
     pub wakeups_from: Option<&'static str>,
@@ -208,6 +211,18 @@ pub fn summarize(kind: Kind, runs: &[RunResult]) -> ConfigSummary {
         lost_max_run: lost.iter().copied().max(),
         kernel_skipped_total: (!tracers.is_empty())
             .then(|| tracers.iter().map(|t| t.tracepoint_misses).sum()),
+        lost_causes_total: tracers
+            .iter()
+            .map(|t| t.reported_lost_causes)
+            .try_fold(super::output::LostCauses::default(), |sum, c| {
+                let c = c?;
+                Some(super::output::LostCauses {
+                    ring_full: sum.ring_full + c.ring_full,
+                    ring_busy: sum.ring_busy + c.ring_busy,
+                    skipped: sum.skipped + c.skipped,
+                })
+            })
+            .filter(|_| !tracers.is_empty()),
         peak_rss_bytes: tracers.iter().filter_map(|t| t.peak_rss_bytes).max(),
         transitions_per_wakeup,
         wakeups_from,

@@ -370,7 +370,22 @@ pub fn evaluate(i: &Inputs<'_>) -> Vec<Target> {
 fn loss_cause(c: &super::summary::ConfigSummary, rate: &Phase) -> String {
     let lost = c.lost_total.unwrap_or(0);
     let skips = c.kernel_skipped_total.unwrap_or(0);
-    if lost > skips {
+    if let Some(causes) = c.lost_causes_total.filter(|k| k.ring_full == 0) {
+        // tcpstate's own account: no record found the ring full.
+        return format!(
+            "{}: {} lost: {} reserves failed with room left in the ring (its lock was not \
+             taken: Linux 6.16+ gives up on a lock it finds deadlocked or held too long), {} \
+             transitions for which the kernel ran neither of its programs (each was already \
+             running on that CPU when a softirq hit the tracepoint; the kernel skipped one of \
+             them {} times)",
+            c.config,
+            super::fmt::int(lost as f64),
+            super::fmt::int(causes.ring_busy as f64),
+            super::fmt::int(causes.skipped as f64),
+            super::fmt::int(skips as f64)
+        );
+    }
+    if lost > skips || c.lost_causes_total.is_some_and(|k| k.ring_full > 0) {
         let mut why = format!(
             "{}: {} lost, more than the kernel's {} skips: records found the ring buffer \
              (default size) full, its reader having fallen behind (the churn's threads keep both \

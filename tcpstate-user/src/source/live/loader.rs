@@ -1,7 +1,7 @@
 //! Loading and attaching the BPF program, and draining its ring buffer.
 use super::{preflight, tracefs, LiveError};
 use crate::{
-    source::{Item, SourceStats},
+    source::{Item, LostCauses, SourceStats},
     tcp::Family,
     wire::decode,
 };
@@ -469,7 +469,18 @@ impl LiveSource {
                 common::PROGRAM_BIND_ENTER,
                 common::PROGRAM_BIND_EXIT,
             ]);
-        let total = self.read_lost(common::LOST_TRANSITIONS) + self.skipped_transitions();
+        let in_ring = self.read_lost(common::LOST_TRANSITIONS);
+        // Read after the total it is part of: never more than it.
+        let busy = self
+            .read_lost(common::LOST_TRANSITIONS_RING_BUSY)
+            .min(in_ring);
+        let skipped = self.skipped_transitions();
+        self.stats.lost_causes = Some(LostCauses {
+            ring_full: in_ring - busy,
+            ring_busy: busy,
+            skipped,
+        });
+        let total = in_ring + skipped;
         if total != self.stats.lost {
             self.stats.lost = total;
             out.push(Item::Lost {
