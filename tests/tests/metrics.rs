@@ -171,7 +171,7 @@ fn get(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
     samples.get(series).copied().unwrap_or(0.0)
 }
 
-const FAMILIES: [(&str, &str); 16] = [
+const FAMILIES: [(&str, &str); 17] = [
     ("tcpstate_sockets", "gauge"),
     ("tcpstate_process_sockets", "gauge"),
     ("tcpstate_time_wait_sockets", "gauge"),
@@ -183,6 +183,7 @@ const FAMILIES: [(&str, &str); 16] = [
     ("tcpstate_connections_closed_total", "counter"),
     ("tcpstate_time_wait_overflow_total", "counter"),
     ("tcpstate_lost_events_total", "counter"),
+    ("tcpstate_lost_transitions_total", "counter"),
     ("process_cpu_seconds_total", "counter"),
     ("process_resident_memory_bytes", "gauge"),
     ("process_virtual_memory_bytes", "gauge"),

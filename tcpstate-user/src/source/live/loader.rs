@@ -236,7 +236,11 @@ impl LiveSource {
             ring: register_readable(ring)?,
             lost_map,
             flush,
-            stats: SourceStats::default(),
+            // A live source can tell why it loses transitions: none yet.
+            stats: SourceStats {
+                lost_causes: Some(LostCauses::default()),
+                ..SourceStats::default()
+            },
             owner_tracking,
             accept_hooks,
             reset_tracking,

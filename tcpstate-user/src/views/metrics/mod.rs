@@ -469,6 +469,17 @@ fn write_events(out: &mut Exposition, inputs: &Inputs) {
     f.sample(&[("event", "transition")], source.lost);
     f.sample(&[("event", "accept")], source.lost_owners);
     f.sample(&[("event", "reset")], source.lost_resets);
+    // Only where the source can tell (live): a recording keeps the total.
+    if let Some(causes) = source.lost_causes {
+        let mut f = out.family(
+            "tcpstate_lost_transitions_total",
+            Kind::Counter,
+            "Transitions lost, by cause: ring_full (a larger --ring-size helps), ring_busy (the ring buffer's lock gave up, Linux 6.16+), skipped (the kernel ran no program for it).",
+        );
+        f.sample(&[("cause", "ring_full")], causes.ring_full);
+        f.sample(&[("cause", "ring_busy")], causes.ring_busy);
+        f.sample(&[("cause", "skipped")], causes.skipped);
+    }
 
     let mut f = out.family(
         "tcpstate_events_total",
@@ -587,6 +598,11 @@ mod tests {
             source: SourceStats {
                 delivered: 7,
                 lost: 3,
+                lost_causes: Some(crate::source::LostCauses {
+                    ring_full: 1,
+                    ring_busy: 0,
+                    skipped: 2,
+                }),
                 lost_owners: 2,
                 lost_resets: 1,
                 ..SourceStats::default()
@@ -886,6 +902,16 @@ mod tests {
             value(&text, "tcpstate_lost_events_total", r#"event="accept""#),
             "2"
         );
+        for (cause, n) in [("ring_full", "1"), ("ring_busy", "0"), ("skipped", "2")] {
+            assert_eq!(
+                value(
+                    &text,
+                    "tcpstate_lost_transitions_total",
+                    &format!(r#"cause="{cause}""#)
+                ),
+                n
+            );
+        }
         assert_eq!(value(&text, "tcpstate_time_wait_overflow_total", ""), "0");
         assert_eq!(value(&text, "process_cpu_seconds_total", ""), "1.25");
         assert_eq!(value(&text, "process_resident_memory_bytes", ""), "4096");
