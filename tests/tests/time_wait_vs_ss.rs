@@ -40,10 +40,10 @@ fn explain(pipeline: &Pipeline, tuples: &[&Tuple]) -> String {
         pipeline.model.stats(),
         pipeline.live_source().unwrap().misses_by_program()
     );
-    // The model's entry for each tuple against the clock: tells an entry
-    // the kernel ended early from one the model dated late.
     out += &format!("now (boot ns): {}\n", boot_now_ns());
     for (local, remote) in tuples.iter().take(5) {
+        // The model's entry against the clock: tells an entry the kernel
+        // ended early from one the model dated late.
         for e in
             pipeline.model.time_wait().iter().filter(|e| {
                 e.flow.local.port == local.port() && e.flow.remote.port == remote.port()
@@ -54,8 +54,6 @@ fn explain(pipeline: &Pipeline, tuples: &[&Tuple]) -> String {
                 e.started_ns, e.expires_ns, e.basis, e.inferred, e.connection_id
             );
         }
-    }
-    for (local, remote) in tuples.iter().take(5) {
         for c in recent
             .iter()
             .chain(pipeline.model.connections())
