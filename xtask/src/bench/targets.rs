@@ -290,7 +290,7 @@ pub fn evaluate(i: &Inputs<'_>) -> Vec<Target> {
                  also share the ring buffer's lock and positions. run_time_ns also includes \
                  the kernel's bpf_stats bookkeeping (a clock read before and after every run, \
                  for each of tcpstate's programs there) and any interrupt taken during a run, \
-                 among them the wake-ups of the reader the program asks for (one per 64 \
+                 among them the wake-ups of the reader the program asks for (one per 4,096 \
                  records under load, each an interrupt and a context switch)",
                 list(&at_rate, 0, " ns")
             )
