@@ -49,6 +49,18 @@ pub struct LostCauses {
     pub skipped: u64,
 }
 
+impl std::ops::Add for LostCauses {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            ring_full: self.ring_full + other.ring_full,
+            ring_busy: self.ring_busy + other.ring_busy,
+            skipped: self.skipped + other.skipped,
+        }
+    }
+}
+
 pub fn tcpstate_summary(stderr: &str) -> Option<Summary> {
     let line = stderr
         .lines()

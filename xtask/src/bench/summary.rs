@@ -215,12 +215,7 @@ pub fn summarize(kind: Kind, runs: &[RunResult]) -> ConfigSummary {
             .iter()
             .map(|t| t.reported_lost_causes)
             .try_fold(super::output::LostCauses::default(), |sum, c| {
-                let c = c?;
-                Some(super::output::LostCauses {
-                    ring_full: sum.ring_full + c.ring_full,
-                    ring_busy: sum.ring_busy + c.ring_busy,
-                    skipped: sum.skipped + c.skipped,
-                })
+                Some(sum + c?)
             })
             .filter(|_| !tracers.is_empty()),
         peak_rss_bytes: tracers.iter().filter_map(|t| t.peak_rss_bytes).max(),
