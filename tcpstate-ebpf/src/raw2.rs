@@ -14,12 +14,20 @@
 //! tracepoint's probes depends on other perf users of the tracepoint.
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
-use super::{raw_took, report, try_set_state_raw, RESCUED};
+use super::{forget_nested, raw_running_here, raw_runs, raw_took, report, try_set_state_raw, RESCUED};
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn tcpstate_set_state_raw2(ctx: RawTracePointContext) -> i32 {
-    if raw_took(ctx.arg(0), ctx.arg::<u64>(2) as u32) {
-        return 0;
+    let runs_before = raw_runs();
+    stand_in(&ctx);
+    forget_nested(runs_before);
+    0
+}
+
+#[inline(always)]
+fn stand_in(ctx: &RawTracePointContext) {
+    if !raw_running_here() && raw_took(ctx.arg(0), ctx.arg::<u64>(2) as u32) {
+        return;
     }
     // The first program was skipped for this hit: this one answers for
     // it, whatever becomes of it (filtered out, written, or counted lost
@@ -31,8 +39,7 @@ pub fn tcpstate_set_state_raw2(ctx: RawTracePointContext) -> i32 {
         // and this line is not reached).
         unsafe { *rescued += 1 };
     }
-    if let Err(miss) = try_set_state_raw(&ctx) {
-        report(&ctx, miss);
+    if let Err(miss) = try_set_state_raw(ctx) {
+        report(ctx, miss);
     }
-    0
 }
