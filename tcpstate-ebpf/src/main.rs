@@ -290,9 +290,9 @@ fn stands_in_for_raw(skaddr: u64, newstate: u32) -> bool {
 fn raw_runs() -> u32 {
     // SAFETY: this CPU's entry of a per-CPU map, valid for the run; a u32
     // is read whole.
-    RAW_TAKEN
-        .get_ptr(0)
-        .map_or(0, |taken| unsafe { core::ptr::read_volatile(&raw const (*taken).runs) })
+    RAW_TAKEN.get_ptr(0).map_or(0, |taken| unsafe {
+        core::ptr::read_volatile(&raw const (*taken).runs)
+    })
 }
 
 /// Frees the slots the raw program wrote for hits that came while this

@@ -14,7 +14,9 @@
 //! tracepoint's probes depends on other perf users of the tracepoint.
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
-use super::{forget_nested, raw_running_here, raw_runs, raw_took, report, try_set_state_raw, RESCUED};
+use super::{
+    forget_nested, raw_running_here, raw_runs, raw_took, report, try_set_state_raw, RESCUED,
+};
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn tcpstate_set_state_raw2(ctx: RawTracePointContext) -> i32 {
