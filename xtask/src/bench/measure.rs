@@ -29,6 +29,8 @@ pub struct RunResult {
     /// busy CPU time in it.
     pub window_s: f64,
     pub machine_busy_s: f64,
+    /// The part of it the hypervisor gave to others (steal).
+    pub machine_steal_s: f64,
     /// Time-wait sockets where the churn's clients run, just before and
     /// just after the churn (shows whether it made real ones).
     pub time_wait_before: Option<u64>,
@@ -144,6 +146,7 @@ pub fn run_once(
         churn,
         window_s: (m1.at - m0.at).as_secs_f64(),
         machine_busy_s: m1.busy_s - m0.busy_s,
+        machine_steal_s: m1.steal_s - m0.steal_s,
         time_wait_before,
         time_wait_after,
         tracer: tracer_run,

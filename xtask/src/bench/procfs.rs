@@ -111,29 +111,41 @@ pub fn bpf_prog_ids(pid: u32) -> Vec<u32> {
 #[derive(Clone, Copy, Debug)]
 pub struct MachineSample {
     pub busy_s: f64,
+    /// Time the hypervisor ran something else on our CPUs (part of busy):
+    /// a reader starved this way lets the ring fill while the other CPU
+    /// still produces.
+    pub steal_s: f64,
     pub at: Instant,
 }
 
-pub fn parse_machine_busy(stat: &str) -> Option<f64> {
+/// The aggregate "cpu " line's times, in ticks: user nice system idle
+/// iowait irq softirq steal guest guest_nice.
+fn cpu_ticks(stat: &str) -> Option<Vec<f64>> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal guest guest_nice;
-    // guest time is already counted in user.
+    Some(
+        line.split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect(),
+    )
+}
+
+pub fn parse_machine_busy(stat: &str) -> Option<f64> {
+    let v = cpu_ticks(stat)?;
+    // Guest time is already counted in user.
     let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum();
     Some(busy / clock_ticks_per_sec())
 }
 
+pub fn parse_machine_steal(stat: &str) -> Option<f64> {
+    Some(cpu_ticks(stat)?.get(7)? / clock_ticks_per_sec())
+}
+
 pub fn machine() -> MachineSample {
-    let busy_s = fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| parse_machine_busy(&s))
-        .unwrap_or(0.0);
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
     MachineSample {
-        busy_s,
+        busy_s: parse_machine_busy(&stat).unwrap_or(0.0),
+        steal_s: parse_machine_steal(&stat).unwrap_or(0.0),
         at: Instant::now(),
     }
 }
@@ -189,5 +201,8 @@ mod tests {
         let stat = "cpu  100 10 50 1000 5 1 2 3 0 0\ncpu0 1 2 3 4\n";
         let hz = clock_ticks_per_sec();
         assert!((parse_machine_busy(stat).unwrap() - 166.0 / hz).abs() < 1e-9);
+        assert!((parse_machine_steal(stat).unwrap() - 3.0 / hz).abs() < 1e-9);
+        assert_eq!(parse_machine_steal("cpu  1 2 3 4 5 6 7\n"), None);
+        assert_eq!(parse_machine_busy("cpu0 1 2 3\n"), None);
     }
 }

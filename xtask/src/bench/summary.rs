@@ -119,6 +119,9 @@ pub struct ConfigSummary {
     /// tcpstate's own account of its losses over all runs, by cause (ring
     /// full, ring lock busy, skipped by the kernel), when every run gave it.
     pub lost_causes_total: Option<super::output::LostCauses>,
+    /// The runs in which records found the ring full: (records lost that
+    /// way, CPU seconds the hypervisor stole from the machine in the run).
+    pub ring_full_runs: Vec<(u64, f64)>,
     pub peak_rss_bytes: Option<u64>,
     pub transitions_per_wakeup: Option<f64>,
     pub wakeups_from: Option<&'static str>,
@@ -218,6 +221,13 @@ pub fn summarize(kind: Kind, runs: &[RunResult]) -> ConfigSummary {
                 Some(sum + c?)
             })
             .filter(|_| !tracers.is_empty()),
+        ring_full_runs: mine
+            .iter()
+            .filter_map(|r| {
+                let full = r.tracer.as_ref()?.reported_lost_causes?.ring_full;
+                (full > 0).then_some((full, r.machine_steal_s))
+            })
+            .collect(),
         peak_rss_bytes: tracers.iter().filter_map(|t| t.peak_rss_bytes).max(),
         transitions_per_wakeup,
         wakeups_from,

@@ -386,14 +386,23 @@ fn loss_cause(c: &super::summary::ConfigSummary, rate: &Phase) -> String {
         );
     }
     if lost > skips || c.lost_causes_total.is_some_and(|k| k.ring_full > 0) {
+        let full = match c.lost_causes_total {
+            Some(k) => format!(
+                "{} of them records that found the ring buffer (default size) full",
+                super::fmt::int(k.ring_full as f64)
+            ),
+            None => format!(
+                "more than the kernel's {} skips: records found the ring buffer (default \
+                 size) full",
+                super::fmt::int(skips as f64)
+            ),
+        };
         let mut why = format!(
-            "{}: {} lost, more than the kernel's {} skips: records found the ring buffer \
-             (default size) full, its reader having fallen behind (the churn's threads keep both \
-             CPUs busy and the reader gets a share of them; its own CPU: {} s per million \
+            "{}: {} lost, {full}, its reader having fallen behind (the churn's threads keep \
+             both CPUs busy and the reader gets a share of them; its own CPU: {} s per million \
              transitions)",
             c.config,
             super::fmt::int(lost as f64),
-            super::fmt::int(skips as f64),
             dec(
                 c.tracer_user_s_per_m
                     .zip(c.tracer_sys_s_per_m)
@@ -401,6 +410,24 @@ fn loss_cause(c: &super::summary::ConfigSummary, rate: &Phase) -> String {
                 2
             )
         );
+        if !c.ring_full_runs.is_empty() {
+            let runs: Vec<String> = c
+                .ring_full_runs
+                .iter()
+                .map(|(full, steal)| {
+                    format!(
+                        "{} lost with {steal:.2} s stolen",
+                        super::fmt::int(*full as f64)
+                    )
+                })
+                .collect();
+            why.push_str(&format!(
+                "; the runs that found the ring full, with the CPU time the hypervisor gave \
+                 to others during each (steal; a starved reader lets the other CPU fill the \
+                 ring): {}",
+                runs.join(", ")
+            ));
+        }
         let at_rate = |k: Kind| rate.config(k).and_then(|c| c.tracer_user_s_per_m);
         if let (Kind::Stat, Some(stat), Some(trace)) =
             (kind_of(c.config), at_rate(Kind::Stat), at_rate(Kind::Trace))
