@@ -59,10 +59,12 @@ static RAW_ACTIVE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// must survive the nested ones: a hit goes into a free slot (its own
 /// stand-in frees it, or, when the kernel skipped that stand-in because it
 /// was running, the interrupted stand-in does at its end), or else over
-/// the oldest. When the classic program runs first (a
-/// perf user of the tracepoint registered the kernel's perf probe before
-/// us), nothing is ever found here, and the `RAW_ACTIVE` flag decides,
-/// which covers the raw program's body only. Where the second raw program
+/// the oldest. When the classic program runs first (a perf user of the
+/// tracepoint registered the kernel's perf probe before us), this hit's
+/// slot is never found here (an older hit's slot can be, for a socket at
+/// the same address: a known gap of that mode, which only a kernel where
+/// the second raw program cannot attach would use), and the `RAW_ACTIVE`
+/// flag decides, which covers the raw program's own code only. Where the second raw program
 /// (`raw2`) is attached it takes the classic program's place: raw probes
 /// run in the order they were attached, so it always runs second.
 #[repr(C)]
@@ -298,11 +300,12 @@ fn raw_runs() -> u32 {
 /// Frees the slots the raw program wrote for hits that came while this
 /// stand-in ran (a softirq interrupting it). Those hits are over: the
 /// kernel skipped this stand-in for them, as it was running, so no run
-/// would ever use their slots up. Left behind, such a slot once made a
-/// later hit look taken when the raw program had been skipped for it: a
-/// socket freed and allocated again at the same address (the slab reuses
-/// them at once under churn) reaching the same state. That was the
-/// "skipped by the kernel" loss the bench still saw at saturation.
+/// would ever use their slots up. Left behind, such a slot can make a
+/// later hit look taken when the raw program was skipped for it: a socket
+/// freed and allocated again at the same address (the slab reuses them at
+/// once under churn) reaching the same state. Hits nested in the kernel's
+/// bookkeeping around this run still leave such slots; `raw_running_here`
+/// keeps them from mattering inside the raw program's own run.
 #[inline(never)]
 fn forget_nested(runs_before: u32) {
     let Some(taken) = RAW_TAKEN.get_ptr_mut(0) else {
