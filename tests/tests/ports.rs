@@ -86,6 +86,19 @@ fn ss_states(ns: &str, peer: SocketAddr) -> BTreeMap<String, u64> {
     counts
 }
 
+/// The local addresses of the time-wait sockets towards `peer` in `ns`.
+fn time_wait_locals(ns: &str, peer: SocketAddr) -> Vec<SocketAddr> {
+    netns_output(ns, &["ss", "-Htan", "state", "time-wait"])
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // Recv-Q Send-Q Local Peer (a state filter drops the state column).
+            (fields.len() >= 4 && fields[3] == peer.to_string())
+                .then(|| fields[2].parse().expect("ss prints addresses"))
+        })
+        .collect()
+}
+
 /// `ss -tan` in namespace `ns`, as it prints it.
 fn ss_listing(ns: &str) -> String {
     netns_output(ns, &["ss", "-tan"])
@@ -509,13 +522,27 @@ fn a_listener_reset_ends_a_time_wait_socket_of_another_namespace() {
             })
             .collect()
     });
-    let before = settled(&pair.client, server);
-    assert_eq!(before, [("TIME_WAIT".to_string(), 2)].into());
+    settled(&pair.client, server);
+    // Under load the server's listener can end one of them on its own
+    // before the stray ACK (a late ACK, as in the exhausted-destination
+    // test): the stray ACK then goes to one that ss still lists.
+    let waiting = time_wait_locals(&pair.client, server);
+    assert!(
+        !waiting.is_empty() && waiting.iter().all(|local| closed.contains(local)),
+        "the two closed connections {closed:?} should be in TIME_WAIT: {waiting:?}\n{}",
+        ss_listing(&pair.client)
+    );
     let counters = Counters::read(&pair);
 
-    send_stray_ack(&pair.server, server, closed[0]);
+    send_stray_ack(&pair.server, server, waiting[0]);
+    let left = waiting.len() as u64 - 1;
     let deadline = std::time::Instant::now() + secs(5);
-    while ss_states(&pair.client, server).get("TIME_WAIT") != Some(&1) {
+    while ss_states(&pair.client, server)
+        .get("TIME_WAIT")
+        .copied()
+        .unwrap_or(0)
+        != left
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the time-wait socket outlived the RST\n{}",
@@ -524,15 +551,17 @@ fn a_listener_reset_ends_a_time_wait_socket_of_another_namespace() {
         std::thread::sleep(tcpstate_tests::millis(20));
     }
     let evidence = counters.evidence(&pair);
-    assert_eq!(evidence.server_rsts, 1, "the listener's RST\n{evidence}");
+    assert!(evidence.server_rsts >= 1, "the listener's RST\n{evidence}");
     std::thread::sleep(tcpstate_tests::millis(300));
     let (lines, stderr, status) = live.interrupt();
     assert!(status.success(), "ports failed: {stderr:#?}");
     let report = last_report(&lines, "live ports");
     assert_eq!(report["lost_events"], 0, "{stderr:#?}");
     let row = destination(&report, client_ns, server);
+    // Where RSTs sent without a socket are traced, what ss shows; before,
+    // both connections the client closed (no RST is seen).
     let time_wait = if kernel::reports_resets_without_socket() {
-        1
+        left
     } else {
         2
     };
