@@ -160,11 +160,16 @@ fn report<C: EbpfContext>(ctx: &C, miss: Miss) {
 
 #[tracepoint]
 pub fn tcpstate_set_state(ctx: TracePointContext) -> u32 {
-    let runs_before = raw_runs();
-    if let Err(miss) = try_set_state(&ctx) {
+    // Only as the raw program's stand-in does this program use its slots;
+    // alone (no BTF), it is the one program on the tracepoint.
+    let raw_mode = RAW_MODE.get(0).is_some_and(|mode| *mode == 1);
+    let runs_before = if raw_mode { raw_runs() } else { 0 };
+    if let Err(miss) = try_set_state(&ctx, raw_mode) {
         report(&ctx, miss);
     }
-    forget_nested(runs_before);
+    if raw_mode {
+        forget_nested(runs_before);
+    }
     0
 }
 
@@ -224,10 +229,9 @@ struct Fields {
 }
 
 #[inline(always)]
-fn try_set_state(ctx: &TracePointContext) -> Result<(), Miss> {
+fn try_set_state(ctx: &TracePointContext, raw_mode: bool) -> Result<(), Miss> {
     let skaddr: u64 = field(ctx, off::SKADDR);
     let newstate: i32 = field(ctx, off::NEWSTATE);
-    let raw_mode = RAW_MODE.get(0).is_some_and(|mode| *mode == 1);
     if raw_mode && !stands_in_for_raw(skaddr, newstate as u32) {
         return Ok(());
     }
@@ -264,11 +268,7 @@ fn stands_in_for_raw(skaddr: u64, newstate: u32) -> bool {
     // SAFETY: a whole aligned u32 of our own global, read through a raw
     // pointer; a concurrent write of 1 makes it read 0 or 1, both valid.
     let raw_first = unsafe { core::ptr::read_volatile(&raw const RAW_RUNS_FIRST) } == 1;
-    // SAFETY: a pointer to this CPU's slot of a per-CPU map, valid for the
-    // whole program run; a u32 is read whole.
-    let raw_active = RAW_ACTIVE
-        .get_ptr(0)
-        .is_some_and(|active| unsafe { core::ptr::read_volatile(active) } == 1);
+    let raw_active = raw_flag_up();
     // Raw program first: it was skipped for this hit. Otherwise only the
     // flag tells, and only while its body runs.
     if !raw_first && !raw_active {
@@ -386,12 +386,17 @@ fn raw_running_here() -> bool {
     // SAFETY: a whole aligned u32 of our own global, read through a raw
     // pointer; a concurrent write of 1 makes it read 0 or 1, both valid.
     let nests = unsafe { core::ptr::read_volatile(&raw const RAW_NESTS) } == 1;
+    !nests && raw_flag_up()
+}
+
+/// Whether the raw program's `RAW_ACTIVE` flag is up on this CPU.
+#[inline(always)]
+fn raw_flag_up() -> bool {
     // SAFETY: a pointer to this CPU's slot of a per-CPU map, valid for the
     // whole program run; a u32 is read whole.
-    !nests
-        && RAW_ACTIVE
-            .get_ptr(0)
-            .is_some_and(|active| unsafe { core::ptr::read_volatile(active) } == 1)
+    RAW_ACTIVE
+        .get_ptr(0)
+        .is_some_and(|active| unsafe { core::ptr::read_volatile(active) } == 1)
 }
 
 /// Out of line: inlined, it makes the compiler spill past the 512-byte
