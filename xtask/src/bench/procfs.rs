@@ -118,34 +118,34 @@ pub struct MachineSample {
     pub at: Instant,
 }
 
-/// The aggregate "cpu " line's times, in ticks: user nice system idle
-/// iowait irq softirq steal guest guest_nice.
-fn cpu_ticks(stat: &str) -> Option<Vec<f64>> {
+/// Busy and stolen CPU time of the whole machine, in seconds, from the
+/// aggregate "cpu " line of /proc/stat (user nice system idle iowait irq
+/// softirq steal guest guest_nice, in ticks).
+pub fn parse_machine_times(stat: &str) -> Option<(f64, f64)> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    Some(
-        line.split_whitespace()
-            .skip(1)
-            .filter_map(|x| x.parse().ok())
-            .collect(),
-    )
-}
-
-pub fn parse_machine_busy(stat: &str) -> Option<f64> {
-    let v = cpu_ticks(stat)?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    const STEAL: usize = 7;
+    // Missing only on kernels older than 2.6.11.
+    let steal = v.get(STEAL).copied().unwrap_or(0.0);
     // Guest time is already counted in user.
-    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum();
-    Some(busy / clock_ticks_per_sec())
-}
-
-pub fn parse_machine_steal(stat: &str) -> Option<f64> {
-    Some(cpu_ticks(stat)?.get(7)? / clock_ticks_per_sec())
+    let busy: f64 = [0, 1, 2, 5, 6, STEAL]
+        .iter()
+        .filter_map(|&i| v.get(i))
+        .sum();
+    let hz = clock_ticks_per_sec();
+    Some((busy / hz, steal / hz))
 }
 
 pub fn machine() -> MachineSample {
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let (busy_s, steal_s) = parse_machine_times(&stat).unwrap_or((0.0, 0.0));
     MachineSample {
-        busy_s: parse_machine_busy(&stat).unwrap_or(0.0),
-        steal_s: parse_machine_steal(&stat).unwrap_or(0.0),
+        busy_s,
+        steal_s,
         at: Instant::now(),
     }
 }
@@ -200,9 +200,11 @@ mod tests {
     fn machine_busy() {
         let stat = "cpu  100 10 50 1000 5 1 2 3 0 0\ncpu0 1 2 3 4\n";
         let hz = clock_ticks_per_sec();
-        assert!((parse_machine_busy(stat).unwrap() - 166.0 / hz).abs() < 1e-9);
-        assert!((parse_machine_steal(stat).unwrap() - 3.0 / hz).abs() < 1e-9);
-        assert_eq!(parse_machine_steal("cpu  1 2 3 4 5 6 7\n"), None);
-        assert_eq!(parse_machine_busy("cpu0 1 2 3\n"), None);
+        let (busy, steal) = parse_machine_times(stat).unwrap();
+        assert!((busy - 166.0 / hz).abs() < 1e-9);
+        assert!((steal - 3.0 / hz).abs() < 1e-9);
+        let (busy, steal) = parse_machine_times("cpu  1 2 3 4 5 6 7\n").unwrap();
+        assert!((busy - 19.0 / hz).abs() < 1e-9 && steal == 0.0);
+        assert_eq!(parse_machine_times("cpu0 1 2 3\n"), None);
     }
 }
