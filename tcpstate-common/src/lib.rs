@@ -316,10 +316,10 @@ pub const RING_RECORD_BYTES: u64 = (EVENT_SIZE + 8) as u64;
 /// test's failures with it in CI (2026-12-05, 2026-12-06) were the test's
 /// expectation, not tcpstate: a listener's RST ended a client time-wait
 /// socket, the client's loop took the freed 4-tuple again, and tcpstate
-/// showed what ss showed, one TIME_WAIT fewer than the client closed. A lone event
-/// is not held back by it: the program also wakes the reader when nobody
-/// was woken for the flush interval, and the reader drains the ring every
-/// flush interval anyway.
+/// showed what ss showed, one TIME_WAIT fewer than the client closed. A
+/// lone event is not held back by it: the program also wakes the reader
+/// when nobody was woken for the flush interval, and the reader drains the
+/// ring every flush interval anyway.
 pub const DEFAULT_WAKEUP_RECORDS: u64 = 4096;
 
 #[cfg(feature = "user")]
