@@ -5,7 +5,6 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     thread::JoinHandle,
-    time::Duration,
 };
 use tcpstate::{tcp::TcpState, wire::Transition};
 
@@ -65,11 +64,6 @@ pub fn bound_listener() -> (socket2::Socket, SocketAddr) {
 /// other; the client closes first, the server reads EOF and closes. Returns
 /// when all sockets are closed (the listener too).
 pub fn client_closes_first(socket: socket2::Socket, count: usize) {
-    client_closes_first_paced(socket, count, Duration::ZERO);
-}
-
-/// [`client_closes_first`], with `gap` between one connection and the next.
-pub fn client_closes_first_paced(socket: socket2::Socket, count: usize, gap: Duration) {
     socket.listen(1024).expect("listen");
     let listener: TcpListener = socket.into();
     let addr = listener.local_addr().expect("local_addr");
@@ -82,7 +76,6 @@ pub fn client_closes_first_paced(socket: socket2::Socket, count: usize, gap: Dur
     });
     for _ in 0..count {
         drop(TcpStream::connect(addr).expect("connect"));
-        std::thread::sleep(gap);
     }
     server.join().expect("server thread");
 }

@@ -48,65 +48,6 @@ fn delivered_plus_lost_equals_generated() {
     );
 }
 
-/// The ring is drained by a thread of its own: a consumer that stops
-/// taking batches for longer than the ring can hold loses nothing while
-/// the reader's queue has room (before, such a pause filled the ring).
-#[test]
-fn a_pause_of_the_consumer_loses_nothing() {
-    require_root();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (socket, addr) = workload::bound_listener();
-    // 1,092 records fit; the burst below makes 3,002 while nobody takes a
-    // batch, paced so that a reader that runs keeps up.
-    const PAUSED_CONNECTIONS: usize = 300;
-    const PAUSED_GENERATED: u64 =
-        (PAUSED_CONNECTIONS * TRANSITIONS_PER_CONNECTION + LISTENER_TRANSITIONS) as u64;
-    let ring_bytes = 128 << 10;
-    let mut items = Vec::new();
-    let mut source = runtime.block_on(async {
-        let mut source = LiveSource::open(&LiveOptions {
-            ring_bytes,
-            any_port: Some(addr.port()),
-            ..LiveOptions::default()
-        })
-        .expect("load");
-        // The first batch starts the reading thread.
-        source.next_batch(&mut items).await.expect("first batch");
-        source
-    });
-    let fits = ring_bytes / tcpstate_common::RING_RECORD_BYTES;
-    assert!(
-        PAUSED_GENERATED > 2 * fits,
-        "the burst must overflow the ring"
-    );
-    workload::client_closes_first_paced(socket, PAUSED_CONNECTIONS, tcpstate_tests::millis(1));
-    let taken = runtime.block_on(async {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while delivered(&items) < PAUSED_GENERATED && std::time::Instant::now() < deadline {
-            source.next_batch(&mut items).await.expect("batch");
-        }
-        delivered(&items)
-    });
-    source.finish(&mut items);
-    let stats = source.stats();
-    assert_eq!(
-        (taken, stats.lost),
-        (PAUSED_GENERATED, 0),
-        "transitions taken after the pause, and lost: {stats:?}"
-    );
-    assert_eq!(stats.delivered, PAUSED_GENERATED, "{stats:?}");
-}
-
-fn delivered(items: &[tcpstate::source::Item]) -> u64 {
-    items
-        .iter()
-        .filter(|item| matches!(item, tcpstate::source::Item::Transition(_)))
-        .count() as u64
-}
-
 #[test]
 fn cli_reports_lost_events() {
     require_root();

@@ -1,24 +1,31 @@
-//! Loading and attaching the BPF program; its ring buffer is drained by
-//! [`super::reader`].
-use super::{
-    preflight,
-    reader::{KernelCounters, ReaderThread, RingReader, FLUSH_INTERVAL},
-    tracefs, LiveError,
-};
+//! Loading and attaching the BPF program, and draining its ring buffer.
+use super::{preflight, tracefs, LiveError};
 use crate::{
-    source::{Item, SourceStats},
+    source::{Item, LostCauses, SourceStats},
     tcp::Family,
+    wire::decode,
 };
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{FExit, ProgramFd, RawTracePoint, TracePoint},
+    programs::{FExit, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
+use std::time::Duration;
 use tcpstate_common as common;
 use tokio::io::unix::AsyncFd;
 
 /// The BPF object built by `cargo xtask build`, embedded at compile time.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpstate.bpf.o"));
+
+/// Records drained per batch at most, so one busy ring buffer cannot starve
+/// the rest of the program (signals, output) and memory stays bounded.
+pub const MAX_BATCH: usize = 8192;
+
+/// Even without a wake-up from the kernel, look at the ring this often: the
+/// kernel batches wake-ups under load, and a record that arrives just after a
+/// batch would otherwise wait for the next one. Also the period at which the
+/// lost counter is read.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
@@ -52,19 +59,12 @@ impl Default for LiveOptions {
     }
 }
 
-/// The ring buffer's reader: on a thread from the first read on.
-enum Reader {
-    NotStarted(Box<RingReader>),
-    Running(ReaderThread),
-    /// Failed to start, or finished.
-    Gone,
-}
-
 pub struct LiveSource {
     // Field order matters for drop: readers first, then the program (whose
     // drop detaches it from the tracepoint).
-    reader: Reader,
-    /// As of the last batch taken.
+    ring: AsyncFd<RingBuf<MapData>>,
+    lost_map: PerCpuArray<MapData, u64>,
+    flush: tokio::time::Interval,
     stats: SourceStats,
     owner_tracking: OwnerTracking,
     accept_hooks: AcceptHooks,
@@ -78,6 +78,9 @@ pub struct LiveSource {
     classic: HookStatus,
     /// Whether the kernel counts the hits it skips (Linux 5.12+).
     skip_counting: HookStatus,
+    rescued_map: Option<PerCpuArray<MapData, u64>>,
+    /// When the kernel's lost counters were last read.
+    lost_checked: std::time::Instant,
     _logger: Option<tokio::task::JoinHandle<()>>,
     _ebpf: Ebpf,
 }
@@ -227,16 +230,17 @@ impl LiveSource {
             .take_map(common::MAP_RESCUED)
             .and_then(|map| PerCpuArray::try_from(map).ok());
         let skip_counting = skip_counting(&ebpf);
-        let counters = KernelCounters {
-            lost_map,
-            rescued_map,
-            raw_attached: raw == HookStatus::Attached,
-            programs: program_fds(&ebpf)?,
-        };
-        let ring = RingReader::new(ring, counters);
+        let mut flush = tokio::time::interval(FLUSH_INTERVAL);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let source = Self {
-            stats: ring.stats(),
-            reader: Reader::NotStarted(Box::new(ring)),
+            ring: register_readable(ring)?,
+            lost_map,
+            flush,
+            // A live source can tell why it loses transitions: none yet.
+            stats: SourceStats {
+                lost_causes: Some(LostCauses::default()),
+                ..SourceStats::default()
+            },
             owner_tracking,
             accept_hooks,
             reset_tracking,
@@ -245,6 +249,8 @@ impl LiveSource {
             raw_stand_in,
             classic,
             skip_counting,
+            rescued_map,
+            lost_checked: std::time::Instant::now(),
             _logger: logger,
             _ebpf: ebpf,
         };
@@ -278,6 +284,42 @@ impl LiveSource {
     /// Whether RSTs the host sends are being reported, and if not, why.
     pub fn reset_tracking(&self) -> &HookStatus {
         &self.reset_tracking
+    }
+
+    /// Sum of the kernel's per-CPU lost counters of one kind of record.
+    fn read_lost(&self, slot: u32) -> u64 {
+        match self.lost_map.get(&slot, 0) {
+            Ok(per_cpu) => per_cpu.iter().sum(),
+            Err(e) => {
+                // Said once: an unreadable counter must not pass for "none
+                // lost" (capabilities dropped too far would do this).
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    log::warn!(
+                        "the kernel's lost-event counters cannot be read ({e}); losses are not counted"
+                    );
+                });
+                0
+            }
+        }
+    }
+
+    /// Transitions no program recorded because the kernel skipped it. With
+    /// the raw program, a hit is lost only when the kernel skipped the raw
+    /// program and the classic one did not stand in for it; alone, the
+    /// classic program's skips are the loss.
+    fn skipped_transitions(&self) -> u64 {
+        if self.raw != HookStatus::Attached {
+            return self.read_misses(&[common::PROGRAM_SET_STATE]);
+        }
+        let rescued: u64 = self
+            .rescued_map
+            .as_ref()
+            .and_then(|map| map.get(&0, 0).ok())
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0);
+        self.read_misses(&[common::PROGRAM_SET_STATE_RAW])
+            .saturating_sub(rescued)
     }
 
     /// Whether the raw tracepoint is in use (see [`common::PROGRAM_SET_STATE_RAW`]).
@@ -347,10 +389,23 @@ impl LiveSource {
 
     /// Per program, the times the kernel skipped it (see [`super::misses`]).
     pub fn misses_by_program(&self) -> Vec<(&'static str, u64)> {
-        PROGRAMS
-            .into_iter()
-            .map(|name| (name, self.read_misses(&[name])))
-            .collect()
+        [
+            common::PROGRAM_SET_STATE,
+            common::PROGRAM_ACCEPT4_EXIT,
+            common::PROGRAM_ACCEPT_EXIT,
+            common::PROGRAM_ACCEPT_FEXIT4,
+            common::PROGRAM_ACCEPT_FEXIT2,
+            common::PROGRAM_SEND_RESET,
+            common::PROGRAM_SET_STATE_RAW,
+            common::PROGRAM_CONNECT_ENTER,
+            common::PROGRAM_CONNECT_EXIT,
+            common::PROGRAM_BIND_ENTER,
+            common::PROGRAM_BIND_EXIT,
+            common::PROGRAM_SET_STATE_RAW2,
+        ]
+        .into_iter()
+        .map(|name| (name, self.read_misses(&[name])))
+        .collect()
     }
 
     /// Times the kernel skipped these programs (see [`super::misses`]).
@@ -364,72 +419,109 @@ impl LiveSource {
             .sum()
     }
 
-    /// Waits for the next batch of records (one comes at least every
-    /// [`FLUSH_INTERVAL`], empty when nothing happened) and appends its
-    /// items to `out`, at most [`super::MAX_BATCH`] records and the lost
-    /// count when it changed. Cancel-safe. The first call starts the
-    /// reading thread.
+    /// Waits until records are available (or the flush interval passes), then
+    /// appends at most [`MAX_BATCH`] items to `out`. Cancel-safe: nothing is
+    /// taken from the ring until the wait is over.
     pub async fn next_batch(&mut self, out: &mut Vec<Item>) -> Result<(), LiveError> {
-        if let Reader::NotStarted(_) = self.reader {
-            let Reader::NotStarted(ring) = std::mem::replace(&mut self.reader, Reader::Gone) else {
-                unreachable!("matched just above");
-            };
-            self.reader = Reader::Running(ReaderThread::start(*ring)?);
-        }
-        let Reader::Running(thread) = &mut self.reader else {
-            return Err(LiveError::Read(std::io::Error::other(
-                "the ring buffer's reader has stopped",
-            )));
+        let woken = tokio::select! {
+            guard = self.ring.readable_mut() => Some(guard?),
+            _ = self.flush.tick() => None,
         };
-        self.stats = thread.next(out).await?;
+        let drained_all = match woken {
+            Some(mut guard) => {
+                self.stats.wakeups += 1;
+                let drained_all = drain(guard.get_inner_mut(), out, &mut self.stats);
+                if drained_all {
+                    guard.clear_ready();
+                }
+                drained_all
+            }
+            None => drain(self.ring.get_mut(), out, &mut self.stats),
+        };
+        // Only once the ring is empty, so that the count is in order with
+        // the records before it, and at most once per flush interval: it
+        // takes a syscall per counter and per program, which at thousands
+        // of wake-ups a second would cost more than the records.
+        if drained_all && self.lost_checked.elapsed() >= FLUSH_INTERVAL {
+            self.push_lost(out);
+        }
         Ok(())
     }
 
-    /// Drains what is left and reports the final lost count. A reader that
-    /// failed is said here; what it had delivered stays.
+    /// Drains what is left and reports the final lost count.
     pub fn finish(&mut self, out: &mut Vec<Item>) {
-        match std::mem::replace(&mut self.reader, Reader::Gone) {
-            Reader::NotStarted(mut ring) => {
-                ring.finish(out);
-                self.stats = ring.stats();
-            }
-            Reader::Running(mut thread) => match thread.finish(out) {
-                Ok(stats) => self.stats = stats,
-                Err(e) => log::warn!("the last records could not be read: {e}"),
-            },
-            Reader::Gone => {}
+        while !drain(self.ring.get_mut(), out, &mut self.stats) {}
+        self.push_lost(out);
+    }
+
+    fn push_lost(&mut self, out: &mut Vec<Item>) {
+        self.lost_checked = std::time::Instant::now();
+        self.stats.lost_resets =
+            self.read_lost(common::LOST_RESETS) + self.read_misses(&[common::PROGRAM_SEND_RESET]);
+        let accept = [
+            common::PROGRAM_ACCEPT4_EXIT,
+            common::PROGRAM_ACCEPT_EXIT,
+            common::PROGRAM_ACCEPT_FEXIT4,
+            common::PROGRAM_ACCEPT_FEXIT2,
+        ];
+        self.stats.lost_owners = self.read_lost(common::LOST_OWNERS) + self.read_misses(&accept);
+        self.stats.lost_call_failures = self.read_lost(common::LOST_CONNECT_FAILURES)
+            + self.read_lost(common::LOST_BIND_FAILURES)
+            + self.read_misses(&[
+                common::PROGRAM_CONNECT_ENTER,
+                common::PROGRAM_CONNECT_EXIT,
+                common::PROGRAM_BIND_ENTER,
+                common::PROGRAM_BIND_EXIT,
+            ]);
+        let in_ring = self.read_lost(common::LOST_TRANSITIONS);
+        // Read after the total it is part of: never more than it.
+        let busy = self
+            .read_lost(common::LOST_TRANSITIONS_RING_BUSY)
+            .min(in_ring);
+        let skipped = self.skipped_transitions();
+        self.stats.lost_causes = Some(LostCauses {
+            ring_full: in_ring - busy,
+            ring_busy: busy,
+            skipped,
+        });
+        let total = in_ring + skipped;
+        if total != self.stats.lost {
+            self.stats.lost = total;
+            out.push(Item::Lost {
+                total,
+                ts_boot_ns: crate::clock::boot_now_ns(),
+            });
         }
     }
 }
 
-/// Every program of the object, by name.
-const PROGRAMS: [&str; 12] = [
-    common::PROGRAM_SET_STATE,
-    common::PROGRAM_ACCEPT4_EXIT,
-    common::PROGRAM_ACCEPT_EXIT,
-    common::PROGRAM_ACCEPT_FEXIT4,
-    common::PROGRAM_ACCEPT_FEXIT2,
-    common::PROGRAM_SEND_RESET,
-    common::PROGRAM_SET_STATE_RAW,
-    common::PROGRAM_CONNECT_ENTER,
-    common::PROGRAM_CONNECT_EXIT,
-    common::PROGRAM_BIND_ENTER,
-    common::PROGRAM_BIND_EXIT,
-    common::PROGRAM_SET_STATE_RAW2,
-];
-
-/// Copies of the loaded programs' descriptors, for the reading thread to
-/// read their skip counts with.
-fn program_fds(ebpf: &Ebpf) -> Result<Vec<(&'static str, ProgramFd)>, LiveError> {
-    let mut fds = Vec::new();
-    for name in PROGRAMS {
-        let Some(fd) = ebpf.program(name).and_then(|program| program.fd().ok()) else {
-            // Not loaded here: never skipped either.
-            continue;
+/// Copies up to [`MAX_BATCH`] records out of the ring; true when it is empty.
+/// Items are released as soon as they are decoded; nothing is held across an
+/// await.
+fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<Item>, stats: &mut SourceStats) -> bool {
+    for _ in 0..MAX_BATCH {
+        let Some(item) = ring.next() else {
+            return true;
         };
-        fds.push((name, fd.try_clone().map_err(LiveError::Read)?));
+        match decode(&item) {
+            Ok(item) => {
+                match item {
+                    Item::Transition(_) => stats.delivered += 1,
+                    Item::Accepted(_) => stats.owners += 1,
+                    Item::ResetSent(_) => stats.resets += 1,
+                    Item::CallFailed(_) => stats.call_failures += 1,
+                    // Not record kinds: decode never returns them.
+                    Item::Lost { .. } | Item::Kill(_) => {}
+                }
+                out.push(item);
+            }
+            Err(e) => {
+                stats.malformed += 1;
+                log::warn!("skipping a malformed record from the kernel: {e}");
+            }
+        }
     }
-    Ok(fds)
+    false
 }
 
 /// Registers a BPF map reader with the tokio reactor.

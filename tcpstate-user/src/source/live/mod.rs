@@ -4,13 +4,12 @@ mod btf;
 mod loader;
 mod misses;
 mod preflight;
-mod reader;
 mod tracefs;
 
 pub use loader::{
-    HookStatus, LiveOptions, LiveSource, OwnerTracking, ProgramStatus, IGNORE_BTF_ENV,
+    HookStatus, LiveOptions, LiveSource, OwnerTracking, ProgramStatus, FLUSH_INTERVAL,
+    IGNORE_BTF_ENV, MAX_BATCH,
 };
-pub use reader::{FLUSH_INTERVAL, MAX_BATCH};
 /// A good initial capacity for batch vectors.
 pub const MAX_BATCH_HINT: usize = MAX_BATCH;
 pub use preflight::check_kernel_release;
