@@ -78,6 +78,29 @@ pub const GLOBAL_FILTER_ANY_PORT: &str = "FILTER_ANY_PORT";
 pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 pub const GLOBAL_WAKEUP_INTERVAL_NS: &str = "WAKEUP_INTERVAL_NS";
 pub const GLOBAL_OFFSETS: &str = "OFFSETS";
+/// 1: every transition record carries the task on the CPU (`trace` shows
+/// it, recordings keep it). 0: only the transitions that can name a
+/// socket's owner ([`transition_names_owner`]) do, the others carry none:
+/// the views that only count (`stat`, `serve`, ...) never look at it, and
+/// reading it is a fifth of what the raw program costs per run.
+pub const GLOBAL_TASK_ON_EVERY_TRANSITION: &str = "TASK_ON_EVERY_TRANSITION";
+
+/// Kernel TCP states (`include/net/tcp_states.h`) the BPF program tests.
+pub mod tcp_state {
+    pub const SYN_SENT: i32 = 2;
+    pub const CLOSE: i32 = 7;
+    pub const LISTEN: i32 = 10;
+}
+
+/// Whether a transition runs in the system call of the process that owns
+/// the socket, so that the task on the CPU is its owner: connect()
+/// (CLOSE -> SYN_SENT) and listen() (CLOSE -> LISTEN). The connection
+/// model takes owners from these transitions only; the BPF program reads
+/// the task for these at least.
+pub const fn transition_names_owner(oldstate: i32, newstate: i32) -> bool {
+    oldstate == tcp_state::CLOSE
+        && (newstate == tcp_state::SYN_SENT || newstate == tcp_state::LISTEN)
+}
 
 /// `struct trace_event_raw_inet_sock_set_state` offsets, as its `format` file
 /// gives them since Linux 4.16. Userspace checks the running kernel's format

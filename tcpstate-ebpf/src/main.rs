@@ -122,6 +122,12 @@ static WAKEUP_BYTES: Global<u64> = Global::new(DEFAULT_WAKEUP_RECORDS * RING_REC
 #[no_mangle]
 static WAKEUP_INTERVAL_NS: Global<u64> = Global::new(50_000_000);
 
+/// 1: every transition record carries the task on the CPU; 0: only those
+/// that can name the socket's owner do (see
+/// [`tcpstate_common::transition_names_owner`]).
+#[no_mangle]
+static TASK_ON_EVERY_TRANSITION: Global<u32> = Global::new(1);
+
 /// Kernel struct offsets from BTF; all zero when userspace could not read them.
 #[no_mangle]
 static OFFSETS: Global<StructOffsets> = Global::new(StructOffsets::zeroed());
@@ -215,7 +221,10 @@ fn address(ctx: &TracePointContext, offset: usize) -> Address {
 /// copied word by word, never byte by byte.
 type Address = [u32; 4];
 
-/// The fields of one transition, however they were read.
+/// The fields of one transition but its addresses, however they were read.
+/// The addresses go straight into the reserved record (see
+/// [`emit_transition`]): kept here, they stayed live across the helper calls
+/// and their spills took most of the raw program's 512-byte stack.
 struct Fields {
     skaddr: u64,
     oldstate: i32,
@@ -223,9 +232,13 @@ struct Fields {
     family: u16,
     sport: u16,
     dport: u16,
-    saddr: Address,
-    daddr: Address,
     netns: u32,
+}
+
+/// Writes a transition's source and destination addresses (16 bytes each,
+/// IPv4 mapped) into the record being filled.
+trait Addresses {
+    fn write(&self, saddr: *mut Address, daddr: *mut Address);
 }
 
 #[inline(always)]
@@ -246,12 +259,24 @@ fn try_set_state(ctx: &TracePointContext, raw_mode: bool) -> Result<(), Miss> {
         family: field(ctx, off::FAMILY),
         sport: field(ctx, off::SPORT),
         dport: field(ctx, off::DPORT),
-        saddr: address(ctx, off::SADDR_V6),
-        daddr: address(ctx, off::DADDR_V6),
         netns: netns_of(skaddr),
     };
-    emit_transition(ctx, &fields);
+    emit_transition(ctx, &fields, &EventAddresses(ctx));
     Ok(())
+}
+
+/// The classic tracepoint's `saddr_v6` and `daddr_v6` fields.
+struct EventAddresses<'a>(&'a TracePointContext);
+
+impl Addresses for EventAddresses<'_> {
+    #[inline(always)]
+    fn write(&self, saddr: *mut Address, daddr: *mut Address) {
+        // SAFETY: the caller passes pointers into a reserved record.
+        unsafe {
+            saddr.write(address(self.0, off::SADDR_V6));
+            daddr.write(address(self.0, off::DADDR_V6));
+        }
+    }
 }
 
 /// With the raw program attached: whether the kernel skipped it for this
@@ -348,29 +373,32 @@ fn raw_took(sk: u64, newstate: u32) -> bool {
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn tcpstate_set_state_raw(ctx: RawTracePointContext) -> i32 {
-    let active = RAW_ACTIVE.get_ptr_mut(0);
-    if let Some(active) = active {
-        // SAFETY: this CPU's slot of a per-CPU map, valid for the run; the
-        // global is a whole aligned u32 of ours, written through a raw
-        // pointer, and every CPU only ever writes 1 to it.
-        unsafe {
-            if core::ptr::read_volatile(active) == 1 {
-                // The kernel ran this program inside its own run (before
-                // Linux 6.2 it does not skip such hits).
-                core::ptr::write_volatile(&raw mut RAW_NESTS, 1);
-            }
-            core::ptr::write_volatile(active, 1);
+    // A one-entry array always has its entry: `None` never happens. Were
+    // it to, the stand-in would find the hit not taken and record it. An
+    // early return (rather than a body run with and without the flag) keeps
+    // the compiler from making two copies of the whole body, which took
+    // twice its stack.
+    let Some(active) = RAW_ACTIVE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot of a per-CPU map, valid for the run; the
+    // global is a whole aligned u32 of ours, written through a raw
+    // pointer, and every CPU only ever writes 1 to it.
+    unsafe {
+        if core::ptr::read_volatile(active) == 1 {
+            // The kernel ran this program inside its own run (before
+            // Linux 6.2 it does not skip such hits).
+            core::ptr::write_volatile(&raw mut RAW_NESTS, 1);
         }
+        core::ptr::write_volatile(active, 1);
     }
     let body = try_set_state_raw(&ctx);
     // Whatever the hit was (even one filtered out): the stand-in must not
     // record a hit this program took.
     mark_taken(ctx.arg(0), ctx.arg::<u64>(2) as u32);
-    if let Some(active) = active {
-        // SAFETY: as above. Cleared after `mark_taken`, so that the flag
-        // covers as much of the run as this program can.
-        unsafe { core::ptr::write_volatile(active, 0) };
-    }
+    // SAFETY: as above. Cleared after `mark_taken`, so that the flag covers
+    // as much of the run as this program can.
+    unsafe { core::ptr::write_volatile(active, 0) };
     if let Err(miss) = body {
         report(&ctx, miss);
     }
@@ -435,70 +463,75 @@ fn free_or_oldest_slot(taken: &RawTaken) -> usize {
 /// The raw tracepoint gets `(struct sock *sk, int oldstate, int newstate)`:
 /// read what the event's format would hold, the way the kernel fills it in
 /// (`TP_STORE_ADDRS`: IPv4 as mapped IPv6).
+///
+/// Four probe reads: the protocol, the socket's first bytes (its
+/// `sock_common`: addresses, ports, family, namespace) at once, the
+/// `inet_sock` words holding the IPv4 source address and (on every kernel
+/// we know) the source port, and the namespace's inode. A fifth reads the
+/// port on its own where the kernel's layout puts it elsewhere.
 #[inline(always)]
 fn try_set_state_raw(ctx: &RawTracePointContext) -> Result<(), Miss> {
     let sk: u64 = ctx.arg(0);
     let oldstate: u64 = ctx.arg(1);
     let newstate: u64 = ctx.arg(2);
-    // Ok(None): not TCP.
-    if let Some(fields) = sock_fields(sk, oldstate as i32, newstate as i32, offsets())? {
-        emit_transition(ctx, &fields);
-    }
-    Ok(())
-}
-
-/// Four probe reads: the protocol, the socket's first bytes (its
-/// `sock_common`: addresses, ports, family, namespace) at once, the
-/// `inet_sock` words holding the IPv4 source address and (on every kernel
-/// we know) the source port, and the namespace's inode. A fifth reads the
-/// port on its own where the kernel's layout puts it elsewhere. Ok(None):
-/// not a TCP socket.
-#[inline(always)]
-fn sock_fields(
-    sk: u64,
-    oldstate: i32,
-    newstate: i32,
-    o: &StructOffsets,
-) -> Result<Option<Fields>, Miss> {
+    let o = offsets();
     let unreadable = Miss::SocketUnreadable;
     let protocol: u16 = read_kernel(sk, o.sk_protocol).ok_or(unreadable)?;
     if protocol != IPPROTO_TCP {
-        return Ok(None);
+        return Ok(());
     }
-    let head: Words<SOCK_HEAD_WORDS> = read_words(sk).ok_or(unreadable)?;
+    let mut head = core::mem::MaybeUninit::<Words<SOCK_HEAD_WORDS>>::uninit();
+    let head = read_words_in(&mut head, sk).ok_or(unreadable)?;
     // `inet_sport` (and `inet_saddr`), not `skc_num` (and `skc_rcv_saddr`):
     // the tracepoint runs after a closing socket gave its port back, which
     // zeroes `skc_num` but leaves `inet_sport`, and reports the latter.
-    let mut inet: Words<INET_WORDS> = read_words(sk + u64::from(o.inet_saddr)).ok_or(unreadable)?;
+    let mut inet = core::mem::MaybeUninit::<Words<INET_WORDS>>::uninit();
+    let inet = read_words_in(&mut inet, sk + u64::from(o.inet_saddr)).ok_or(unreadable)?;
     let saddr_v4 = inet[0];
-    let sport = source_port(sk, &mut inet, o).ok_or(unreadable)?;
-    let family = u16_at(&head, o.skc_family);
-    let (saddr, daddr) = if family == tcpstate_common::AF_INET6 {
-        (
-            address_at(&head, o.skc_v6_rcv_saddr),
-            address_at(&head, o.skc_v6_daddr),
-        )
-    } else {
-        (mapped(saddr_v4), mapped(word_at(&head, o.skc_daddr, 0)))
-    };
-    let net = u64::from(word_at(&head, o.sock_common_net, 0))
-        | u64::from(word_at(&head, o.sock_common_net, 1)) << 32;
+    let sport = source_port(sk, inet, o).ok_or(unreadable)?;
+    let net = u64::from(word_at(head, o.sock_common_net, 0))
+        | u64::from(word_at(head, o.sock_common_net, 1)) << 32;
     let netns = if o.net_ns_inum == 0 {
         0
     } else {
         read_kernel::<u32>(net, o.net_ns_inum).unwrap_or(0)
     };
-    Ok(Some(Fields {
+    let fields = Fields {
         skaddr: sk,
-        oldstate,
-        newstate,
-        family,
+        oldstate: oldstate as i32,
+        newstate: newstate as i32,
+        family: u16_at(head, o.skc_family),
         sport: u16::from_be(sport),
-        dport: u16::from_be(u16_at(&head, o.skc_dport)),
-        saddr,
-        daddr,
+        dport: u16::from_be(u16_at(head, o.skc_dport)),
         netns,
-    }))
+    };
+    emit_transition(ctx, &fields, &SockAddresses { head, saddr_v4, o });
+    Ok(())
+}
+
+/// A socket's addresses, from its first bytes and its IPv4 source address.
+struct SockAddresses<'a> {
+    head: &'a Words<SOCK_HEAD_WORDS>,
+    saddr_v4: u32,
+    o: &'a StructOffsets,
+}
+
+impl Addresses for SockAddresses<'_> {
+    #[inline(always)]
+    fn write(&self, saddr: *mut Address, daddr: *mut Address) {
+        let (head, o) = (self.head, self.o);
+        // SAFETY: the caller passes pointers into a reserved record. The
+        // family is read again rather than passed: one word of the head.
+        unsafe {
+            if u16_at(head, o.skc_family) == tcpstate_common::AF_INET6 {
+                saddr.write(address_at(head, o.skc_v6_rcv_saddr));
+                daddr.write(address_at(head, o.skc_v6_daddr));
+            } else {
+                saddr.write(mapped(self.saddr_v4));
+                daddr.write(mapped(word_at(head, o.skc_daddr, 0)));
+            }
+        }
+    }
 }
 
 /// `inet_sport` (network order) from the words read at `inet_saddr`, or,
@@ -521,26 +554,28 @@ const INET_WORDS: usize = INET_SADDR_SPAN / 4;
 /// Kernel memory as 32-bit words (a power-of-two count).
 type Words<const N: usize> = [u32; N];
 
-/// `N` words at `addr`, read straight into place (a `Result<[u32; N]>`
-/// would be copied around on the 512-byte stack).
+/// `N` words at `addr`, read into `slot` (returned by value, they would be
+/// copied around on the 512-byte stack).
 #[inline(always)]
-fn read_words<const N: usize>(addr: u64) -> Option<Words<N>> {
-    let mut words = core::mem::MaybeUninit::<Words<N>>::uninit();
-    // SAFETY: `words` is N * 4 writable bytes; the helper writes exactly
+fn read_words_in<const N: usize>(
+    slot: &mut core::mem::MaybeUninit<Words<N>>,
+    addr: u64,
+) -> Option<&mut Words<N>> {
+    // SAFETY: `slot` is N * 4 writable bytes; the helper writes exactly
     // that many (zeros on failure) and reads only kernel memory.
     let status = unsafe {
         aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-            words.as_mut_ptr().cast(),
+            slot.as_mut_ptr().cast(),
             (N * 4) as u32,
             addr as *const aya_ebpf::cty::c_void,
         )
     };
     // SAFETY: the helper zero-fills on failure; either way every byte is
     // written, and any bit pattern is a valid u32.
-    (status == 0).then(|| unsafe { words.assume_init() })
+    (status == 0).then(|| unsafe { slot.assume_init_mut() })
 }
 
-/// Like [`read_words`], into words the caller already has.
+/// Like [`read_words_in`], into words the caller already has.
 #[inline(always)]
 fn read_words_into<const N: usize>(words: &mut Words<N>, addr: u64) -> Option<()> {
     // SAFETY: `words` is N * 4 writable bytes; the helper writes exactly
@@ -588,7 +623,7 @@ fn mapped(v4: u32) -> Address {
 
 /// Filters, then writes one transition record (or counts it lost).
 #[inline(always)]
-fn emit_transition<C: EbpfContext>(ctx: &C, f: &Fields) {
+fn emit_transition<C: EbpfContext>(ctx: &C, f: &Fields, addresses: &impl Addresses) {
     if !passes_filters(f.family, f.sport, f.dport) {
         return;
     }
@@ -605,7 +640,13 @@ fn emit_transition<C: EbpfContext>(ctx: &C, f: &Fields) {
     };
     // SAFETY: a helper without arguments or preconditions.
     let ts = unsafe { bpf_ktime_get_boot_ns() };
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let with_task = TASK_ON_EVERY_TRANSITION.load() != 0
+        || tcpstate_common::transition_names_owner(f.oldstate, f.newstate);
+    let pid_tgid = if with_task {
+        bpf_get_current_pid_tgid()
+    } else {
+        0
+    };
     // Field by field into the reserved record: no copy of the whole event
     // through the stack.
     let e = entry.as_mut_ptr();
@@ -617,12 +658,21 @@ fn emit_transition<C: EbpfContext>(ctx: &C, f: &Fields) {
     unsafe {
         (*e).ts_boot_ns = ts;
         (*e).skaddr = f.skaddr;
-        (*e).cgroup_id = bpf_get_current_cgroup_id();
-        (*e).saddr = core::mem::transmute::<Address, [u8; 16]>(f.saddr);
-        (*e).daddr = core::mem::transmute::<Address, [u8; 16]>(f.daddr);
-        let comm = (*e).comm.as_mut_ptr().cast();
-        if aya_ebpf::helpers::generated::bpf_get_current_comm(comm, 16) != 0 {
-            (*e).comm = [0; 16];
+        (*e).cgroup_id = if with_task {
+            bpf_get_current_cgroup_id()
+        } else {
+            0
+        };
+        // Both 4-aligned: `Event` is 8-aligned, the offsets are checked
+        // below at compile time.
+        addresses.write(
+            (&raw mut (*e).saddr).cast::<Address>(),
+            (&raw mut (*e).daddr).cast::<Address>(),
+        );
+        let comm = (*e).comm.as_mut_ptr();
+        if !with_task || aya_ebpf::helpers::generated::bpf_get_current_comm(comm.cast(), 16) != 0 {
+            comm.cast::<u64>().write(0);
+            comm.cast::<u64>().add(1).write(0);
         }
         (*e).tgid = (pid_tgid >> 32) as u32;
         (*e).pid = pid_tgid as u32;
@@ -863,6 +913,8 @@ fn passes_filters(family: u16, sport: u16, dport: u16) -> bool {
 /// Where `newstate` and the padding that ends the event begin.
 const NEWSTATE_AND_PAD: usize = core::mem::offset_of!(Event, newstate);
 const _: () = assert!(NEWSTATE_AND_PAD % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(Event, saddr) % 4 == 0);
+const _: () = assert!(core::mem::offset_of!(Event, daddr) % 4 == 0);
 const _: () = assert!(core::mem::offset_of!(Event, _pad) == NEWSTATE_AND_PAD + 1);
 const _: () = assert!(NEWSTATE_AND_PAD + 8 == core::mem::size_of::<Event>());
 

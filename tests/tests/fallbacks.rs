@@ -121,50 +121,68 @@ fn without_btf_the_classic_program_alone_traces_every_transition() {
         .collect();
     let expected =
         CONNECTIONS * workload::TRANSITIONS_PER_CONNECTION + workload::LISTENER_TRANSITIONS;
+    // The classic program alone is skipped by the kernel for a hit that
+    // arrives while another tracing program runs on the CPU (a softirq
+    // interrupting one of tcpstate's syscall programs): the documented
+    // degraded behaviour of this mode. Since 5.12 the kernel counts those
+    // skips and tcpstate reports them lost; before, they go uncounted and
+    // tcpstate warns at start. Seen in CI: 30 of 32 on 5.10, 6.1 and 6.12.
+    let summary = stderr.last().expect("summary");
+    let lost: usize = summary
+        .split(" lost in the kernel")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no lost count in the summary: {summary}"));
     if kernel::at_least(5, 12) {
-        // stderr holds the exit summary: what tcpstate counted lost, and why.
-        assert_eq!(transitions.len(), expected, "{stdout:#?}\n{stderr:#?}");
+        assert_eq!(
+            transitions.len() + lost,
+            expected,
+            "delivered + lost: {stdout:#?}\n{stderr:#?}"
+        );
+        if lost > 0 {
+            assert!(
+                summary.contains(&format!(
+                    "{lost} lost in the kernel ({lost} skipped by the kernel)"
+                )),
+                "lost for another reason than the kernel's skips: {summary}"
+            );
+        }
     } else {
-        // Before 5.12 the kernel skips the classic program for a hit that
-        // arrives while another tracing program runs on the CPU (an
-        // interrupt's softirq) without counting it, and tcpstate warns at
-        // start: fewer transitions is the documented degraded behaviour
-        // (seen once in a 5.10 CI run: 30 of 32), other or more never.
+        assert_eq!(lost, 0, "{summary}");
         assert!(
             said.iter()
                 .any(|l| l.contains("warn") && l.contains("are not counted as lost")),
             "no warning about uncounted skips: {said:#?}"
         );
-        let mut got: BTreeMap<(String, String), usize> = BTreeMap::new();
-        for t in &transitions {
-            let pair = (t["old"].as_str(), t["new"].as_str());
-            let (Some(old), Some(new)) = pair else {
-                panic!("a transition without states: {t}");
-            };
-            *got.entry((old.to_string(), new.to_string())).or_default() += 1;
-        }
-        let want: BTreeMap<(String, String), usize> =
-            workload::client_closes_first_pairs(CONNECTIONS)
-                .into_iter()
-                .map(|((old, new), n)| ((old.name().to_string(), new.name().to_string()), n))
-                .collect();
-        for (pair, n) in &got {
-            let allowed = want.get(pair).copied().unwrap_or(0);
-            assert!(
-                *n <= allowed,
-                "{pair:?}: {n}, at most {allowed}: {stdout:#?}"
-            );
-        }
         let missing = expected - transitions.len();
         if missing > 0 {
             eprintln!("{missing} transitions skipped by the kernel, uncounted (before 5.12)");
         }
+    }
+    // Fewer transitions of a pair than the workload made, never other or more.
+    let mut got: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for t in &transitions {
+        let pair = (t["old"].as_str(), t["new"].as_str());
+        let (Some(old), Some(new)) = pair else {
+            panic!("a transition without states: {t}");
+        };
+        *got.entry((old.to_string(), new.to_string())).or_default() += 1;
+    }
+    let want: BTreeMap<(String, String), usize> = workload::client_closes_first_pairs(CONNECTIONS)
+        .into_iter()
+        .map(|((old, new), n)| ((old.name().to_string(), new.name().to_string()), n))
+        .collect();
+    for (pair, n) in &got {
+        let allowed = want.get(pair).copied().unwrap_or(0);
+        assert!(
+            *n <= allowed,
+            "{pair:?}: {n}, at most {allowed}: {stdout:#?}"
+        );
     }
     for t in &transitions {
         // No namespace without BTF offsets, and no accept() owner.
         assert_eq!(t["netns"], 0, "{t}");
         assert_ne!(t["owner_how"], "accept", "{t}");
     }
-    let summary = stderr.last().expect("summary");
-    assert!(summary.contains(", 0 lost in the kernel"), "{summary}");
 }

@@ -254,6 +254,89 @@ fn accept_owners_and_sent_resets_are_reported_by_the_kernel() {
     assert_eq!(reset.sender_state, None, "no socket sent it: {reset:?}");
 }
 
+/// What `stat` and the other counting views load: the task on the CPU only
+/// for connect()'s and listen()'s transitions, the ones the model names
+/// owners from; `trace` (and any recording) gets it for every transition.
+/// Both programs see the same connections at once.
+#[test]
+fn counting_views_read_the_task_only_where_it_names_the_owner() {
+    require_root();
+    use tcpstate::{
+        source::live::{ContextTask, LiveOptions},
+        tcp::TcpState,
+        wire::Transition,
+    };
+    use tcpstate_tests::{tracer::Tracer, workload};
+    let (listener, addr) = workload::bound_listener();
+    let start = |context_task| {
+        Tracer::start(LiveOptions {
+            any_port: Some(addr.port()),
+            ring_bytes: 1 << 20,
+            context_task,
+            ..LiveOptions::default()
+        })
+    };
+    let lean = start(ContextTask::OwnerTransitionsOnly);
+    let full = start(ContextTask::EveryTransition);
+    workload::client_closes_first(listener, 3);
+    let done = |t: &[Transition]| t.iter().filter(|t| t.new == TcpState::Close).count() >= 7;
+    assert!(
+        lean.wait_until(tcpstate_tests::secs(10), done),
+        "lean tracer"
+    );
+    assert!(
+        full.wait_until(tcpstate_tests::secs(10), done),
+        "full tracer"
+    );
+    let (lean, full) = (lean.stop(), full.stop());
+    assert_eq!(lean.lost + full.lost, 0);
+    let me = std::process::id();
+    let ours = |t: &Transition| t.task.tgid == me && t.task.comm.as_string() != "";
+    let no_task = |t: &Transition| {
+        t.task.tgid == 0 && t.task.pid == 0 && t.task.comm.as_string() == "" && t.cgroup_id == 0
+    };
+    for (name, collected) in [("lean", &lean), ("full", &full)] {
+        let pairs = workload::by_pair(&collected.transitions);
+        assert_eq!(
+            pairs.get(&(TcpState::Close, TcpState::SynSent)),
+            Some(&3),
+            "{name}: {pairs:?}"
+        );
+        for t in &collected.transitions {
+            if matches!(
+                (t.old, t.new),
+                (TcpState::Close, TcpState::SynSent | TcpState::Listen)
+            ) {
+                assert!(
+                    ours(t),
+                    "{name}: connect()/listen() without this process: {t:?}"
+                );
+            }
+        }
+    }
+    // The client's close() runs in this process: only the full program says so.
+    let closes = |c: &tcpstate_tests::tracer::Collected| -> Vec<Transition> {
+        c.transitions
+            .iter()
+            .filter(|t| (t.old, t.new) == (TcpState::Established, TcpState::FinWait1))
+            .copied()
+            .collect()
+    };
+    assert_eq!(closes(&lean).len(), 3);
+    assert!(closes(&lean).iter().all(no_task), "{:?}", closes(&lean));
+    assert_eq!(closes(&full).len(), 3);
+    assert!(closes(&full).iter().all(ours), "{:?}", closes(&full));
+    let lean_other = lean
+        .transitions
+        .iter()
+        .filter(|t| !tcpstate_common::transition_names_owner(t.old as i32, t.new as i32));
+    assert!(
+        lean_other.clone().all(no_task),
+        "{:?}",
+        lean_other.collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn leaks_that_predate_the_tracer_are_found_from_the_start_up_snapshot() {
     require_root();

@@ -11,7 +11,7 @@ use tcpstate::{
     cli::{FilterArgs, LiveArgs},
     clock::boot_now_ns,
     pipeline::Pipeline,
-    source::live::HookStatus,
+    source::live::{ContextTask, HookStatus},
 };
 use tcpstate_tests::{kernel, require_root};
 
@@ -235,7 +235,17 @@ fn time_wait_table_matches_ss_during_and_after_20000_connections() {
         record: None,
     };
     let mut pipeline = runtime
-        .block_on(async { Pipeline::live(&live, &FilterArgs::default(), false, 30, None) })
+        .block_on(async {
+            Pipeline::live(
+                &live,
+                &FilterArgs::default(),
+                false,
+                30,
+                None,
+                // What `stat` loads: the model must not need the task elsewhere.
+                ContextTask::OwnerTransitionsOnly,
+            )
+        })
         .expect("start tracing");
 
     let rsts_before = kernel::out_rsts();

@@ -33,6 +33,7 @@ pub async fn run(args: &DoctorArgs, verbose: bool) -> anyhow::Result<()> {
         &FilterArgs::default(),
         verbose,
         leak_threshold_secs(args.watch),
+        crate::source::live::ContextTask::OwnerTransitionsOnly,
     )?;
     let start = NetCounters::read();
     let started_ns = boot_now_ns();

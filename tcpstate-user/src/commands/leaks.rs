@@ -27,6 +27,7 @@ pub async fn run(args: &LeaksArgs, verbose: bool) -> anyhow::Result<()> {
         &args.filters,
         verbose,
         args.leak.threshold_secs,
+        crate::source::live::ContextTask::OwnerTransitionsOnly,
     )?;
     let live = pipeline.is_live();
     let mut names = crate::source::cgroup::CgroupNames::default();

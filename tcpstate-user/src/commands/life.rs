@@ -68,7 +68,14 @@ pub async fn run(args: &LifeArgs, verbose: bool) -> anyhow::Result<()> {
     args.filters
         .refuse("life", &[Unsupported::State])
         .map_err(anyhow::Error::msg)?;
-    let mut pipeline = pipeline::open(&args.input, &args.live, &args.filters, verbose, 30)?;
+    let mut pipeline = pipeline::open(
+        &args.input,
+        &args.live,
+        &args.filters,
+        verbose,
+        30,
+        crate::source::live::ContextTask::OwnerTransitionsOnly,
+    )?;
     let mut view = LifeView {
         out: BufWriter::new(io::stdout().lock()),
         json: args.json,

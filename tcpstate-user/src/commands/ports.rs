@@ -19,7 +19,14 @@ pub async fn run(args: &PortsArgs, verbose: bool) -> anyhow::Result<()> {
         .refuse("ports", &[Unsupported::State, Unsupported::Cgroup])
         .map_err(anyhow::Error::msg)?;
     // The CLOSE_WAIT threshold plays no part here.
-    let mut pipeline = pipeline::open(&args.input, &args.live, &args.filters, verbose, 30)?;
+    let mut pipeline = pipeline::open(
+        &args.input,
+        &args.live,
+        &args.filters,
+        verbose,
+        30,
+        crate::source::live::ContextTask::OwnerTransitionsOnly,
+    )?;
     let settings = if pipeline.netns_ports.is_empty() {
         // A recording from before the namespaces' settings were kept.
         NamespaceSettings::only_fallback(PortSettings {

@@ -42,8 +42,15 @@ pub async fn run(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
         path: &args.output,
         rotate_bytes: args.rotate,
     };
-    let mut pipeline =
-        Pipeline::live(&args.live, &args.filters, verbose, 30, Some(record))?.without_model();
+    let mut pipeline = Pipeline::live(
+        &args.live,
+        &args.filters,
+        verbose,
+        30,
+        Some(record),
+        crate::source::live::ContextTask::EveryTransition,
+    )?
+    .without_model();
     crate::status!("recording to {}", args.output.display());
     pipeline::drive(&mut pipeline, &mut Counting(0), args.duration).await
 }

@@ -42,6 +42,7 @@ pub async fn run(args: &ServeArgs, verbose: bool) -> anyhow::Result<()> {
         &FilterArgs::default(),
         verbose,
         args.leak.threshold_secs,
+        crate::source::live::ContextTask::OwnerTransitionsOnly,
     )?;
     let (scrapes, requests) = mpsc::channel::<Scrape>(WAITING_SCRAPES);
     let server = tokio::spawn(http::serve(

@@ -14,7 +14,14 @@ pub async fn run(args: &StatArgs, verbose: bool) -> anyhow::Result<()> {
     if args.at.is_some() {
         input.to = args.at.clone();
     }
-    let mut pipeline = pipeline::open(&input, &args.live, &args.filters, verbose, 30)?;
+    let mut pipeline = pipeline::open(
+        &input,
+        &args.live,
+        &args.filters,
+        verbose,
+        30,
+        crate::source::live::ContextTask::OwnerTransitionsOnly,
+    )?;
     let mut names = crate::source::cgroup::CgroupNames::default();
     let live = pipeline.is_live();
     let failures = std::rc::Rc::new(std::cell::RefCell::new(Default::default()));

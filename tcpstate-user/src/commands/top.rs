@@ -62,6 +62,7 @@ pub async fn run(args: &TopArgs, verbose: bool) -> anyhow::Result<()> {
         &args.filters,
         verbose,
         args.leak.threshold_secs,
+        crate::source::live::ContextTask::OwnerTransitionsOnly,
     )?;
     let accept_tracking = matches!(
         pipeline.live_source().map(|s| s.owner_tracking()),

@@ -97,7 +97,14 @@ pub fn sink<'a>(json: bool, out: impl Write + 'a, clock: BootClock) -> Box<dyn T
 }
 
 pub async fn run(args: &TraceArgs, verbose: bool) -> anyhow::Result<()> {
-    let mut pipeline = pipeline::open(&args.input, &args.live, &args.filters, verbose, 30)?;
+    let mut pipeline = pipeline::open(
+        &args.input,
+        &args.live,
+        &args.filters,
+        verbose,
+        30,
+        crate::source::live::ContextTask::EveryTransition,
+    )?;
     let stdout = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let mut view = TraceView::new(
         sink(args.json, stdout, pipeline.clock),

@@ -210,6 +210,27 @@ mod tests {
         }
     }
 
+    /// `stat` and the other counting views load the BPF program so that it
+    /// reads the task for `transition_names_owner`'s transitions only: an
+    /// owner taken from any other would be task 0.
+    #[test]
+    fn owners_come_only_from_transitions_that_carry_the_task_in_every_mode() {
+        for old in TcpState::ALL {
+            for new in TcpState::ALL {
+                let t = Transition {
+                    task: crate::testkit::task(7, "p"),
+                    ..crate::testkit::transition(1, 0x10, old, new)
+                };
+                if Owner::from_transition(&t).is_some() {
+                    assert!(
+                        tcpstate_common::transition_names_owner(old as i32, new as i32),
+                        "{old:?} -> {new:?} names an owner but the BPF program may not read its task"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn accept_replaces_socket_io_but_not_the_reverse() {
         let io = owner(1, OwnerHow::SocketIo);

@@ -19,7 +19,7 @@ use crate::{
     privileges::{self, AfterStart},
     recording::{RecordingHeader, RecordingReader},
     source::{
-        live::{LiveOptions, LiveSource, OwnerTracking},
+        live::{ContextTask, LiveOptions, LiveSource, OwnerTracking},
         replay::Replay,
         snapshot::Snapshot,
         sysctl::TcpSysctls,
@@ -97,16 +97,24 @@ impl Pipeline {
     }
 
     /// Live: loads the BPF program (with the hooks the model needs), takes
-    /// the start-up snapshot, and optionally starts a recording.
+    /// the start-up snapshot, and optionally starts a recording. `shown`
+    /// says which transitions the command shows the task on the CPU for;
+    /// a recording keeps it for every one, whatever the command.
     pub fn live(
         live: &LiveArgs,
         filters: &FilterArgs,
         verbose: bool,
         close_wait_leak_secs: u64,
         record: Option<RecordTo>,
+        shown: ContextTask,
     ) -> anyhow::Result<Pipeline> {
         let mut options = live_options(live, filters, verbose);
         options.lifetime_hooks = true;
+        options.context_task = if record.is_some() {
+            ContextTask::EveryTransition
+        } else {
+            shown
+        };
         let source = LiveSource::open(&options)?;
         if let OwnerTracking::Unavailable(reason) = source.owner_tracking() {
             log::warn!(
@@ -449,13 +457,15 @@ pub fn parse_time(text: &str, header: &RecordingHeader) -> anyhow::Result<u64> {
     Ok(clock.boot_of_wall(wall))
 }
 /// Opens the pipeline a command asked for: recordings with `--input`, else
-/// the live kernel (recording to `--record` if given).
+/// the live kernel (recording to `--record` if given; `shown` as in
+/// [`Pipeline::live`]).
 pub fn open(
     input: &InputArgs,
     live: &LiveArgs,
     filters: &FilterArgs,
     verbose: bool,
     close_wait_leak_secs: u64,
+    shown: ContextTask,
 ) -> anyhow::Result<Pipeline> {
     if !input.input.is_empty() {
         if live.record.is_some() {
@@ -467,7 +477,7 @@ pub fn open(
         path,
         rotate_bytes: None,
     });
-    Pipeline::live(live, filters, verbose, close_wait_leak_secs, record)
+    Pipeline::live(live, filters, verbose, close_wait_leak_secs, record, shown)
 }
 
 /// Live-source options from the command line: the filters the kernel can
@@ -480,5 +490,6 @@ pub fn live_options(live: &LiveArgs, filters: &FilterArgs, verbose: bool) -> Liv
         any_port: filters.to_filter().kernel_port(),
         diagnostics: verbose,
         lifetime_hooks: false,
+        context_task: ContextTask::default(),
     }
 }

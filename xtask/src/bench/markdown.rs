@@ -117,6 +117,21 @@ pub fn render(r: &BenchReport) -> String {
                 tw.join(", ")
             );
         }
+        let parts: Vec<String> = phase
+            .summary
+            .iter()
+            .filter(|c| !c.cpu_parts.is_empty())
+            .map(|c| format!("- {}: {}", c.config, cpu_parts_line(&c.cpu_parts)))
+            .collect();
+        if !parts.is_empty() {
+            let _ = writeln!(
+                s,
+                "Where each tracer's CPU goes, ns per transition (medians over the runs; BPF \
+                 programs by what they follow, enter and exit programs together, with their runs \
+                 per churn connection):\n\n{}\n",
+                parts.join("\n")
+            );
+        }
     }
 
     let l = &r.latency;
@@ -176,6 +191,19 @@ pub fn render(r: &BenchReport) -> String {
         }
     }
     s
+}
+
+/// `user 230 + sys 0 + set_state 350 (20.0/conn) + ... = 580`.
+pub(super) fn cpu_parts_line(parts: &[super::summary::CpuPart]) -> String {
+    let total: f64 = parts.iter().map(|p| p.ns_per_transition).sum();
+    let shown: Vec<String> = parts
+        .iter()
+        .map(|p| match p.runs_per_connection {
+            Some(runs) => format!("{} {:.0} ({runs:.1}/conn)", p.part, p.ns_per_transition),
+            None => format!("{} {:.0}", p.part, p.ns_per_transition),
+        })
+        .collect();
+    format!("{} = {total:.0}", shown.join(" + "))
 }
 
 fn capitalize(s: &str) -> String {

@@ -94,6 +94,99 @@ fn costs_of<'a>(runs: impl Iterator<Item = (&'a [ProgSample], &'a [u32])>) -> Ve
         .collect()
 }
 
+/// One part of a tracer's CPU per transition: its process's user or system
+/// time, or the run time of its BPF programs of one name (all of them:
+/// tcpstate's two on the tracepoint, the enter and exit ones of a system
+/// call), median over the runs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CpuPart {
+    pub part: String,
+    pub ns_per_transition: f64,
+    /// BPF programs: their runs per churn connection (median).
+    pub runs_per_connection: Option<f64>,
+}
+
+/// What a BPF program of the tracer is for, from the 15 bytes of its name
+/// the kernel keeps (its enter and exit programs share one).
+fn program_part(kernel_name: &str) -> String {
+    let known = [
+        ("tcpstate_set_st", "set_state"),
+        ("tcpstate_accept", "accept"),
+        ("tcpstate_connec", "connect"),
+        ("tcpstate_bind_e", "bind"),
+        ("tcpstate_send_r", "send_reset"),
+    ];
+    known
+        .iter()
+        .find(|(name, _)| *name == kernel_name)
+        .map_or_else(|| kernel_name.to_string(), |(_, part)| part.to_string())
+}
+
+/// [`CpuPart`]s of one configuration's runs: user, system, then each BPF
+/// program name in the order the first run lists them. A part missing from
+/// a run counts as 0 there.
+fn cpu_parts(runs: &[&RunResult]) -> Vec<CpuPart> {
+    let with_tracer: Vec<(&super::measure::TracerRun, u64)> = runs
+        .iter()
+        .filter_map(|r| Some((r.tracer.as_ref()?, r.churn.connections)))
+        .filter(|(t, _)| t.transitions() > 0)
+        .collect();
+    if with_tracer.is_empty() {
+        return Vec::new();
+    }
+    let mut names: Vec<String> = Vec::new();
+    for (t, _) in &with_tracer {
+        let mut ours: Vec<&ProgSample> = t.programs.iter().collect();
+        ours.sort_by_key(|p| p.id);
+        for p in ours {
+            if !names.contains(&p.name) {
+                names.push(p.name.clone());
+            }
+        }
+    }
+    let per_transition = |f: &dyn Fn(&super::measure::TracerRun) -> f64| {
+        median(
+            with_tracer
+                .iter()
+                .map(|(t, _)| f(t) / t.transitions() as f64)
+                .collect(),
+        )
+        .unwrap_or(0.0)
+    };
+    let mut parts = vec![
+        CpuPart {
+            part: "user".into(),
+            ns_per_transition: per_transition(&|t| t.user_s * 1e9),
+            runs_per_connection: None,
+        },
+        CpuPart {
+            part: "sys".into(),
+            ns_per_transition: per_transition(&|t| t.sys_s * 1e9),
+            runs_per_connection: None,
+        },
+    ];
+    for name in names {
+        let of_name = |t: &super::measure::TracerRun| -> (u64, u64) {
+            t.programs
+                .iter()
+                .filter(|p| p.name == name)
+                .fold((0, 0), |(ns, n), p| (ns + p.run_time_ns, n + p.run_count))
+        };
+        parts.push(CpuPart {
+            part: program_part(&name),
+            ns_per_transition: per_transition(&|t| of_name(t).0 as f64),
+            runs_per_connection: median(
+                with_tracer
+                    .iter()
+                    .filter(|(_, connections)| *connections > 0)
+                    .map(|(t, connections)| of_name(t).1 as f64 / *connections as f64)
+                    .collect(),
+            ),
+        });
+    }
+    parts
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ConfigSummary {
     pub config: &'static str,
@@ -131,6 +224,9 @@ pub struct ConfigSummary {
     pub bpf_ns_per_transition: Option<f64>,
     /// Each of those programs: median ns per run.
     pub bpf_programs: Vec<ProgramCost>,
+    /// The tracer's CPU per transition, part by part (empty without a
+    /// tracer).
+    pub cpu_parts: Vec<CpuPart>,
     /// Transitions the tracepoint saw per churn connection.
     pub transitions_per_connection: Option<f64>,
     pub transitions_in_window: Option<f64>,
@@ -237,6 +333,7 @@ pub fn summarize(kind: Kind, runs: &[RunResult]) -> ConfigSummary {
                 .then(|| t.tracepoint_run_time_ns as f64 / t.tracepoint_hits as f64)
         }),
         bpf_programs: program_costs(&mine),
+        cpu_parts: cpu_parts(&mine),
         transitions_per_connection: per_run(&|r| {
             let t = r.tracer.as_ref()?;
             (r.churn.connections > 0).then(|| t.transitions() as f64 / r.churn.connections as f64)
@@ -256,6 +353,108 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(vec![f64::NAN, 1.0]), Some(1.0));
+    }
+
+    fn run_with(connections: u64, user_s: f64, programs: Vec<ProgSample>) -> RunResult {
+        let hits = programs
+            .iter()
+            .filter(|p| p.name == "tcpstate_set_st")
+            .map(|p| p.run_count)
+            .max()
+            .unwrap_or(0);
+        RunResult {
+            config: "stat",
+            round: 0,
+            churn: super::super::churn::ChurnResult {
+                connections,
+                errors: 0,
+                first_error: None,
+                seconds: 1.0,
+                connections_per_sec: connections as f64,
+                cpu_user_s: 0.0,
+                cpu_sys_s: 0.0,
+            },
+            window_s: 1.0,
+            machine_busy_s: 0.0,
+            machine_steal_s: 0.0,
+            time_wait_before: None,
+            time_wait_after: None,
+            tracer: Some(super::super::measure::TracerRun {
+                pid: 1,
+                exit: "exit 0".into(),
+                start_s: 0.0,
+                stop_s: 0.0,
+                user_s,
+                sys_s: 0.0,
+                voluntary_switches: 0,
+                involuntary_switches: 0,
+                bpf_run_time_ns: programs.iter().map(|p| p.run_time_ns).sum(),
+                programs,
+                tracepoint_programs: Vec::new(),
+                tracepoint_hits: hits,
+                tracepoint_run_time_ns: 0,
+                tracepoint_misses: 0,
+                reported_seen: None,
+                reported_lost: None,
+                reported_lost_causes: None,
+                reported_wakeups: None,
+                reported_transitions_per_wakeup: None,
+                peak_rss_bytes: None,
+                scrapes: None,
+            }),
+        }
+    }
+
+    fn sample(id: u32, name: &str, runs: u64, ns_per_run: u64) -> ProgSample {
+        ProgSample {
+            id,
+            name: name.into(),
+            prog_type: "X".into(),
+            run_time_ns: runs * ns_per_run,
+            run_count: runs,
+            recursion_misses: 0,
+        }
+    }
+
+    #[test]
+    fn cpu_parts_add_programs_of_one_name_and_divide_by_transitions() {
+        // 100 connections, 1,000 transitions: two set_state programs, a
+        // connect enter and exit, 0.1 ms of user time.
+        let run = run_with(
+            100,
+            1e-4,
+            vec![
+                sample(5, "tcpstate_set_st", 1000, 300),
+                sample(6, "tcpstate_set_st", 1000, 50),
+                sample(7, "tcpstate_connec", 100, 400),
+                sample(8, "tcpstate_connec", 100, 200),
+                sample(9, "someone_else", 10, 1000),
+            ],
+        );
+        let parts = cpu_parts(&[&run]);
+        let got: Vec<(&str, f64, Option<f64>)> = parts
+            .iter()
+            .map(|p| (p.part.as_str(), p.ns_per_transition, p.runs_per_connection))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("user", 100.0, None),
+                ("sys", 0.0, None),
+                ("set_state", 350.0, Some(20.0)),
+                ("connect", 60.0, Some(2.0)),
+                ("someone_else", 10.0, Some(0.1)),
+            ]
+        );
+        let untraced = RunResult {
+            tracer: None,
+            ..run_with(100, 0.0, Vec::new())
+        };
+        assert_eq!(cpu_parts(&[&untraced]), []);
+        assert_eq!(
+            super::super::markdown::cpu_parts_line(&parts[..3]),
+            "user 100 + sys 0 + set_state 350 (20.0/conn) = 450"
+        );
     }
 
     #[test]

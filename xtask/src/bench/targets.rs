@@ -461,6 +461,31 @@ fn kind_of(id: &str) -> Kind {
         .unwrap_or(Kind::Baseline)
 }
 
+/// Where the CPU per transition of `kinds` and of the floor goes, part by
+/// part, in ns (None when the phase has no parts for them).
+fn parts_of(phase: &Phase, kinds: &[Kind]) -> Option<String> {
+    let lines: Vec<String> = kinds
+        .iter()
+        .chain([&Kind::BpftraceCount])
+        .filter_map(|k| phase.config(*k))
+        .filter(|c| !c.cpu_parts.is_empty())
+        .map(|c| {
+            format!(
+                "{}: {} ns",
+                c.config,
+                super::markdown::cpu_parts_line(&c.cpu_parts)
+            )
+        })
+        .collect();
+    (!lines.is_empty()).then(|| {
+        format!(
+            "CPU per transition, part by part (BPF programs by what they follow, with their \
+             runs per churn connection): {}",
+            lines.join("; ")
+        )
+    })
+}
+
 /// Issue 15's targets: ratios to the count-only bpftrace floor measured in
 /// the same phase of the same run (None where the floor was not measured).
 fn issue_15(i: &Inputs<'_>, cpu_split: &dyn Fn(&Phase) -> String) -> Vec<Target> {
@@ -512,7 +537,7 @@ fn issue_15(i: &Inputs<'_>, cpu_split: &dyn Fn(&Phase) -> String) -> Vec<Target>
                 floor_text(floor_cpu)
             ),
             all(&values, |r| r <= times),
-            || cpu_split(rate),
+            || parts_of(rate, kinds).unwrap_or_else(|| cpu_split(rate)),
         ));
     }
 

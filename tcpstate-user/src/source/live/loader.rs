@@ -44,6 +44,23 @@ pub struct LiveOptions {
     /// accept() (owners of passive opens) and sent RSTs (time-wait sockets
     /// they destroy). Not needed by `trace`.
     pub lifetime_hooks: bool,
+    /// Which transitions carry the task that was on the CPU.
+    pub context_task: ContextTask,
+}
+
+/// Which transition records carry the task on the CPU (`Transition::task`,
+/// `cgroup_id`): reading it is about a fifth of the BPF program's cost per
+/// transition, and only `trace` and recordings show it for every one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ContextTask {
+    /// Every transition.
+    #[default]
+    EveryTransition,
+    /// Only connect()'s and listen()'s
+    /// ([`common::transition_names_owner`]), the transitions the model
+    /// takes owners from; the others carry task 0, an empty name and
+    /// cgroup 0.
+    OwnerTransitionsOnly,
 }
 
 impl Default for LiveOptions {
@@ -55,6 +72,7 @@ impl Default for LiveOptions {
             any_port: None,
             diagnostics: false,
             lifetime_hooks: false,
+            context_task: ContextTask::default(),
         }
     }
 }
@@ -124,6 +142,8 @@ impl LiveSource {
         let family = options.family.map_or(0, Family::raw);
         let any_port = options.any_port.unwrap_or(0);
         let interval_ns = FLUSH_INTERVAL.as_nanos() as u64;
+        let task_on_every_transition =
+            u32::from(options.context_task == ContextTask::EveryTransition);
         // Without BTF offsets the program still traces transitions; only the
         // owner of accepted sockets and the namespace are then unknown.
         let KernelOffsets {
@@ -144,6 +164,11 @@ impl LiveSource {
             .override_global(common::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(common::GLOBAL_WAKEUP_INTERVAL_NS, &interval_ns, true)
             .override_global(common::GLOBAL_OFFSETS, &offsets, true)
+            .override_global(
+                common::GLOBAL_TASK_ON_EVERY_TRANSITION,
+                &task_on_every_transition,
+                true,
+            )
             .load(BPF_OBJECT)
             .map_err(|e| load_error(Box::new(e)))?;
 

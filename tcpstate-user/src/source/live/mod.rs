@@ -7,7 +7,7 @@ mod preflight;
 mod tracefs;
 
 pub use loader::{
-    HookStatus, LiveOptions, LiveSource, OwnerTracking, ProgramStatus, FLUSH_INTERVAL,
+    ContextTask, HookStatus, LiveOptions, LiveSource, OwnerTracking, ProgramStatus, FLUSH_INTERVAL,
     IGNORE_BTF_ENV, MAX_BATCH,
 };
 /// A good initial capacity for batch vectors.
