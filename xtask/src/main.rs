@@ -66,6 +66,10 @@ enum Command {
     /// Benchmark: tcpstate's cost under connection churn, next to no tracer
     /// and bpftrace; writes BENCHMARKS.md and JSON (as root).
     Bench(bench::BenchArgs),
+    /// Two tcpstate binaries, one command, in interleaved rounds at a fixed
+    /// load: the median per-round difference of their CPU per transition
+    /// (as root; the churn generator of an earlier `cargo xtask bench`)
+    Ab(bench::ab::AbArgs),
     /// Release binary with man pages and completions next to it, the Debian
     /// package target/dist/tcpstate_VERSION_ARCH.deb and a container build
     /// context, each checked (package contents, systemd units, alert rules).
@@ -135,6 +139,7 @@ fn dispatch(command: Command) -> Result<i32> {
         }
         Command::Fuzz { seconds } => fuzz::run(&ws, seconds),
         Command::Bench(args) => bench::run(&ws, &args),
+        Command::Ab(args) => bench::ab::run(&ws, &args),
         Command::Dist(args) => dist::run(&ws, &args),
     }
 }

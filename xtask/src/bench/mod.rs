@@ -5,6 +5,7 @@
 //! `--smoke` runs the same code with tiny counts in a few seconds;
 //! `cargo xtask test` runs it (as root) and checks the JSON.
 
+pub mod ab;
 mod bpfstats;
 mod bpftrace;
 mod build;
