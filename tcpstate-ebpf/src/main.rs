@@ -653,8 +653,9 @@ fn emit_transition<C: EbpfContext>(ctx: &C, f: &Fields, addresses: &impl Address
     // SAFETY: `e` points at the reserved record, an `Event` of ours until
     // it is submitted: every store is inside it (the 8-byte one covers
     // `newstate` and the padding that ends it, checked below at compile
-    // time); `comm` is 16 writable bytes for the helper; the helpers called
-    // have no other preconditions.
+    // time); `comm` is 16 writable bytes for the helper, at an 8-aligned
+    // offset for the two 8-byte stores that clear it (also checked below);
+    // the helpers called have no other preconditions.
     unsafe {
         (*e).ts_boot_ns = ts;
         (*e).skaddr = f.skaddr;
@@ -915,6 +916,7 @@ const NEWSTATE_AND_PAD: usize = core::mem::offset_of!(Event, newstate);
 const _: () = assert!(NEWSTATE_AND_PAD % 8 == 0);
 const _: () = assert!(core::mem::offset_of!(Event, saddr) % 4 == 0);
 const _: () = assert!(core::mem::offset_of!(Event, daddr) % 4 == 0);
+const _: () = assert!(core::mem::offset_of!(Event, comm) % 8 == 0);
 const _: () = assert!(core::mem::offset_of!(Event, _pad) == NEWSTATE_AND_PAD + 1);
 const _: () = assert!(NEWSTATE_AND_PAD + 8 == core::mem::size_of::<Event>());
 
