@@ -584,16 +584,10 @@ fn read_words_in<const N: usize>(
 /// Like [`read_words_in`], into words the caller already has.
 #[inline(always)]
 fn read_words_into<const N: usize>(words: &mut Words<N>, addr: u64) -> Option<()> {
-    // SAFETY: `words` is N * 4 writable bytes; the helper writes exactly
-    // that many (zeros on failure) and reads only kernel memory.
-    let status = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-            words.as_mut_ptr().cast(),
-            (N * 4) as u32,
-            addr as *const aya_ebpf::cty::c_void,
-        )
-    };
-    (status == 0).then_some(())
+    // SAFETY: `MaybeUninit<T>` has the layout of `T`, and what the helper
+    // writes (the words read, or zeros) is a valid `Words<N>` again.
+    let slot = unsafe { &mut *(words as *mut Words<N>).cast::<core::mem::MaybeUninit<Words<N>>>() };
+    read_words_in(slot, addr).map(|_| ())
 }
 
 /// Word `k` of the field at byte `offset` of `words`. Userspace checked
@@ -979,10 +973,10 @@ fn bump(slot: u32) -> u64 {
     // in this slot. A nested count between the load and the store of a
     // plain increment is lost: the likely cause of delivered + lost = 2,001
     // of 2,002 in the `loss` test (CI on the host, 2026-12-06). The add's
-    // result is not
-    // used: the BPF instruction set has an atomic add without fetch (XADD)
-    // on every kernel, and the fetching form needs a newer CPU version than
-    // the object is built for (the intrinsic compiles to `lock ... += 1`).
+    // result is not used: the BPF instruction set has an atomic add without
+    // fetch (XADD) on every kernel, and the fetching form needs a newer CPU
+    // version than the object is built for (the intrinsic compiles to
+    // `lock ... += 1`).
     // SAFETY: this CPU's slot of a per-CPU map: valid, 8-aligned and only
     // ever accessed as a u64 for the run; atomics are sound on it.
     unsafe {

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use super::churn::Workload;
 use super::measure::{self, Context, RunResult, TracerRun};
+use super::settings::{BenchArgs, Settings};
 use super::summary::{self, median};
 use super::tracer::{Kind, Poker, Tools};
 use super::{bpfstats, build, child, TempDir};
@@ -103,16 +103,10 @@ pub fn run(ws: &Workspace, args: &AbArgs) -> Result<i32> {
     let tmp = TempDir::new()?;
     let _stats = bpfstats::StatsEnabled::enable()?;
     let poker = Poker::new()?;
-    let workload = Workload {
-        rate: Some(args.rate),
-        seconds: args.seconds,
-        max_connections: 50_000_000,
-        clients: 2,
-        listeners: 4,
-        sources: 64,
-        close: "client".to_string(),
-        netns: None,
-    };
+    // The bench's fixed-rate phase, with its defaults for everything else.
+    let (rate, seconds) = (args.rate.to_string(), args.seconds.to_string());
+    let bench = BenchArgs::parse_given(&["--rate", &rate, "--rate-seconds", &seconds]);
+    let workload = Settings::resolve(&bench, &ws.root, &ws.target_dir)?.rate_limited;
     let mut tools = Tools {
         tcpstate: built.tcpstate,
         churn: built.churn,

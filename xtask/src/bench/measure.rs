@@ -232,7 +232,7 @@ fn finish(
 
 /// Name prefix of tcpstate's programs on sock:inet_sock_set_state (the
 /// kernel keeps the first 15 bytes of a program's name).
-const TCPSTATE_SET_STATE: &str = "tcpstate_set_st";
+pub const TCPSTATE_SET_STATE: &str = "tcpstate_set_st";
 
 /// The programs on the set_state tracepoint: tcpstate's by name, else the
 /// one that ran most.

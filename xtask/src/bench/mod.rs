@@ -81,10 +81,16 @@ pub fn smoke(ws: &Workspace, bpf_object: &Path, tcpstate: &Path) -> Result<()> {
 
 impl BenchArgs {
     fn parse_smoke() -> BenchArgs {
+        BenchArgs::parse_given(&["--smoke"])
+    }
+
+    /// The arguments as `cargo xtask bench ARGS` would take them, defaults
+    /// included.
+    fn parse_given(args: &[&str]) -> BenchArgs {
         use clap::{Args as _, FromArgMatches};
         let cmd = BenchArgs::augment_args(clap::Command::new("bench"));
-        let matches = cmd.get_matches_from(["bench", "--smoke"]);
-        BenchArgs::from_arg_matches(&matches).expect("the smoke arguments parse")
+        let matches = cmd.get_matches_from(std::iter::once("bench").chain(args.iter().copied()));
+        BenchArgs::from_arg_matches(&matches).expect("the given bench arguments parse")
     }
 }
 

@@ -110,7 +110,7 @@ pub struct CpuPart {
 /// the kernel keeps (its enter and exit programs share one).
 fn program_part(kernel_name: &str) -> String {
     let known = [
-        ("tcpstate_set_st", "set_state"),
+        (super::measure::TCPSTATE_SET_STATE, "set_state"),
         ("tcpstate_accept", "accept"),
         ("tcpstate_connec", "connect"),
         ("tcpstate_bind_e", "bind"),
@@ -460,12 +460,8 @@ mod tests {
     #[test]
     fn programs_of_one_name_are_told_apart_by_attach_order() {
         let prog = |id: u32, ns: u64| ProgSample {
-            id,
-            name: "tcpstate_set_st".into(),
             prog_type: "RAW_TRACEPOINT".into(),
-            run_time_ns: ns * 1000,
-            run_count: 1000,
-            recursion_misses: 0,
+            ..sample(id, "tcpstate_set_st", 1000, ns)
         };
         // Two runs; the second lists its programs in another order.
         let first = [prog(10, 600), prog(11, 50)];
