@@ -22,9 +22,10 @@ pub const PROGRAM_SET_STATE_RAW: &str = "tcpstate_set_state_raw";
 pub const MAP_RAW_MODE: &str = "RAW_MODE";
 /// Per-CPU: 1 while the raw program runs (a hit now is one it will miss).
 pub const MAP_RAW_ACTIVE: &str = "RAW_ACTIVE";
-/// Per-CPU: the hits the raw program took lately (see the BPF program).
+/// Per-CPU: the hits the raw program took lately, a [`RawTaken`].
 pub const MAP_RAW_TAKEN: &str = "RAW_TAKEN";
-/// Per-CPU count of hits the classic program recorded for the raw one.
+/// Per-CPU count of hits a stand-in (the second raw program, or the classic
+/// one) answered for because the kernel skipped the raw program for them.
 pub const MAP_RESCUED: &str = "RESCUED";
 
 /// Programs on `syscalls:sys_exit_accept4` / `sys_exit_accept`: they name
@@ -240,6 +241,8 @@ impl StructOffsets {
     }
 }
 
+// SAFETY: `repr(C)`, fixed-width integers and arrays of them only, with
+// explicit padding (the size is asserted above): any bit pattern is a value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for StructOffsets {}
 
@@ -345,6 +348,8 @@ pub const RING_RECORD_BYTES: u64 = (EVENT_SIZE + 8) as u64;
 /// ring every flush interval anyway.
 pub const DEFAULT_WAKEUP_RECORDS: u64 = 4096;
 
+// SAFETY: `repr(C)`, fixed-width integers and arrays of them only, with
+// explicit padding (the size is asserted above): any bit pattern is a value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Event {}
 
@@ -403,3 +408,46 @@ const _: () = assert!(core::mem::size_of::<PendingCall>() == 16);
 /// recursion guard of its own. Where it is attached the classic program
 /// ([`PROGRAM_SET_STATE`]) is not.
 pub const PROGRAM_SET_STATE_RAW2: &str = "tcpstate_set_state_raw2";
+
+/// Slots of [`RawTaken`].
+pub const RAW_TAKEN_SLOTS: usize = 8;
+
+/// The one entry of [`MAP_RAW_TAKEN`] on a CPU: the last hits the raw
+/// program took there, as (socket, new state), for its stand-in to find
+/// (see the BPF program's `taken` module). Userspace reads it only to tell
+/// how many slots are held.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawTaken {
+    /// The socket's address; 0: the slot is free.
+    pub sk: [u64; RAW_TAKEN_SLOTS],
+    /// When a stand-in first found the slot held beside its own hit's
+    /// (bpf_ktime_get_ns); 0 until then.
+    pub seen_ns: [u64; RAW_TAKEN_SLOTS],
+    pub state: [u32; RAW_TAKEN_SLOTS],
+    /// The value of `runs` when the slot was written.
+    pub written: [u32; RAW_TAKEN_SLOTS],
+    /// Raw program runs on this CPU.
+    pub runs: u32,
+    /// The slot the raw program wrote last.
+    pub last: u32,
+    /// Slots held, as the programs last counted them (a program nested
+    /// between another's read and write of it can leave it off by one
+    /// until a stand-in counts them again).
+    pub held: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<RawTaken>() == 208);
+
+impl RawTaken {
+    /// Slots held now.
+    pub fn held(&self) -> usize {
+        self.sk.iter().filter(|&&sk| sk != 0).count()
+    }
+}
+
+// SAFETY: `repr(C)`, fixed-width integers and arrays of them only, with
+// explicit padding (the size is asserted above): any bit pattern is a value.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for RawTaken {}

@@ -17,6 +17,7 @@
 #![feature(core_intrinsics)]
 
 mod ports;
+mod taken;
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
@@ -52,44 +53,6 @@ static RAW_MODE: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "RAW_ACTIVE")]
 static RAW_ACTIVE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// The last hits the raw program took on one CPU, as (socket, new state),
-/// each written when it is done with the hit.
-///
-/// The kernel skips the raw program for a hit that arrives while it is
-/// already running on that CPU (a softirq interrupting it, anywhere from
-/// the kernel's bookkeeping before its first instruction to that after its
-/// last); the classic program then records the hit itself. When the kernel
-/// runs the raw program first for each hit (it was attached first), the
-/// classic program finds every hit the raw one took here, and records any
-/// other. Several slots, because hits nest: the interrupted hit's entry
-/// must survive the nested ones: a hit goes into a free slot (its own
-/// stand-in frees it, or, when the kernel skipped that stand-in because it
-/// was running, the interrupted stand-in does at its end), or else over
-/// the oldest. When the classic program runs first (a perf user of the
-/// tracepoint registered the kernel's perf probe before us), this hit's
-/// slot is never found here (an older hit's slot can be, for a socket at
-/// the same address: a known gap of that mode, which only a kernel where
-/// the second raw program cannot attach would use), and the `RAW_ACTIVE`
-/// flag decides, which covers the raw program's own code only. Where the second raw program
-/// (`raw2`) is attached it takes the classic program's place: raw probes
-/// run in the order they were attached, so it always runs second.
-#[repr(C)]
-struct RawTaken {
-    /// 0: free.
-    sk: [u64; RAW_TAKEN_SLOTS],
-    state: [u32; RAW_TAKEN_SLOTS],
-    /// The value of `runs` when the slot was written.
-    written: [u32; RAW_TAKEN_SLOTS],
-    /// Raw program runs on this CPU.
-    runs: u32,
-    _pad: u32,
-}
-
-const RAW_TAKEN_SLOTS: usize = 8;
-
-#[map(name = "RAW_TAKEN")]
-static RAW_TAKEN: PerCpuArray<RawTaken> = PerCpuArray::with_max_entries(1, 0);
-
 /// 1 once the classic program found a hit in `RAW_TAKEN`: the kernel runs
 /// the raw program first (the order is fixed once both are attached).
 ///
@@ -106,8 +69,10 @@ static mut RAW_RUNS_FIRST: u32 = 0;
 #[no_mangle]
 static mut RAW_NESTS: u32 = 0;
 
-/// Per-CPU: hits the classic program answered for because the kernel
-/// skipped the raw one for them (recorded, filtered out, or counted lost).
+/// Per-CPU: hits a stand-in (the second raw program, or the classic one)
+/// answered for because the kernel skipped the raw one for them (recorded,
+/// filtered out, or counted lost). Bumped atomically (`add_one`): before
+/// Linux 6.2 the second raw program nests inside itself.
 #[map(name = "RESCUED")]
 static RESCUED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
@@ -174,15 +139,25 @@ fn report<C: EbpfContext>(ctx: &C, miss: Miss) {
 pub fn tcpstate_set_state(ctx: TracePointContext) -> u32 {
     // Only as the raw program's stand-in does this program use its slots;
     // alone (no BTF), it is the one program on the tracepoint.
-    let raw_mode = RAW_MODE.get(0).is_some_and(|mode| *mode == 1);
-    let runs_before = if raw_mode { raw_runs() } else { 0 };
-    if let Err(miss) = try_set_state(&ctx, raw_mode) {
-        report(&ctx, miss);
+    if !RAW_MODE.get(0).is_some_and(|mode| *mode == 1) {
+        set_state(&ctx);
+        return 0;
     }
-    if raw_mode {
-        forget_nested(runs_before);
+    let skaddr: u64 = field(&ctx, off::SKADDR);
+    let newstate: i32 = field(&ctx, off::NEWSTATE);
+    let lookup = taken::lookup(skaddr, newstate as u32, !raw_running_here());
+    if stands_in_for_raw(&lookup) {
+        set_state(&ctx);
     }
+    taken::settle(lookup);
     0
+}
+
+#[inline(always)]
+fn set_state(ctx: &TracePointContext) {
+    if let Err(miss) = try_set_state(ctx) {
+        report(ctx, miss);
+    }
 }
 
 /// The struct offsets, read in place: a copy would take 76 bytes of the
@@ -248,12 +223,9 @@ trait Addresses {
 }
 
 #[inline(always)]
-fn try_set_state(ctx: &TracePointContext, raw_mode: bool) -> Result<(), Miss> {
+fn try_set_state(ctx: &TracePointContext) -> Result<(), Miss> {
     let skaddr: u64 = field(ctx, off::SKADDR);
     let newstate: i32 = field(ctx, off::NEWSTATE);
-    if raw_mode && !stands_in_for_raw(skaddr, newstate as u32) {
-        return Ok(());
-    }
     let protocol: u16 = field(ctx, off::PROTOCOL);
     if protocol != IPPROTO_TCP {
         return Ok(());
@@ -288,8 +260,8 @@ impl Addresses for EventAddresses<'_> {
 /// With the raw program attached: whether the kernel skipped it for this
 /// hit, so that this program answers for it (then counted as rescued).
 #[inline(always)]
-fn stands_in_for_raw(skaddr: u64, newstate: u32) -> bool {
-    if !raw_running_here() && raw_took(skaddr, newstate) {
+fn stands_in_for_raw(lookup: &taken::Lookup) -> bool {
+    if lookup.taken() {
         // SAFETY: a whole aligned u32 of our own global, written through a
         // raw pointer (no reference to the `static mut` is made); other
         // CPUs only ever write the same value.
@@ -299,82 +271,25 @@ fn stands_in_for_raw(skaddr: u64, newstate: u32) -> bool {
     // SAFETY: a whole aligned u32 of our own global, read through a raw
     // pointer; a concurrent write of 1 makes it read 0 or 1, both valid.
     let raw_first = unsafe { core::ptr::read_volatile(&raw const RAW_RUNS_FIRST) } == 1;
-    let raw_active = raw_flag_up();
     // Raw program first: it was skipped for this hit. Otherwise only the
     // flag tells, and only while its body runs.
-    if !raw_first && !raw_active {
+    if !raw_first && !raw_flag_up() {
         return false;
     }
     // This program now answers for the hit the raw one missed, whatever
     // becomes of it: filtered out (not lost), written, or counted lost when
     // the ring buffer is full (counted once, there).
-    if let Some(rescued) = RESCUED.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot of a per-CPU map, valid for the program
-        // run; no other CPU writes it, and the classic program does not
-        // nest on one CPU (the kernel skips it instead).
-        unsafe { *rescued += 1 };
-    }
+    count_rescued();
     true
 }
 
-/// This CPU's count of raw program runs, read by a stand-in before it looks
-/// in `RAW_TAKEN`, for [`forget_nested`] at its end.
+/// Counts a hit a stand-in answers for because the kernel skipped the raw
+/// program for it.
 #[inline(always)]
-fn raw_runs() -> u32 {
-    // SAFETY: this CPU's entry of a per-CPU map, valid for the run; a u32
-    // is read whole.
-    RAW_TAKEN.get_ptr(0).map_or(0, |taken| unsafe {
-        core::ptr::read_volatile(&raw const (*taken).runs)
-    })
-}
-
-/// Frees the slots the raw program wrote for hits that came while this
-/// stand-in ran (a softirq interrupting it). Those hits are over: the
-/// kernel skipped this stand-in for them, as it was running, so no run
-/// would ever use their slots up. Left behind, such a slot can make a
-/// later hit look taken when the raw program was skipped for it: a socket
-/// freed and allocated again at the same address (the slab reuses them at
-/// once under churn) reaching the same state. Hits nested in the kernel's
-/// bookkeeping around this run still leave such slots; `raw_running_here`
-/// keeps them from mattering inside the raw program's own run.
-#[inline(never)]
-fn forget_nested(runs_before: u32) {
-    let Some(taken) = RAW_TAKEN.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: as in `raw_took`.
-    let taken = unsafe { &mut *taken };
-    let nested = taken.runs.wrapping_sub(runs_before);
-    if nested == 0 {
-        return;
+fn count_rescued() {
+    if let Some(rescued) = RESCUED.get_ptr_mut(0) {
+        add_one(rescued);
     }
-    for i in 0..RAW_TAKEN_SLOTS {
-        // Written by one of the last `nested` runs: `written` is `runs`
-        // after the run's own increment.
-        if taken.runs.wrapping_sub(taken.written[i]) < nested {
-            taken.sk[i] = 0;
-        }
-    }
-}
-
-/// Whether the raw program took this hit (then the entry is used up).
-#[inline(always)]
-fn raw_took(sk: u64, newstate: u32) -> bool {
-    let Some(taken) = RAW_TAKEN.get_ptr_mut(0) else {
-        return false;
-    };
-    // SAFETY: this CPU's entry of a per-CPU map, valid and aligned for the
-    // program run. A raw program interrupting this one on the CPU may write
-    // a slot meanwhile: the worst outcome is a hit recorded twice or
-    // rescued once more, never undefined memory.
-    let taken = unsafe { &mut *taken };
-    for i in 0..RAW_TAKEN_SLOTS {
-        if taken.sk[i] == sk && taken.state[i] == newstate {
-            taken.sk[i] = 0;
-            return true;
-        }
-    }
-    false
 }
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
@@ -401,8 +316,8 @@ pub fn tcpstate_set_state_raw(ctx: RawTracePointContext) -> i32 {
     let body = try_set_state_raw(&ctx);
     // Whatever the hit was (even one filtered out): the stand-in must not
     // record a hit this program took.
-    mark_taken(ctx.arg(0), ctx.arg::<u64>(2) as u32);
-    // SAFETY: as above. Cleared after `mark_taken`, so that the flag covers
+    taken::mark(ctx.arg(0), ctx.arg::<u64>(2) as u32);
+    // SAFETY: as above. Cleared after `taken::mark`, so that the flag covers
     // as much of the run as this program can.
     unsafe { core::ptr::write_volatile(active, 0) };
     if let Err(miss) = body {
@@ -431,39 +346,6 @@ fn raw_flag_up() -> bool {
     RAW_ACTIVE
         .get_ptr(0)
         .is_some_and(|active| unsafe { core::ptr::read_volatile(active) } == 1)
-}
-
-/// Out of line: inlined, it makes the compiler spill past the 512-byte
-/// stack of the program it ends.
-#[inline(never)]
-fn mark_taken(sk: u64, newstate: u32) {
-    if let Some(taken) = RAW_TAKEN.get_ptr_mut(0) {
-        // SAFETY: this CPU's entry of a per-CPU map, valid for the run; see
-        // `raw_took` for what an interrupting run can do to it.
-        let taken = unsafe { &mut *taken };
-        taken.runs = taken.runs.wrapping_add(1);
-        let slot = free_or_oldest_slot(taken);
-        taken.sk[slot] = sk;
-        taken.state[slot] = newstate;
-        taken.written[slot] = taken.runs;
-    }
-}
-
-#[inline(always)]
-fn free_or_oldest_slot(taken: &RawTaken) -> usize {
-    let mut oldest = 0;
-    let mut oldest_age = 0;
-    for i in 0..RAW_TAKEN_SLOTS {
-        if taken.sk[i] == 0 {
-            return i;
-        }
-        let age = taken.runs.wrapping_sub(taken.written[i]);
-        if age > oldest_age {
-            oldest = i;
-            oldest_age = age;
-        }
-    }
-    oldest
 }
 
 /// The raw tracepoint gets `(struct sock *sk, int oldstate, int newstate)`:
@@ -967,23 +849,30 @@ fn bump(slot: u32) -> u64 {
     let Some(count) = LOST.get_ptr_mut(slot) else {
         return 0;
     };
-    // An atomic add, not a load and a store: the raw program's stand-in
-    // runs inside the raw program on the same CPU when a softirq interrupts
-    // it (and before Linux 6.2 the raw program itself does), and both count
-    // in this slot. A nested count between the load and the store of a
-    // plain increment is lost: the likely cause of delivered + lost = 2,001
-    // of 2,002 in the `loss` test (CI on the host, 2026-12-06). The add's
-    // result is not used: the BPF instruction set has an atomic add without
-    // fetch (XADD) on every kernel, and the fetching form needs a newer CPU
-    // version than the object is built for (the intrinsic compiles to
-    // `lock ... += 1`).
-    // SAFETY: this CPU's slot of a per-CPU map: valid, 8-aligned and only
-    // ever accessed as a u64 for the run; atomics are sound on it.
+    add_one(count);
+    // SAFETY: as in `add_one`.
+    unsafe { core::ptr::read_volatile(count) }
+}
+
+/// Adds one to a per-CPU counter with an atomic add, not a load and a
+/// store: programs nest on one CPU (the raw program's stand-in inside the
+/// raw program when a softirq interrupts it, and before Linux 6.2 either
+/// one inside itself), and a nested count between the load and the store
+/// of a plain increment is lost: the likely cause of delivered + lost =
+/// 2,001 of 2,002 in the `loss` test (CI on the host, 2026-12-06). The
+/// add's result is not used: the BPF instruction set has an atomic add
+/// without fetch (XADD) on every kernel, and the fetching form needs a
+/// newer CPU version than the object is built for (the intrinsic compiles
+/// to `lock ... += 1`).
+#[inline(always)]
+fn add_one(count: *mut u64) {
+    // SAFETY: callers pass this CPU's slot of a per-CPU map: valid,
+    // 8-aligned and only ever accessed as a u64 for the run; atomics are
+    // sound on it.
     unsafe {
         core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
             count, 1,
         );
-        core::ptr::read_volatile(count)
     }
 }
 

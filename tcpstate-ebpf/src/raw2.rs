@@ -14,34 +14,20 @@
 //! tracepoint's probes depends on other perf users of the tracepoint.
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
-use super::{
-    forget_nested, raw_running_here, raw_runs, raw_took, report, try_set_state_raw, RESCUED,
-};
+use super::{count_rescued, raw_running_here, report, taken, try_set_state_raw};
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn tcpstate_set_state_raw2(ctx: RawTracePointContext) -> i32 {
-    let runs_before = raw_runs();
-    stand_in(&ctx);
-    forget_nested(runs_before);
+    let lookup = taken::lookup(ctx.arg(0), ctx.arg::<u64>(2) as u32, !raw_running_here());
+    if !lookup.taken() {
+        // The first program was skipped for this hit: this one answers for
+        // it, whatever becomes of it (filtered out, written, or counted
+        // lost when the ring buffer is full, counted once, there).
+        count_rescued();
+        if let Err(miss) = try_set_state_raw(&ctx) {
+            report(&ctx, miss);
+        }
+    }
+    taken::settle(lookup);
     0
-}
-
-#[inline(always)]
-fn stand_in(ctx: &RawTracePointContext) {
-    if !raw_running_here() && raw_took(ctx.arg(0), ctx.arg::<u64>(2) as u32) {
-        return;
-    }
-    // The first program was skipped for this hit: this one answers for
-    // it, whatever becomes of it (filtered out, written, or counted lost
-    // when the ring buffer is full, counted once, there).
-    if let Some(rescued) = RESCUED.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot of a per-CPU map, valid for the program
-        // run; the kernel does not run this program nested on one CPU
-        // (where it would, before 6.2, the first program is never skipped
-        // and this line is not reached).
-        unsafe { *rescued += 1 };
-    }
-    if let Err(miss) = try_set_state_raw(ctx) {
-        report(ctx, miss);
-    }
 }

@@ -1,5 +1,9 @@
 //! Loading and attaching the BPF program, and draining its ring buffer.
-use super::{preflight, tracefs, LiveError};
+use super::{
+    preflight,
+    skips::{SkipReading, SkippedTally},
+    tracefs, LiveError,
+};
 use crate::{
     source::{Item, LostCauses, SourceStats},
     tcp::Family,
@@ -97,6 +101,11 @@ pub struct LiveSource {
     /// Whether the kernel counts the hits it skips (Linux 5.12+).
     skip_counting: HookStatus,
     rescued_map: Option<PerCpuArray<MapData, u64>>,
+    /// The raw program's taken hits, read only to tell how many slots are
+    /// held (tests, diagnostics).
+    raw_taken_map: Option<PerCpuArray<MapData, common::RawTaken>>,
+    /// Transitions the kernel skipped both set_state programs for.
+    skips: SkippedTally,
     /// When the kernel's lost counters were last read.
     lost_checked: std::time::Instant,
     _logger: Option<tokio::task::JoinHandle<()>>,
@@ -254,6 +263,9 @@ impl LiveSource {
         let rescued_map = ebpf
             .take_map(common::MAP_RESCUED)
             .and_then(|map| PerCpuArray::try_from(map).ok());
+        let raw_taken_map = ebpf
+            .take_map(common::MAP_RAW_TAKEN)
+            .and_then(|map| PerCpuArray::try_from(map).ok());
         let skip_counting = skip_counting(&ebpf);
         let mut flush = tokio::time::interval(FLUSH_INTERVAL);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -275,6 +287,8 @@ impl LiveSource {
             classic,
             skip_counting,
             rescued_map,
+            raw_taken_map,
+            skips: SkippedTally::default(),
             lost_checked: std::time::Instant::now(),
             _logger: logger,
             _ebpf: ebpf,
@@ -331,20 +345,35 @@ impl LiveSource {
 
     /// Transitions no program recorded because the kernel skipped it. With
     /// the raw program, a hit is lost only when the kernel skipped the raw
-    /// program and the classic one did not stand in for it; alone, the
-    /// classic program's skips are the loss.
-    fn skipped_transitions(&self) -> u64 {
+    /// program and no stand-in answered for it (see [`super::skips`]);
+    /// alone, the classic program's skips are the loss.
+    fn skipped_transitions(&mut self) -> u64 {
         if self.raw != HookStatus::Attached {
             return self.read_misses(&[common::PROGRAM_SET_STATE]);
         }
-        let rescued: u64 = self
+        let reading = self.skip_reading();
+        self.skips.update(reading)
+    }
+
+    /// The raw program's misses, then the rescued count (in this order).
+    fn skip_reading(&self) -> SkipReading {
+        let misses = self.read_misses(&[common::PROGRAM_SET_STATE_RAW]);
+        let rescued = self
             .rescued_map
             .as_ref()
             .and_then(|map| map.get(&0, 0).ok())
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0);
-        self.read_misses(&[common::PROGRAM_SET_STATE_RAW])
-            .saturating_sub(rescued)
+        SkipReading { misses, rescued }
+    }
+
+    /// Slots of the raw program's taken hits held now, over all CPUs; `None`
+    /// when the map cannot be read. At rest (no transition under way) a
+    /// held slot is one no stand-in will use up (see the BPF `taken`
+    /// module).
+    pub fn stand_in_slots_held(&self) -> Option<usize> {
+        let per_cpu = self.raw_taken_map.as_ref()?.get(&0, 0).ok()?;
+        Some(per_cpu.iter().map(common::RawTaken::held).sum())
     }
 
     /// Whether the raw tracepoint is in use (see [`common::PROGRAM_SET_STATE_RAW`]).
@@ -476,6 +505,12 @@ impl LiveSource {
     /// Drains what is left and reports the final lost count.
     pub fn finish(&mut self, out: &mut Vec<Item>) {
         while !drain(self.ring.get_mut(), out, &mut self.stats) {}
+        if self.raw == HookStatus::Attached {
+            // A second reading, a moment after the first, confirms a skip
+            // loss that only the last reading shows (see `super::skips`).
+            self.skipped_transitions();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         self.push_lost(out);
     }
 

@@ -4,6 +4,7 @@ mod btf;
 mod loader;
 mod misses;
 mod preflight;
+mod skips;
 mod tracefs;
 
 pub use loader::{
