@@ -38,8 +38,12 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::PerCpuArray};
 use tcpstate_common::{RawTaken, RAW_TAKEN_SLOTS as SLOTS};
 
 /// A slot held this long beside a stand-in's own hit is stale (see the
-/// module comment): a softirq run lasts at most a few milliseconds.
-const STALE_AFTER_NS: u64 = 50_000_000;
+/// module comment). A softirq run lasts a few milliseconds at most, but a
+/// virtual CPU can be descheduled by its host for longer (steal time), and
+/// freeing a slot still to be used records its hit twice; a stale slot
+/// kept a second longer is a key a skipped hit must match within that
+/// second to be lost.
+const STALE_AFTER_NS: u64 = 1_000_000_000;
 
 #[map(name = "RAW_TAKEN")]
 static RAW_TAKEN: PerCpuArray<RawTaken> = PerCpuArray::with_max_entries(1, 0);

@@ -54,8 +54,34 @@ fn two_tracers_at_once_each_record_every_transition_once() {
         assert_eq!(
             workload::by_pair(&collected.transitions),
             want,
-            "{which} tracer"
+            "{which} tracer; transitions seen more than once: {:?}",
+            repeated(&collected.transitions)
         );
         assert_eq!(collected.transitions.len(), expected_total, "{which}");
     }
+}
+
+/// Transitions a socket made twice in a row (the same states, one after
+/// the other in time), each copy as (time, CPU): two copies from the two
+/// programs on the tracepoint carry different times, one record read
+/// twice the same time.
+fn repeated(transitions: &[tcpstate::wire::Transition]) -> Vec<String> {
+    let mut by_socket = std::collections::BTreeMap::<u64, Vec<_>>::new();
+    for t in transitions {
+        by_socket.entry(t.skaddr).or_default().push(t);
+    }
+    let mut twice = Vec::new();
+    for (sk, mut seen) in by_socket {
+        seen.sort_by_key(|t| t.ts_boot_ns);
+        for pair in seen.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if (a.old, a.new) == (b.old, b.new) {
+                twice.push(format!(
+                    "{sk:#x} {} -> {} {:?} -> {:?}: ({}, CPU {}) and ({}, CPU {})",
+                    a.local, a.remote, a.old, a.new, a.ts_boot_ns, a.cpu, b.ts_boot_ns, b.cpu
+                ));
+            }
+        }
+    }
+    twice
 }
