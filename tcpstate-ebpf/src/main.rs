@@ -137,25 +137,25 @@ fn report<C: EbpfContext>(ctx: &C, miss: Miss) {
 
 #[tracepoint]
 pub fn tcpstate_set_state(ctx: TracePointContext) -> u32 {
+    let skaddr: u64 = field(&ctx, off::SKADDR);
+    let newstate: i32 = field(&ctx, off::NEWSTATE);
     // Only as the raw program's stand-in does this program use its slots;
     // alone (no BTF), it is the one program on the tracepoint.
     if !RAW_MODE.get(0).is_some_and(|mode| *mode == 1) {
-        set_state(&ctx);
+        set_state(&ctx, skaddr, newstate);
         return 0;
     }
-    let skaddr: u64 = field(&ctx, off::SKADDR);
-    let newstate: i32 = field(&ctx, off::NEWSTATE);
     let lookup = taken::lookup(skaddr, newstate as u32, !raw_running_here());
     if stands_in_for_raw(&lookup) {
-        set_state(&ctx);
+        set_state(&ctx, skaddr, newstate);
     }
     taken::settle(lookup);
     0
 }
 
 #[inline(always)]
-fn set_state(ctx: &TracePointContext) {
-    if let Err(miss) = try_set_state(ctx) {
+fn set_state(ctx: &TracePointContext, skaddr: u64, newstate: i32) {
+    if let Err(miss) = try_set_state(ctx, skaddr, newstate) {
         report(ctx, miss);
     }
 }
@@ -222,10 +222,10 @@ trait Addresses {
     fn write(&self, saddr: *mut Address, daddr: *mut Address);
 }
 
+/// `skaddr` and `newstate`: the event's fields of those names, read by the
+/// caller.
 #[inline(always)]
-fn try_set_state(ctx: &TracePointContext) -> Result<(), Miss> {
-    let skaddr: u64 = field(ctx, off::SKADDR);
-    let newstate: i32 = field(ctx, off::NEWSTATE);
+fn try_set_state(ctx: &TracePointContext, skaddr: u64, newstate: i32) -> Result<(), Miss> {
     let protocol: u16 = field(ctx, off::PROTOCOL);
     if protocol != IPPROTO_TCP {
         return Ok(());

@@ -48,6 +48,15 @@ pub fn require_root() {
     );
 }
 
+/// The single-threaded tokio runtime a live source runs on (its ring
+/// buffer is polled through tokio's reactor).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// Path of the `tcpstate` binary under test: `TCPSTATE_BIN`, which xtask
 /// sets to the binary it just built. No fallback: a plain `cargo test` would
 /// otherwise run whatever stale binary lies in the target directory.

@@ -56,11 +56,7 @@ impl Tracer {
             let shared = shared.clone();
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
-                runtime.block_on(collect(options, shared, stop, ready_tx))
+                crate::runtime().block_on(collect(options, shared, stop, ready_tx))
             })
         };
         let programs = match ready_rx.recv() {

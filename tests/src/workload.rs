@@ -62,7 +62,9 @@ pub fn bound_listener() -> (socket2::Socket, SocketAddr) {
 
 /// Listens on `socket` and makes `count` connections to it, one after the
 /// other; the client closes first, the server reads EOF and closes. Returns
-/// when all sockets are closed (the listener too).
+/// when every socket on the port is closed or in TIME_WAIT (see
+/// [`wait_until_settled`]): the listener, the clients and the server's
+/// children have made all their transitions.
 pub fn client_closes_first(socket: socket2::Socket, count: usize) {
     socket.listen(1024).expect("listen");
     let listener: TcpListener = socket.into();
@@ -78,6 +80,61 @@ pub fn client_closes_first(socket: socket2::Socket, count: usize) {
         drop(TcpStream::connect(addr).expect("connect"));
     }
     server.join().expect("server thread");
+    wait_until_settled(addr.port());
+}
+
+/// Waits until no socket of this network namespace with `port` at either
+/// end is in a state other than TIME_WAIT (then none has a transition
+/// left to make). A closed socket has not always made its last transition
+/// when close() returns: under load a LAST_ACK child's FIN can go
+/// unanswered and be sent again after the retransmission timeout (seen on
+/// a busy host: LAST_ACK -> CLOSE 200 ms after the others, which a test
+/// counting transitions 200 ms after the workload then missed).
+pub fn wait_until_settled(port: u16) {
+    let deadline = std::time::Instant::now() + crate::secs(10);
+    loop {
+        let busy = sockets_not_settled(port);
+        if busy == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{busy} sockets on port {port} still not closed or in TIME_WAIT after 10 s"
+        );
+        std::thread::sleep(crate::millis(10));
+    }
+}
+
+/// Sockets of /proc/net/tcp and tcp6 with `port` at either end, in another
+/// state than TIME_WAIT (06).
+fn sockets_not_settled(port: u16) -> usize {
+    const TIME_WAIT: &str = "06";
+    let port_of = |endpoint: &str| {
+        endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+    };
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let (Some(local), Some(remote), Some(state)) =
+                        (fields.get(1), fields.get(2), fields.get(3))
+                    else {
+                        return false;
+                    };
+                    (port_of(local) == Some(port) || port_of(remote) == Some(port))
+                        && *state != TIME_WAIT
+                })
+                .count()
+        })
+        .sum()
 }
 
 /// Connects `count` times to 127.0.0.1:`port` and closes at once: the peer

@@ -17,10 +17,7 @@ const GENERATED: u64 = (CONNECTIONS * TRANSITIONS_PER_CONNECTION + LISTENER_TRAN
 #[test]
 fn delivered_plus_lost_equals_generated() {
     require_root();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tcpstate_tests::runtime();
     let _context = runtime.enter();
     let (socket, addr) = workload::bound_listener();
     let mut source = LiveSource::open(&LiveOptions {

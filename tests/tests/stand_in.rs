@@ -18,10 +18,7 @@ const CHURN: &str = env!("CARGO_BIN_EXE_tcpstate-churn");
 #[test]
 fn saturating_churn_leaves_no_stand_in_slot_held() {
     require_root();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tcpstate_tests::runtime();
     let _context = runtime.enter();
     let source = LiveSource::open(&LiveOptions::default()).expect("load");
     assert_eq!(

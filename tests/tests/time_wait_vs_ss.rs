@@ -221,10 +221,7 @@ fn compare(
 #[test]
 fn time_wait_table_matches_ss_during_and_after_20000_connections() {
     require_root();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tcpstate_tests::runtime();
     let listeners: Vec<TcpListener> = (1..=DESTINATIONS)
         .map(|i| TcpListener::bind((Ipv4Addr::new(127, 0, 0, i), 0)).expect("bind"))
         .collect();
