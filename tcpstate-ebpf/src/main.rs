@@ -858,9 +858,10 @@ fn bump(slot: u32) -> u64 {
 /// store: programs nest on one CPU (the raw program's stand-in inside the
 /// raw program when a softirq interrupts it, and before Linux 6.2 either
 /// one inside itself), and a nested count between the load and the store
-/// of a plain increment is lost: the likely cause of delivered + lost =
-/// 2,001 of 2,002 in the `loss` test (CI on the host, 2026-12-06). The
-/// add's result is not used: the BPF instruction set has an atomic add
+/// of a plain increment is lost. (It was once taken for the cause of
+/// delivered + lost = 2,001 of 2,002 in the `loss` test; that was the
+/// workload's last transition coming after the test counted, 2026-12-07.)
+/// The add's result is not used: the BPF instruction set has an atomic add
 /// without fetch (XADD) on every kernel, and the fetching form needs a
 /// newer CPU version than the object is built for (the intrinsic compiles
 /// to `lock ... += 1`).

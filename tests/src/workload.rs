@@ -91,7 +91,8 @@ pub fn client_closes_first(socket: socket2::Socket, count: usize) {
 /// a busy host: LAST_ACK -> CLOSE 200 ms after the others, which a test
 /// counting transitions 200 ms after the workload then missed).
 pub fn wait_until_settled(port: u16) {
-    let deadline = std::time::Instant::now() + crate::secs(10);
+    let limit = crate::secs(10);
+    let deadline = std::time::Instant::now() + limit;
     loop {
         let busy = sockets_not_settled(port);
         if busy == 0 {
@@ -99,7 +100,7 @@ pub fn wait_until_settled(port: u16) {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{busy} sockets on port {port} still not closed or in TIME_WAIT after 10 s"
+            "{busy} sockets on port {port} still not closed or in TIME_WAIT after {limit:?}"
         );
         std::thread::sleep(crate::millis(10));
     }

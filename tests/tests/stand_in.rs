@@ -38,9 +38,10 @@ fn saturating_churn_leaves_no_stand_in_slot_held() {
         "churn failed: {}",
         String::from_utf8_lossy(&churn.stderr)
     );
-    // A stand-in frees a slot it finds held beside its own hit's once it
-    // has seen it held for a second: two rounds of hits on every CPU, more
-    // than that apart, end any slot left by the churn.
+    // A stand-in frees every slot older than its own hit's but the newest,
+    // and that one once it has seen it held for a second: two rounds of
+    // hits on every CPU, more than that apart, end any slot left by the
+    // churn.
     for _ in 0..2 {
         std::thread::sleep(millis(1_100));
         for cpu in allowed_cpus() {
