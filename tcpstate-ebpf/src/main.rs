@@ -64,8 +64,10 @@ static RAW_ACTIVE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 static mut RAW_RUNS_FIRST: u32 = 0;
 
 /// 1 once the raw program found itself running inside its own run on a
-/// CPU: the kernel does not skip nested hits (before Linux 6.2), so the
-/// `RAW_ACTIVE` flag does not mean a stand-in must answer.
+/// CPU: the kernel does not skip nested hits (before Linux 6.2). Then the
+/// raw program takes every hit, the `RAW_ACTIVE` flag does not mean a
+/// stand-in must answer, and no stand-in records anything (see
+/// [`raw_never_skipped`]).
 #[no_mangle]
 static mut RAW_NESTS: u32 = 0;
 
@@ -268,6 +270,9 @@ fn stands_in_for_raw(lookup: &taken::Lookup) -> bool {
         unsafe { core::ptr::write_volatile(&raw mut RAW_RUNS_FIRST, 1) };
         return false;
     }
+    if raw_never_skipped() {
+        return false;
+    }
     // SAFETY: a whole aligned u32 of our own global, read through a raw
     // pointer; a concurrent write of 1 makes it read 0 or 1, both valid.
     let raw_first = unsafe { core::ptr::read_volatile(&raw const RAW_RUNS_FIRST) } == 1;
@@ -332,10 +337,20 @@ pub fn tcpstate_set_state_raw(ctx: RawTracePointContext) -> i32 {
 /// keys can match an older hit of a socket at the same address.
 #[inline(always)]
 fn raw_running_here() -> bool {
+    !raw_never_skipped() && raw_flag_up()
+}
+
+/// Whether the kernel has been seen running the raw program inside its own
+/// run (`RAW_NESTS`): it never skips it, so a hit a stand-in finds not
+/// taken was taken all the same, its slot lost in a window of the slot
+/// bookkeeping (a softirq's stand-in freeing the slot of a hit whose raw
+/// program it interrupted mid-`mark`). Recording it would record it twice.
+#[inline(always)]
+fn raw_never_skipped() -> bool {
     // SAFETY: a whole aligned u32 of our own global, read through a raw
     // pointer; a concurrent write of 1 makes it read 0 or 1, both valid.
-    let nests = unsafe { core::ptr::read_volatile(&raw const RAW_NESTS) } == 1;
-    !nests && raw_flag_up()
+    let nests = unsafe { core::ptr::read_volatile(&raw const RAW_NESTS) };
+    nests == 1
 }
 
 /// Whether the raw program's `RAW_ACTIVE` flag is up on this CPU.

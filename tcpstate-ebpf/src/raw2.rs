@@ -14,12 +14,14 @@
 //! tracepoint's probes depends on other perf users of the tracepoint.
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
-use super::{count_rescued, raw_running_here, report, taken, try_set_state_raw};
+use super::{count_rescued, raw_never_skipped, raw_running_here, report, taken, try_set_state_raw};
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn tcpstate_set_state_raw2(ctx: RawTracePointContext) -> i32 {
     let lookup = taken::lookup(ctx.arg(0), ctx.arg::<u64>(2) as u32, !raw_running_here());
-    if !lookup.taken() {
+    // Still looked up where the raw program is never skipped: the lookup
+    // and `settle` keep the slots free.
+    if !lookup.taken() && !raw_never_skipped() {
         // The first program was skipped for this hit: this one answers for
         // it, whatever becomes of it (filtered out, written, or counted
         // lost when the ring buffer is full, counted once, there).

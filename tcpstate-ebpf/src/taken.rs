@@ -43,6 +43,8 @@
 //! found here and the raw program's `RAW_ACTIVE` flag decides, which covers
 //! its own code only: a known gap of that mode, used only where the second
 //! raw program cannot attach.
+use core::sync::atomic::{compiler_fence, Ordering};
+
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::PerCpuArray};
 
 use tcpstate_common::{RawTaken, RAW_TAKEN_SLOTS as SLOTS};
@@ -222,17 +224,39 @@ pub fn settle(lookup: Lookup) {
 #[inline(never)]
 pub fn mark(sk: u64, newstate: u32) {
     if let Some(taken) = entry() {
-        taken.runs = taken.runs.wrapping_add(1);
+        let runs = taken.runs.wrapping_add(1);
+        taken.runs = runs;
         let slot = free_or_newest_slot(taken);
-        if taken.sk[slot] == 0 {
+        let was_free = taken.sk[slot] == 0;
+        // The socket is written last, and a slot taken over is emptied
+        // first: a stand-in interrupting this (a softirq's, the kernel
+        // having skipped the raw program for its hit) sees the slot either
+        // free or whole. Half written (its socket with the old `written` or
+        // `seen_ns`), its `settle` could free it as stale, and this hit's
+        // stand-in would record it again.
+        if !was_free {
+            publish(&mut taken.sk[slot], 0);
+        }
+        taken.state[slot] = newstate;
+        taken.written[slot] = runs;
+        taken.seen_ns[slot] = 0;
+        publish(&mut taken.sk[slot], sk);
+        taken.last = slot as u32;
+        if was_free {
             taken.held += 1;
         }
-        taken.last = slot as u32;
-        taken.sk[slot] = sk;
-        taken.state[slot] = newstate;
-        taken.written[slot] = taken.runs;
-        taken.seen_ns[slot] = 0;
     }
+}
+
+/// Writes a slot's socket after every write before it, as the compiler
+/// emits them (a program interrupting this one on the CPU sees them in
+/// program order; no other CPU uses this CPU's entry).
+#[inline(always)]
+fn publish(slot: &mut u64, sk: u64) {
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: a valid, aligned u64 of this CPU's entry (a reference).
+    unsafe { core::ptr::write_volatile(slot, sk) };
+    compiler_fence(Ordering::SeqCst);
 }
 
 /// A free slot, or else the one written last. All held means hits nested in
