@@ -151,8 +151,10 @@ pub mod reset_offsets {
 
 /// `syscalls:sys_exit_*` tracepoints: the return value.
 pub mod syscall_exit_offsets {
+    pub const SYSCALL_NR: usize = 8;
     pub const RET: usize = 16;
-    pub const EXPECTED: [(&str, usize, usize); 1] = [("ret", RET, 8)];
+    pub const EXPECTED: [(&str, usize, usize); 2] =
+        [("__syscall_nr", SYSCALL_NR, 4), ("ret", RET, 8)];
 }
 
 /// Byte offsets of kernel struct members, read from the running kernel's BTF
@@ -163,6 +165,9 @@ pub mod syscall_exit_offsets {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StructOffsets {
     pub task_files: u32,
+    /// `task_struct.stack`: where the saved registers are (see
+    /// [`x86_64_pt_regs`]).
+    pub task_stack: u32,
     pub files_fdt: u32,
     pub fdtable_fd: u32,
     pub fdtable_max_fds: u32,
@@ -203,7 +208,7 @@ pub const SOCK_HEAD_BYTES: usize = 128;
 /// larger span does not fit the raw program's 512-byte stack.
 pub const INET_SADDR_SPAN: usize = 16;
 
-const _: () = assert!(core::mem::size_of::<StructOffsets>() == 76);
+const _: () = assert!(core::mem::size_of::<StructOffsets>() == 80);
 
 impl StructOffsets {
     /// Whether `inet_sport` lies inside the [`INET_SADDR_SPAN`] bytes read
@@ -219,6 +224,7 @@ impl StructOffsets {
     pub const fn zeroed() -> Self {
         Self {
             task_files: 0,
+            task_stack: 0,
             files_fdt: 0,
             fdtable_fd: 0,
             fdtable_max_fds: 0,
@@ -355,21 +361,17 @@ unsafe impl aya::Pod for Event {}
 
 // ---- Issue 11 (ports): failed connect() and bind() calls ----
 
-/// Programs on `syscalls:sys_enter_connect` / `sys_exit_connect` and
-/// `sys_enter_bind` / `sys_exit_bind`: a call that fails yields one record
-/// with the caller, the address it passed and the errno.
-pub const PROGRAM_CONNECT_ENTER: &str = "tcpstate_connect_enter";
+/// Programs on `syscalls:sys_exit_connect` and `sys_exit_bind`: a call
+/// that fails yields one record with the caller, the address it passed and
+/// the errno. The call's arguments come from the registers the task saved
+/// on entry (see [`x86_64_pt_regs`]).
 pub const PROGRAM_CONNECT_EXIT: &str = "tcpstate_connect_exit";
-pub const PROGRAM_BIND_ENTER: &str = "tcpstate_bind_enter";
 pub const PROGRAM_BIND_EXIT: &str = "tcpstate_bind_exit";
-pub const CONNECT_ENTER: &str = "sys_enter_connect";
 pub const CONNECT_EXIT: &str = "sys_exit_connect";
-pub const BIND_ENTER: &str = "sys_enter_bind";
 pub const BIND_EXIT: &str = "sys_exit_bind";
-/// Per task (pid_tgid): the call under way, from its enter to its exit.
-pub const MAP_PORT_CALLS: &str = "PORT_CALLS";
 /// [`MAP_LOST`] slots of failed connect() and bind() records that could not
-/// be reserved.
+/// be reserved, or whose call's arguments could not be read (then counted
+/// whatever the socket was: an upper bound).
 pub const LOST_CONNECT_FAILURES: u32 = 3;
 pub const LOST_BIND_FAILURES: u32 = 4;
 /// `Event::kind` of a failed connect(): `daddr`/`dport`/`family` are the
@@ -380,25 +382,32 @@ pub const KIND_CONNECT_FAILED: u8 = 4;
 /// address asked for in `saddr`/`sport`.
 pub const KIND_BIND_FAILED: u8 = 5;
 
-/// `sys_enter_connect` and `sys_enter_bind`: the fd and the user pointer
-/// to the address (`uservaddr` / `umyaddr`).
-pub mod sockaddr_call_offsets {
-    pub const FD: usize = 16;
-    pub const ADDR: usize = 24;
-    pub const CONNECT_EXPECTED: [(&str, usize, usize); 2] = [("fd", FD, 8), ("uservaddr", ADDR, 8)];
-    pub const BIND_EXPECTED: [(&str, usize, usize); 2] = [("fd", FD, 8), ("umyaddr", ADDR, 8)];
+/// The registers an x86-64 task saves at the top of its kernel stack on a
+/// system call (`struct pt_regs`, in the order of ptrace's
+/// `user_regs_struct`: a user ABI, the same on every kernel). A syscall
+/// exit program reads the call's arguments there, as `bpf_task_pt_regs`
+/// would (Linux 5.15 and later, and only for BTF tracing programs): that
+/// saves an entry program and a map write per call.
+pub mod x86_64_pt_regs {
+    /// `sizeof(struct pt_regs)`.
+    pub const SIZE: u64 = 168;
+    /// Where the program reads [`WORDS`] words at once: `ax` (the return
+    /// value, by the exit), `cx`, `dx`, `si` (second argument), `di`
+    /// (first) and `orig_ax` (the system call's number).
+    pub const FROM_AX: u64 = 80;
+    pub const WORDS: usize = 6;
+    pub const AX: usize = 0;
+    pub const SI: usize = 3;
+    pub const DI: usize = 4;
+    pub const ORIG_AX: usize = 5;
+    /// Where `struct pt_regs` ends, below the top of the task's stack
+    /// (`task_struct.stack`): the stack's size (`THREAD_SIZE`: 16 KiB, 32
+    /// KiB with KASAN) less `TOP_OF_KERNEL_STACK_PADDING` (16 bytes with
+    /// FRED support, Linux 6.9 and later, else 0). The program tries each
+    /// and keeps the one whose `orig_ax` and `ax` are the call's number and
+    /// return value.
+    pub const STACK_TOPS: [u64; 4] = [16384, 16384 - 16, 32768, 32768 - 16];
 }
-
-/// A connect() or bind() under way, kept from its enter to its exit.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PendingCall {
-    /// User address of the `struct sockaddr` passed.
-    pub addr: u64,
-    pub fd: u64,
-}
-
-const _: () = assert!(core::mem::size_of::<PendingCall>() == 16);
 
 // ---- issue 15 (cost): the second raw tracepoint program ----
 

@@ -34,8 +34,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use tcpstate_common::{
     kind, reset_offsets, syscall_exit_offsets, tp_offsets as off, Event, StructOffsets,
-    DEFAULT_RING_BYTES, DEFAULT_WAKEUP_RECORDS, EVENT_SIZE, INET_SADDR_SPAN, IPPROTO_TCP,
-    LOST_OWNERS, LOST_RESETS, LOST_TRANSITIONS, LOST_TRANSITIONS_RING_BUSY, RING_BUSY_ROOM_RECORDS,
+    DEFAULT_RING_BYTES, DEFAULT_WAKEUP_RECORDS, INET_SADDR_SPAN, IPPROTO_TCP, LOST_OWNERS,
+    LOST_RESETS, LOST_TRANSITIONS, LOST_TRANSITIONS_RING_BUSY, RING_BUSY_ROOM_RECORDS,
     RING_RECORD_BYTES, SOCK_HEAD_BYTES,
 };
 
@@ -693,9 +693,11 @@ fn accept_returned(ctx: &FExitContext, sk: u64) {
     }
 }
 
-/// An owner record: the current task owns socket `sk`.
+/// An owner record: the current task owns socket `sk`. Written field by
+/// field into the reserved record, as [`emit_transition`] does.
 #[inline(always)]
 fn emit_owner<C: EbpfContext>(ctx: &C, sk: u64) {
+    let netns = netns_of(sk);
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_lost(ctx, LOST_OWNERS);
         return;
@@ -703,19 +705,36 @@ fn emit_owner<C: EbpfContext>(ctx: &C, sk: u64) {
     // SAFETY: a helper without arguments or preconditions.
     let ts = unsafe { bpf_ktime_get_boot_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
-    let mut event = Event::zeroed();
-    event.ts_boot_ns = ts;
-    event.skaddr = sk;
-    // SAFETY: helpers without arguments or preconditions.
-    event.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    event.tgid = (pid_tgid >> 32) as u32;
-    event.pid = pid_tgid as u32;
-    // SAFETY: as above.
-    event.cpu = unsafe { bpf_get_smp_processor_id() };
-    event.netns = netns_of(sk);
-    event.kind = kind::OWNER_ACCEPT;
-    entry.write(event);
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points at the reserved record, an `Event` of ours until
+    // it is submitted: every store is inside it. The addresses are 32
+    // bytes from an 8-aligned offset, cleared with four 8-byte stores, and
+    // the last 8-byte store covers `newstate` and the padding (offsets
+    // checked below at compile time); `comm` is as in `emit_transition`.
+    unsafe {
+        (*e).ts_boot_ns = ts;
+        (*e).skaddr = sk;
+        (*e).cgroup_id = bpf_get_current_cgroup_id();
+        let addresses = (&raw mut (*e).saddr).cast::<u64>();
+        for i in 0..4 {
+            addresses.add(i).write(0);
+        }
+        let comm = (*e).comm.as_mut_ptr();
+        if aya_ebpf::helpers::generated::bpf_get_current_comm(comm.cast(), 16) != 0 {
+            comm.cast::<u64>().write(0);
+            comm.cast::<u64>().add(1).write(0);
+        }
+        (*e).tgid = (pid_tgid >> 32) as u32;
+        (*e).pid = pid_tgid as u32;
+        (*e).cpu = bpf_get_smp_processor_id();
+        (*e).netns = netns;
+        (*e).sport = 0;
+        (*e).dport = 0;
+        (*e).family = 0;
+        (*e).kind = kind::OWNER_ACCEPT;
+        (*e).oldstate = 0;
+        e.cast::<u8>().add(NEWSTATE_AND_PAD).cast::<u64>().write(0);
+    }
     entry.submit(wakeup_flag(ts));
 }
 
@@ -813,6 +832,11 @@ const NEWSTATE_AND_PAD: usize = core::mem::offset_of!(Event, newstate);
 const _: () = assert!(NEWSTATE_AND_PAD % 8 == 0);
 const _: () = assert!(core::mem::offset_of!(Event, saddr) % 4 == 0);
 const _: () = assert!(core::mem::offset_of!(Event, daddr) % 4 == 0);
+const _: () = assert!(core::mem::offset_of!(Event, saddr) % 8 == 0);
+const _: () =
+    assert!(core::mem::offset_of!(Event, daddr) == core::mem::offset_of!(Event, saddr) + 16);
+const _: () =
+    assert!(core::mem::offset_of!(Event, comm) == core::mem::offset_of!(Event, daddr) + 16);
 const _: () = assert!(core::mem::offset_of!(Event, comm) % 8 == 0);
 const _: () = assert!(core::mem::offset_of!(Event, _pad) == NEWSTATE_AND_PAD + 1);
 const _: () = assert!(NEWSTATE_AND_PAD + 8 == core::mem::size_of::<Event>());

@@ -219,6 +219,21 @@ fn failing_connect(ns: &str, to: SocketAddr) -> i32 {
     })
 }
 
+/// Two bind() calls to `at` from namespace `ns` by this process, with
+/// sockets of type `kind`; the second one's errno.
+fn failing_bind(ns: &str, at: SocketAddr, kind: socket2::Type) -> i32 {
+    in_netns(Some(ns), move || {
+        let socket = || socket2::Socket::new(socket2::Domain::IPV4, kind, None).expect("socket");
+        let first = socket();
+        first.bind(&at.into()).expect("the first bind()");
+        let err = socket()
+            .bind(&at.into())
+            .expect_err("the second bind() must fail");
+        err.raw_os_error()
+            .unwrap_or_else(|| panic!("bind to {at}: {err}"))
+    })
+}
+
 #[test]
 fn exhausted_destination_failures_headroom_and_replay() {
     require_root();
@@ -292,6 +307,12 @@ fn exhausted_destination_failures_headroom_and_replay() {
     assert_eq!(refused, libc::ECONNREFUSED);
     let unreachable = failing_connect(&pair.client, nowhere);
     assert_eq!(unreachable, libc::ENETUNREACH);
+    // After the refused connect(): a socket bound there, not listening,
+    // still refuses. The UDP failure must not show: not a TCP socket.
+    let taken = SocketAddr::from((CLIENT_V4, PORT));
+    for kind in [socket2::Type::STREAM, socket2::Type::DGRAM] {
+        assert_eq!(failing_bind(&pair.client, taken, kind), libc::EADDRINUSE);
+    }
 
     let busy_states = settled(&pair.client, busy);
     let other_states = settled(&pair.client, other);
@@ -424,6 +445,11 @@ fn exhausted_destination_failures_headroom_and_replay() {
         assert_eq!(seen[0]["address"], to.to_string());
         assert_eq!(seen[0]["count"], 1);
     }
+    let bound = failures(&report, client_ns, "bind", libc::EADDRINUSE);
+    assert_eq!(bound.len(), 1, "TCP only: {:#}", report["failures"]);
+    assert_eq!(bound[0]["tgid"], me);
+    assert_eq!(bound[0]["address"], taken.to_string());
+    assert_eq!(bound[0]["count"], 1);
     // The refused SYN is also a failed handshake.
     let handshakes = failures(&report, client_ns, "handshake", libc::ECONNREFUSED);
     assert_eq!(handshakes.len(), 1, "{:#}", report["failures"]);

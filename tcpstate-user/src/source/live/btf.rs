@@ -627,13 +627,17 @@ impl Btf {
 
 /// Fills in the offsets that go from the current task and an fd number to
 /// the `struct sock` (`task_struct.files`, `files_struct.fdt`, `fdtable.fd`
-/// and `.max_fds`, `file.private_data`, `socket.sk`), from a socket to its
+/// and `.max_fds`, `file.private_data`, `socket.sk`), from the task to its
+/// saved registers (`task_struct.stack`), from a socket to its
 /// network namespace's inode (`sock_common.skc_net.net`, `net.ns.inum`),
 /// and to a packet's IP and TCP headers (`sk_buff.head`, `.network_header`,
 /// `.transport_header`, for the segment a RST answers). Unchanged on error.
 pub fn fill_kernel_offsets(btf: &Btf, offsets: &mut StructOffsets) -> Result<(), BtfError> {
     *offsets = StructOffsets {
         task_files: btf.member_offset("task_struct", "files")?,
+        // Only the failed-call programs need it: left unknown (0) rather
+        // than failing the rest, and those programs are then off.
+        task_stack: btf.member_offset("task_struct", "stack").unwrap_or(0),
         files_fdt: btf.member_offset("files_struct", "fdt")?,
         fdtable_fd: btf.member_offset("fdtable", "fd")?,
         fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
@@ -1399,6 +1403,7 @@ mod tests {
         eprintln!("{btf:?}: read+parse {parsed:?}, with offsets {total:?}");
         eprintln!("{k:#?}");
         assert!(k.task_files > 0);
+        assert!(k.task_stack > 0);
         assert!(k.files_fdt > 0);
         assert!(k.fdtable_fd > 0, "fd follows max_fds");
         assert!(k.file_private_data > 0);

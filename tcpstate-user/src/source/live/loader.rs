@@ -259,6 +259,8 @@ impl LiveSource {
                 "kernel struct offsets unknown: {}",
                 btf_problem.as_deref().unwrap_or("no BTF")
             ))
+        } else if offsets.task_stack == 0 {
+            HookStatus::Unavailable("task_struct.stack not in the kernel's BTF".into())
         } else {
             attach_call_failures(&mut ebpf, &tracefs)
         };
@@ -439,7 +441,7 @@ impl LiveSource {
             },
             ProgramStatus {
                 program: common::PROGRAM_CONNECT_EXIT,
-                hook: "tracepoints syscalls:sys_enter/exit_connect and sys_enter/exit_bind",
+                hook: "tracepoints syscalls:sys_exit_connect and sys_exit_bind",
                 purpose: "failed connect() and bind() calls",
                 status: self.call_failures.clone(),
             },
@@ -462,9 +464,7 @@ impl LiveSource {
             common::PROGRAM_ACCEPT_FEXIT2,
             common::PROGRAM_SEND_RESET,
             common::PROGRAM_SET_STATE_RAW,
-            common::PROGRAM_CONNECT_ENTER,
             common::PROGRAM_CONNECT_EXIT,
-            common::PROGRAM_BIND_ENTER,
             common::PROGRAM_BIND_EXIT,
             common::PROGRAM_SET_STATE_RAW2,
         ]
@@ -538,12 +538,7 @@ impl LiveSource {
         self.stats.lost_owners = self.read_lost(common::LOST_OWNERS) + self.read_misses(&accept);
         self.stats.lost_call_failures = self.read_lost(common::LOST_CONNECT_FAILURES)
             + self.read_lost(common::LOST_BIND_FAILURES)
-            + self.read_misses(&[
-                common::PROGRAM_CONNECT_ENTER,
-                common::PROGRAM_CONNECT_EXIT,
-                common::PROGRAM_BIND_ENTER,
-                common::PROGRAM_BIND_EXIT,
-            ]);
+            + self.read_misses(&[common::PROGRAM_CONNECT_EXIT, common::PROGRAM_BIND_EXIT]);
         let in_ring = self.read_lost(common::LOST_TRANSITIONS);
         // Read after the total it is part of: never more than it.
         let busy = self
@@ -1031,25 +1026,13 @@ fn spawn_logger(ebpf: &mut Ebpf) -> Result<tokio::task::JoinHandle<()>, LiveErro
 /// A tracepoint field as its format file must show it: name, offset, size.
 type FormatField = (&'static str, usize, usize);
 
-/// The four programs that report failed connect() and bind() calls (issue
-/// 11), each after a check of its tracepoint's format. All or none: an
-/// enter program without its exit would only fill its map.
+/// The two programs that report failed connect() and bind() calls (issue
+/// 11), each after a check of its tracepoint's format. Both or none.
 fn attach_call_failures(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> HookStatus {
-    use common::sockaddr_call_offsets as call;
     let exit = &common::syscall_exit_offsets::EXPECTED;
-    let hooks: [(&str, &str, &[FormatField]); 4] = [
+    let hooks: [(&str, &str, &[FormatField]); 2] = [
         (common::PROGRAM_CONNECT_EXIT, common::CONNECT_EXIT, exit),
         (common::PROGRAM_BIND_EXIT, common::BIND_EXIT, exit),
-        (
-            common::PROGRAM_CONNECT_ENTER,
-            common::CONNECT_ENTER,
-            &call::CONNECT_EXPECTED,
-        ),
-        (
-            common::PROGRAM_BIND_ENTER,
-            common::BIND_ENTER,
-            &call::BIND_EXPECTED,
-        ),
     ];
     for (program, tracepoint, expected) in hooks {
         let status = attach_hook(
