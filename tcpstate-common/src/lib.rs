@@ -421,9 +421,13 @@ pub const PROGRAM_SET_STATE_RAW2: &str = "tcpstate_set_state_raw2";
 /// Slots of [`RawTaken`].
 pub const RAW_TAKEN_SLOTS: usize = 8;
 
+/// The socket bytes a [`RawTaken`] fingerprint folds: the start of
+/// `sock_common` (its address pair, hash and port pair on every kernel).
+pub const RAW_TAKEN_FINGERPRINT_BYTES: usize = 16;
+
 /// The one entry of [`MAP_RAW_TAKEN`] on a CPU: the last hits the raw
-/// program took there, as (socket, new state), for its stand-in to find
-/// (see the BPF program's `taken` module). Userspace reads it only to tell
+/// program took there, as (socket, new state, fingerprint), for its
+/// stand-in to find (see the BPF program's `taken` module). Userspace reads it only to tell
 /// how many slots are held.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -433,6 +437,10 @@ pub struct RawTaken {
     /// When a stand-in first found the slot held beside its own hit's
     /// (bpf_ktime_get_ns); 0 until then.
     pub seen_ns: [u64; RAW_TAKEN_SLOTS],
+    /// The socket's first [`RAW_TAKEN_FINGERPRINT_BYTES`] bytes folded to
+    /// one word when the raw program took the hit: they differ between two
+    /// connections on one socket address.
+    pub fingerprint: [u64; RAW_TAKEN_SLOTS],
     pub state: [u32; RAW_TAKEN_SLOTS],
     /// The value of `runs` when the slot was written.
     pub written: [u32; RAW_TAKEN_SLOTS],
@@ -447,7 +455,7 @@ pub struct RawTaken {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<RawTaken>() == 208);
+const _: () = assert!(core::mem::size_of::<RawTaken>() == 272);
 
 impl RawTaken {
     /// Slots held now.

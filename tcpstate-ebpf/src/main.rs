@@ -318,10 +318,11 @@ pub fn tcpstate_set_state_raw(ctx: RawTracePointContext) -> i32 {
         }
         core::ptr::write_volatile(active, 1);
     }
-    let body = try_set_state_raw(&ctx);
+    let mut fingerprint = 0;
+    let body = try_set_state_raw(&ctx, &mut fingerprint);
     // Whatever the hit was (even one filtered out): the stand-in must not
     // record a hit this program took.
-    taken::mark(ctx.arg(0), ctx.arg::<u64>(2) as u32);
+    taken::mark(ctx.arg(0), ctx.arg::<u64>(2) as u32, fingerprint);
     // SAFETY: as above. Cleared after `taken::mark`, so that the flag covers
     // as much of the run as this program can.
     unsafe { core::ptr::write_volatile(active, 0) };
@@ -333,8 +334,7 @@ pub fn tcpstate_set_state_raw(ctx: RawTracePointContext) -> i32 {
 
 /// Whether this hit came while the raw program was running on this CPU, on
 /// a kernel that then skips it: the raw program did not take it, whatever
-/// `RAW_TAKEN` holds. Decided without `RAW_TAKEN`, whose (socket, state)
-/// keys can match an older hit of a socket at the same address.
+/// `RAW_TAKEN` holds (a stale slot of the same connection and state).
 #[inline(always)]
 fn raw_running_here() -> bool {
     !raw_never_skipped() && raw_flag_up()
@@ -372,8 +372,11 @@ fn raw_flag_up() -> bool {
 /// `inet_sock` words holding the IPv4 source address and (on every kernel
 /// we know) the source port, and the namespace's inode. A fifth reads the
 /// port on its own where the kernel's layout puts it elsewhere.
+///
+/// Also sets `fingerprint` for `taken::mark` (0 when unreadable), from the
+/// first bytes, read on their own for a socket that is not TCP.
 #[inline(always)]
-fn try_set_state_raw(ctx: &RawTracePointContext) -> Result<(), Miss> {
+fn try_set_state_raw(ctx: &RawTracePointContext, fingerprint: &mut u64) -> Result<(), Miss> {
     let sk: u64 = ctx.arg(0);
     let oldstate: u64 = ctx.arg(1);
     let newstate: u64 = ctx.arg(2);
@@ -381,10 +384,12 @@ fn try_set_state_raw(ctx: &RawTracePointContext) -> Result<(), Miss> {
     let unreadable = Miss::SocketUnreadable;
     let protocol: u16 = read_kernel(sk, o.sk_protocol).ok_or(unreadable)?;
     if protocol != IPPROTO_TCP {
+        *fingerprint = taken::fingerprint_at(sk);
         return Ok(());
     }
     let mut head = core::mem::MaybeUninit::<Words<SOCK_HEAD_WORDS>>::uninit();
     let head = read_words_in(&mut head, sk).ok_or(unreadable)?;
+    *fingerprint = taken::fingerprint(&[head[0], head[1], head[2], head[3]]);
     // `inet_sport` (and `inet_saddr`), not `skc_num` (and `skc_rcv_saddr`):
     // the tracepoint runs after a closing socket gave its port back, which
     // zeroes `skc_num` but leaves `inet_sport`, and reports the latter.

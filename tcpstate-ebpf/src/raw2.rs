@@ -26,7 +26,7 @@ pub fn tcpstate_set_state_raw2(ctx: RawTracePointContext) -> i32 {
         // it, whatever becomes of it (filtered out, written, or counted
         // lost when the ring buffer is full, counted once, there).
         count_rescued();
-        if let Err(miss) = try_set_state_raw(&ctx) {
+        if let Err(miss) = try_set_state_raw(&ctx, &mut 0) {
             report(&ctx, miss);
         }
     }

@@ -88,70 +88,78 @@ pub fn client_closes_first(socket: socket2::Socket, count: usize) {
             while child.read(&mut buf).expect("read") > 0 {}
         }
     });
+    let mut client_ports = std::collections::HashSet::new();
     for _ in 0..count {
         let client = TcpStream::connect(addr).expect("connect");
+        client_ports.insert(client.local_addr().expect("local_addr").port());
         accepted
             .recv_timeout(crate::secs(10))
             .expect("the server did not accept the connection");
         drop(client);
     }
     server.join().expect("server thread");
-    wait_until_settled(addr.port());
+    wait_until_settled(addr.port(), &client_ports);
 }
 
-/// Waits until no socket of this network namespace with `port` at either
-/// end is in a state other than TIME_WAIT (then none has a transition
-/// left to make). A closed socket has not always made its last transition
+/// Waits until none of the workload's sockets (the listener on
+/// 127.0.0.1:`port`, the clients on `client_ports` and the server's
+/// children) is in a state other than TIME_WAIT: then none has a transition
+/// left to make. A closed socket has not always made its last transition
 /// when close() returns: under load a LAST_ACK child's FIN can go
 /// unanswered and be sent again after the retransmission timeout (seen on
 /// a busy host: LAST_ACK -> CLOSE 200 ms after the others, which a test
 /// counting transitions 200 ms after the workload then missed).
-pub fn wait_until_settled(port: u16) {
+///
+/// Only the workload's own 4-tuples count: a socket another test left on
+/// the same port number (at another address, or as a client of an earlier
+/// listener on that port) once kept the volume test waiting 40 s on 5.10.
+fn wait_until_settled(port: u16, client_ports: &std::collections::HashSet<u16>) {
     let limit = crate::secs(10);
     let deadline = std::time::Instant::now() + limit;
     loop {
-        let busy = sockets_not_settled(port);
-        if busy == 0 {
+        let busy = sockets_not_settled(port, client_ports);
+        if busy.is_empty() {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{busy} sockets on port {port} still not closed or in TIME_WAIT after {limit:?}"
+            "{} sockets of the workload on 127.0.0.1:{port} still not closed or in TIME_WAIT after {limit:?}: {}",
+            busy.len(),
+            busy.join(", ")
         );
         std::thread::sleep(crate::millis(10));
     }
 }
 
-/// Sockets of /proc/net/tcp and tcp6 with `port` at either end, in another
-/// state than TIME_WAIT (06).
-fn sockets_not_settled(port: u16) -> usize {
+/// The workload's sockets in /proc/net/tcp in another state than
+/// TIME_WAIT (06), as "local -> remote state" lines of that file.
+fn sockets_not_settled(port: u16, client_ports: &std::collections::HashSet<u16>) -> Vec<String> {
     const TIME_WAIT: &str = "06";
-    let port_of = |endpoint: &str| {
-        endpoint
-            .rsplit(':')
-            .next()
-            .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+    // 127.0.0.1 as /proc/net/tcp writes it (the address in host order).
+    const LOOPBACK: &str = "0100007F";
+    let endpoint = |field: &str| {
+        let (addr, port) = field.split_once(':')?;
+        Some((addr == LOOPBACK, u16::from_str_radix(port, 16).ok()?))
     };
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .map(|table| {
-            table
-                .lines()
-                .skip(1)
-                .filter(|line| {
-                    let fields: Vec<&str> = line.split_whitespace().collect();
-                    let (Some(local), Some(remote), Some(state)) =
-                        (fields.get(1), fields.get(2), fields.get(3))
-                    else {
-                        return false;
-                    };
-                    (port_of(local) == Some(port) || port_of(remote) == Some(port))
-                        && *state != TIME_WAIT
-                })
-                .count()
+    // The listener (to any remote), a client or a child.
+    let ours = |local: (bool, u16), remote: (bool, u16)| {
+        let (l, r) = (local.1, remote.1);
+        local.0
+            && (remote.0 || r == 0)
+            && ((l == port && (r == 0 || client_ports.contains(&r)))
+                || (r == port && client_ports.contains(&l)))
+    };
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, remote, state) = (fields.get(1)?, fields.get(2)?, fields.get(3)?);
+            (ours(endpoint(local)?, endpoint(remote)?) && *state != TIME_WAIT)
+                .then(|| format!("{local} -> {remote} state {state}"))
         })
-        .sum()
+        .collect()
 }
 
 /// Connects `count` times to 127.0.0.1:`port` and closes at once: the peer
