@@ -427,8 +427,8 @@ pub const RAW_TAKEN_FINGERPRINT_BYTES: usize = 16;
 
 /// The one entry of [`MAP_RAW_TAKEN`] on a CPU: the last hits the raw
 /// program took there, as (socket, new state, fingerprint), for its
-/// stand-in to find (see the BPF program's `taken` module). Userspace reads it only to tell
-/// how many slots are held.
+/// stand-in to find (see the BPF program's `taken` module). Userspace
+/// reads it only to tell how many slots are held.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawTaken {

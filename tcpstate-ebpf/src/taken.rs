@@ -322,20 +322,6 @@ pub fn fingerprint(words: &[u32; FINGERPRINT_BYTES / 4]) -> u64 {
 /// raw program, whose read failed too, marked 0).
 #[inline(always)]
 pub fn fingerprint_at(sk: u64) -> u64 {
-    let mut words = [0u32; FINGERPRINT_BYTES / 4];
-    // SAFETY: `words` is FINGERPRINT_BYTES writable bytes; the helper
-    // writes exactly that many (zeros on failure) and only reads kernel
-    // memory, without faulting.
-    let status = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-            words.as_mut_ptr().cast(),
-            FINGERPRINT_BYTES as u32,
-            sk as *const aya_ebpf::cty::c_void,
-        )
-    };
-    if status == 0 {
-        fingerprint(&words)
-    } else {
-        0
-    }
+    let mut words = core::mem::MaybeUninit::<[u32; FINGERPRINT_BYTES / 4]>::uninit();
+    super::read_words_in(&mut words, sk).map_or(0, |words| fingerprint(words))
 }
