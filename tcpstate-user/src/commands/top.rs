@@ -300,7 +300,7 @@ impl View for TopView {
             Item::Accepted(seen) => {
                 if let Some(conn) = model.connection(seen.skaddr) {
                     if conn.open == OpenKind::Passive
-                        && conn.birth_seen
+                        && conn.birth_seen()
                         && conn.owner().is_some()
                         && self.counted_opens.insert(conn.id)
                     {
@@ -322,7 +322,7 @@ impl View for TopView {
             // A passive connection whose open was not counted (never
             // accepted, or its accept came before its transitions).
             if conn.open == OpenKind::Passive
-                && conn.birth_seen
+                && conn.birth_seen()
                 && !self.counted_opens.remove(&conn.id)
             {
                 self.opened(conn);

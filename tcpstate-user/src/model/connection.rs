@@ -259,7 +259,7 @@ pub enum TimeWaitFate {
 pub struct Connection {
     /// Monotonic, unique within a model.
     pub id: u64,
-    /// The kernel address; meaningful only when `skaddr_known`.
+    /// The kernel address; meaningful only when marked known.
     skaddr: u64,
     /// First transition seen (or snapshot time).
     pub started_ns: u64,
@@ -281,14 +281,38 @@ pub struct Connection {
     /// None while live.
     pub end: Option<EndKind>,
     pub time_wait: TimeWaitFate,
-    /// Whether the transition that created the socket was seen.
-    pub birth_seen: bool,
     /// Transitions may have been missed (lost events, or an inconsistent
     /// sequence): the states and classification may be wrong.
     pub uncertain: bool,
-    skaddr_known: bool,
+    marks: Marks,
+    /// The live table's eviction order (see [`Recency`]), kept here where it
+    /// fills what would be padding: beside the connection it took 8 bytes a
+    /// slot, in a table of its own an extra cache miss per update.
+    ///
+    /// [`Recency`]: super::recency::Recency
+    pub(super) update_stamp: u32,
+}
+
+/// Facts about a connection, one bit each: the slot's size is what a
+/// million live connections cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Marks(u8);
+
+impl Marks {
+    /// The transition that created the socket was seen.
+    const BIRTH_SEEN: u8 = 1;
+    /// `skaddr` holds the socket's address.
+    const SKADDR_KNOWN: u8 = 2;
     /// The CLOSE (or TIME_WAIT) was seen, at `last_ns`.
-    end_seen: bool,
+    const END_SEEN: u8 = 4;
+
+    fn has(self, mark: u8) -> bool {
+        self.0 & mark != 0
+    }
+
+    fn set(&mut self, mark: u8) {
+        self.0 |= mark;
+    }
 }
 
 impl Connection {
@@ -324,10 +348,13 @@ impl Connection {
             closed_first: ClosedFirst::NotClosed,
             end: None,
             time_wait: TimeWaitFate::None,
-            birth_seen,
+            marks: Marks(if birth_seen {
+                Marks::BIRTH_SEEN | Marks::SKADDR_KNOWN
+            } else {
+                Marks::SKADDR_KNOWN
+            }),
+            update_stamp: 0,
             uncertain: false,
-            skaddr_known: true,
-            end_seen: false,
         };
         conn.enter(t, config);
         conn
@@ -363,10 +390,13 @@ impl Connection {
             closed_first: ClosedFirst::NotClosed.implied_by(state),
             end: None,
             time_wait: TimeWaitFate::None,
-            birth_seen: false,
             uncertain: false,
-            skaddr_known: skaddr.is_some(),
-            end_seen: false,
+            marks: Marks(if skaddr.is_some() {
+                Marks::SKADDR_KNOWN
+            } else {
+                0
+            }),
+            update_stamp: 0,
         }
     }
 
@@ -386,21 +416,30 @@ impl Connection {
         self.state = t.new;
         self.last_ns = ts;
         if is_terminal(t.new) {
-            self.end_seen = true;
+            self.marks.set(Marks::END_SEEN);
             self.end = Some(EndKind::of_last(t, in_syn_sent_ns, config));
             return true;
         }
         false
     }
 
+    /// Whether the transition that created the socket was seen.
+    pub fn birth_seen(&self) -> bool {
+        self.marks.has(Marks::BIRTH_SEEN)
+    }
+
+    pub(crate) fn mark_birth_seen(&mut self) {
+        self.marks.set(Marks::BIRTH_SEEN);
+    }
+
     /// None for a socket from the snapshot not matched to a transition yet.
     pub fn skaddr(&self) -> Option<u64> {
-        self.skaddr_known.then_some(self.skaddr)
+        self.marks.has(Marks::SKADDR_KNOWN).then_some(self.skaddr)
     }
 
     pub(crate) fn set_skaddr(&mut self, skaddr: u64) {
         self.skaddr = skaddr;
-        self.skaddr_known = true;
+        self.marks.set(Marks::SKADDR_KNOWN);
     }
 
     /// Who holds the socket. None until known: a passive socket has no
@@ -454,7 +493,7 @@ impl Connection {
 
     /// Time of the CLOSE; None while live or when the end was not seen.
     pub fn ended_ns(&self) -> Option<u64> {
-        self.end_seen.then_some(self.last_ns)
+        self.marks.has(Marks::END_SEEN).then_some(self.last_ns)
     }
 
     /// The owner to charge for this socket: its own, or for a passive socket

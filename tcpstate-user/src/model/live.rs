@@ -7,6 +7,7 @@
 //! key.
 use super::{
     connection::{tuple_is_complete, Connection, FlowKey},
+    recency::Recency,
     slab::Slab,
 };
 use crate::{addr::Endpoint, tcp::TcpState};
@@ -33,18 +34,11 @@ type ListenKey = (u32, u16);
 
 /// What one live connection takes in the table's storage (the indexes add
 /// a 4-byte slot number and a control byte per hash-table bucket each).
-pub const SLOT_BYTES: usize = std::mem::size_of::<Option<Entry>>();
-
-#[derive(Debug)]
-struct Entry {
-    conn: Connection,
-    /// Logical time of the last update, unique: the eviction order.
-    touched: u64,
-}
+pub const SLOT_BYTES: usize = std::mem::size_of::<Option<Connection>>();
 
 #[derive(Debug, Default)]
 pub(crate) struct LiveTable {
-    slab: Slab<Entry>,
+    slab: Slab<Connection>,
     /// Connections whose kernel address is known, by that address.
     by_addr: HashTable<u32>,
     /// Snapshot sockets whose address is not known yet (only from a start-up
@@ -57,7 +51,8 @@ pub(crate) struct LiveTable {
     by_flow: HashTable<u32>,
     listeners: HashMap<ListenKey, Vec<u32>>,
     hasher: RandomState,
-    clock: u64,
+    /// Stamps updates: the eviction order.
+    recency: Recency,
 }
 
 /// The 4-tuple a connection is indexed under, if any.
@@ -125,7 +120,7 @@ impl LiveTable {
                 let slab = &self.slab;
                 self.by_addr
                     .find(self.hash(&addr), |&i| {
-                        slab.get(i).and_then(|e| e.conn.skaddr()) == Some(addr)
+                        slab.get(i).and_then(|e| e.skaddr()) == Some(addr)
                     })
                     .map(|&i| Slot(i))
             }
@@ -134,7 +129,7 @@ impl LiveTable {
     }
 
     pub fn get(&self, slot: Slot) -> Option<&Connection> {
-        self.slab.get(slot.0).map(|e| &e.conn)
+        self.slab.get(slot.0)
     }
 
     pub fn get_by_key(&self, key: SocketKey) -> Option<&Connection> {
@@ -145,7 +140,7 @@ impl LiveTable {
     /// tuple nor the state may change. Does not count as an update; see
     /// [`Self::update`].
     pub fn get_mut(&mut self, slot: Slot) -> Option<&mut Connection> {
-        self.slab.get_mut(slot.0).map(|e| &mut e.conn)
+        self.slab.get_mut(slot.0)
     }
 
     /// Whether the connection is a snapshot socket not matched to its
@@ -155,19 +150,19 @@ impl LiveTable {
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Connection> {
-        self.slab.iter().map(|(_, e)| &e.conn)
+        self.slab.iter().map(|(_, e)| e)
     }
 
     /// Neither the tuple nor the state may change (see [`Self::get_mut`]).
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Connection> {
-        self.slab.values_mut().map(|e| &mut e.conn)
+        self.slab.values_mut()
     }
 
     pub fn by_flow(&self, flow: &FlowKey) -> Option<Slot> {
         let slab = &self.slab;
         self.by_flow
             .find(self.hash(flow), |&i| {
-                slab.get(i).is_some_and(|e| has_indexed_flow(&e.conn, flow))
+                slab.get(i).is_some_and(|e| has_indexed_flow(e, flow))
             })
             .map(|&i| Slot(i))
     }
@@ -184,7 +179,7 @@ impl LiveTable {
     /// Inserts (replacing what `key` held) and indexes. Returns where, and
     /// the flow newly indexed. `key` must agree with the connection's
     /// address: `Addr` its known address, `Snapshot` when unknown.
-    pub fn insert(&mut self, key: SocketKey, conn: Connection) -> (Slot, Option<FlowKey>) {
+    pub fn insert(&mut self, key: SocketKey, mut conn: Connection) -> (Slot, Option<FlowKey>) {
         if let Some(old) = self.find(key) {
             self.remove(old);
         }
@@ -195,17 +190,14 @@ impl LiveTable {
                 SocketKey::Snapshot(_) => None,
             }
         );
-        self.clock += 1;
-        let slot = self.slab.insert(Entry {
-            conn,
-            touched: self.clock,
-        });
+        conn.update_stamp = self.next_stamp();
+        let slot = self.slab.insert(conn);
         match key {
             SocketKey::Addr(addr) => {
                 let hash = self.hash(&addr);
                 let (slab, hasher) = (&self.slab, &self.hasher);
                 self.by_addr.insert_unique(hash, slot, |&i| {
-                    hasher.hash_one(slab.get(i).and_then(|e| e.conn.skaddr()).unwrap_or(0))
+                    hasher.hash_one(slab.get(i).and_then(|e| e.skaddr()).unwrap_or(0))
                 });
             }
             SocketKey::Snapshot(n) => {
@@ -227,12 +219,14 @@ impl LiveTable {
         slot: Slot,
         change: impl FnOnce(&mut Connection) -> R,
     ) -> Option<(R, Option<FlowKey>)> {
-        self.clock += 1;
-        let entry = self.slab.get_mut(slot.0)?;
-        entry.touched = self.clock;
-        let before = IndexedBy::of(&entry.conn);
-        let result = change(&mut entry.conn);
-        if IndexedBy::of(&entry.conn) == before {
+        // Stamped before the borrow (renumbering reads every slot); a slot
+        // not in use wastes a stamp, nothing more.
+        let stamp = self.next_stamp();
+        let conn = self.slab.get_mut(slot.0)?;
+        conn.update_stamp = stamp;
+        let before = IndexedBy::of(conn);
+        let result = change(conn);
+        if IndexedBy::of(conn) == before {
             return Some((result, None));
         }
         Some((result, self.reindex(slot, before.flow(), before.listen())))
@@ -247,7 +241,7 @@ impl LiveTable {
         old_flow: Option<FlowKey>,
         old_listen: Option<ListenKey>,
     ) -> Option<FlowKey> {
-        let conn = &self.slab.get(slot.0)?.conn;
+        let conn = self.slab.get(slot.0)?;
         let (flow, listen) = (indexed_flow(conn), indexed_listen(conn));
         if old_listen != listen {
             self.unindex_listener(slot, old_listen);
@@ -265,7 +259,7 @@ impl LiveTable {
     }
 
     pub fn remove(&mut self, slot: Slot) -> Option<Connection> {
-        let conn = &self.slab.get(slot.0)?.conn;
+        let conn = self.slab.get(slot.0)?;
         let (flow, listen, addr) = (indexed_flow(conn), indexed_listen(conn), conn.skaddr());
         self.unindex_flow(slot, flow.as_ref());
         self.unindex_listener(slot, listen);
@@ -280,7 +274,7 @@ impl LiveTable {
                 }
             }
         }
-        self.slab.remove(slot.0).map(|e| e.conn)
+        self.slab.remove(slot.0)
     }
 
     /// Moves a snapshot socket to the address its transitions use; returns
@@ -300,12 +294,20 @@ impl LiveTable {
             return 0;
         }
         let count = (len - max + max / 16).min(len);
-        let mut order: Vec<(u64, u32)> = self.slab.iter().map(|(i, e)| (e.touched, i)).collect();
-        order.select_nth_unstable_by_key(count - 1, |(touched, _)| *touched);
+        let mut order: Vec<(u32, u32)> =
+            self.slab.iter().map(|(i, c)| (c.update_stamp, i)).collect();
+        order.select_nth_unstable_by_key(count - 1, |(stamp, _)| *stamp);
         for &(_, i) in &order[..count] {
             self.remove(Slot(i));
         }
         count
+    }
+
+    /// The stamp of an update now (see [`Recency`]).
+    fn next_stamp(&mut self) -> u32 {
+        let slab = &mut self.slab;
+        self.recency
+            .next(|| slab.values_mut().map(|c| &mut c.update_stamp).collect())
     }
 
     fn hash(&self, key: &impl Hash) -> u64 {
@@ -316,12 +318,12 @@ impl LiveTable {
     fn index_flow(&mut self, slot: Slot, flow: &FlowKey) {
         let hash = self.hash(flow);
         let (slab, hasher) = (&self.slab, &self.hasher);
-        let same_flow = |&i: &u32| slab.get(i).is_some_and(|e| has_indexed_flow(&e.conn, flow));
+        let same_flow = |&i: &u32| slab.get(i).is_some_and(|e| has_indexed_flow(e, flow));
         match self.by_flow.find_mut(hash, same_flow) {
             Some(held) => *held = slot.0,
             None => {
                 self.by_flow.insert_unique(hash, slot.0, |&i| {
-                    let flow = slab.get(i).and_then(|e| indexed_flow(&e.conn));
+                    let flow = slab.get(i).and_then(indexed_flow);
                     flow.map_or(0, |flow| hasher.hash_one(flow))
                 });
             }
@@ -355,29 +357,29 @@ impl LiveTable {
         assert_eq!(self.by_snapshot_key.len(), self.snapshot_key_of.len());
         for (&n, &i) in &self.by_snapshot_key {
             assert_eq!(self.snapshot_key_of.get(&i), Some(&n));
-            assert_eq!(self.slab.get(i).unwrap().conn.skaddr(), None);
+            assert_eq!(self.slab.get(i).unwrap().skaddr(), None);
         }
         for &i in &self.by_addr {
-            let addr = self.slab.get(i).unwrap().conn.skaddr().unwrap();
+            let addr = self.slab.get(i).unwrap().skaddr().unwrap();
             assert_eq!(self.find(SocketKey::Addr(addr)), Some(Slot(i)));
         }
         // Each indexed flow points at a connection with that flow, once.
         let mut flows = std::collections::HashSet::new();
         for &i in &self.by_flow {
-            let flow = indexed_flow(&self.slab.get(i).unwrap().conn).unwrap();
+            let flow = indexed_flow(self.slab.get(i).unwrap()).unwrap();
             assert!(flows.insert(flow), "{flow:?} indexed twice");
             assert_eq!(self.by_flow(&flow), Some(Slot(i)));
         }
         // A connection with a flow need not be indexed by it: a newer one
         // with the same flow took the entry, and may have left since.
         for (i, entry) in self.slab.iter() {
-            if let Some(lk) = indexed_listen(&entry.conn) {
+            if let Some(lk) = indexed_listen(entry) {
                 assert!(self.listeners[&lk].contains(&i));
             }
         }
         for (lk, slots) in &self.listeners {
             for &i in slots {
-                assert_eq!(indexed_listen(&self.slab.get(i).unwrap().conn), Some(*lk));
+                assert_eq!(indexed_listen(self.slab.get(i).unwrap()), Some(*lk));
             }
         }
     }
@@ -514,8 +516,20 @@ mod tests {
 
     #[test]
     fn eviction_drops_the_least_recently_updated() {
+        evicts_the_least_recently_updated(LiveTable::default());
+    }
+
+    #[test]
+    fn eviction_order_survives_the_update_counter_renumbering() {
+        // 100 live at most, 201 updates: renumbered at least once.
+        evicts_the_least_recently_updated(LiveTable {
+            recency: Recency::with_limit(150),
+            ..LiveTable::default()
+        });
+    }
+
+    fn evicts_the_least_recently_updated(mut live: LiveTable) {
         use TcpState::*;
-        let mut live = LiveTable::default();
         let mut slots = Vec::new();
         for i in 0..100u64 {
             let (slot, _) = live.insert(
@@ -542,5 +556,10 @@ mod tests {
             live.evict_over(64);
         }
         live.check_invariants();
+        // What is left is the newest, every one of them.
+        let mut left: Vec<u64> = live.values().filter_map(Connection::skaddr).collect();
+        left.sort_unstable();
+        let newest: Vec<u64> = (300 - left.len() as u64..300).collect();
+        assert_eq!(left, newest);
     }
 }

@@ -38,6 +38,7 @@ mod intern;
 mod leaks;
 mod live;
 mod owner;
+mod recency;
 mod recent;
 mod slab;
 mod snapshot;

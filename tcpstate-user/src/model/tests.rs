@@ -604,7 +604,7 @@ fn late_transitions_from_a_later_batch_are_merged_or_ignored() {
     let finished = m.apply_batch(&[Item::Transition(birth.t(S, Close, SynSent))]);
     assert!(finished.is_empty());
     let c = m.connection(C_SK).unwrap();
-    assert!(c.birth_seen);
+    assert!(c.birth_seen());
     assert_eq!(c.started_ns, S);
     assert_eq!(owner_of(c.owner()), Some((CLIENT_TGID, OwnerHow::Connect)));
     assert_eq!(c.states().next().unwrap().duration_ns(), Some(20 * US));

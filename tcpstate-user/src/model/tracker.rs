@@ -198,7 +198,7 @@ impl Model {
         let slot = self.live.find(SocketKey::Addr(skaddr));
         match slot.and_then(|s| Some((s, self.live.get(s)?))) {
             Some((slot, conn)) => {
-                if conn.birth_seen && ts < conn.started_ns {
+                if conn.birth_seen() && ts < conn.started_ns {
                     // About an earlier socket at the same address.
                     self.stats.owner_unmatched += 1;
                     return;
@@ -400,7 +400,7 @@ impl Model {
         if let Some(pending) = self.pending.take(t.skaddr) {
             // Only an observation made after a birth can be about this
             // socket; before one, it was about its predecessor.
-            if !conn.birth_seen || pending.ts_boot_ns >= t.ts_boot_ns {
+            if !conn.birth_seen() || pending.ts_boot_ns >= t.ts_boot_ns {
                 conn.offer_owner(pending.owner, &mut self.owners);
             } else {
                 self.stats.owner_unmatched += 1;
@@ -507,7 +507,7 @@ impl Model {
         let Some(conn) = self.live.get_mut(slot) else {
             return;
         };
-        let fits = !conn.birth_seen
+        let fits = !conn.birth_seen()
             && conn
                 .states()
                 .next()
@@ -517,7 +517,7 @@ impl Model {
         }
         conn.visits_mut().set_first_entered(t.ts_boot_ns);
         conn.started_ns = t.ts_boot_ns;
-        conn.birth_seen = true;
+        conn.mark_birth_seen();
         if conn.open != OpenKind::Preexisting {
             conn.open = OpenKind::of_first(t);
         }

@@ -335,32 +335,41 @@ pub fn evaluate(i: &Inputs<'_>) -> Vec<Target> {
         },
     ));
     let m = i.model;
+    let memory = format!(
+        "{:.1} bytes per connection ({} open connections)",
+        m.bytes_per_connection,
+        super::fmt::int(m.connections as f64)
+    );
+    let memory_limits = || {
+        let n = |k: &str| {
+            m.probe[k]
+                .as_u64()
+                .map_or("?".to_string(), |v| v.to_string())
+        };
+        format!(
+            "each live connection is a Connection of {} bytes in a {}-byte slot of the \
+             model's storage (its eviction stamp inside it; owners and listeners shared, up \
+             to {} state visits inline), and an entry in each of two hash tables (by socket \
+             address, by 4-tuple) holding a 4-byte slot number and a control byte; hash \
+             tables keep spare capacity up to the next power of two",
+            n("connection_struct_bytes"),
+            n("live_slot_bytes"),
+            n("inline_state_visits")
+        )
+    };
     out.push(target(
         "model-memory",
         "at most 200 bytes per live connection in the model",
-        format!(
-            "{:.0} bytes per connection ({} open connections)",
-            m.bytes_per_connection,
-            super::fmt::int(m.connections as f64)
-        ),
+        memory.clone(),
         Some(m.bytes_per_connection <= 200.0),
-        || {
-            let n = |k: &str| {
-                m.probe[k]
-                    .as_u64()
-                    .map_or("?".to_string(), |v| v.to_string())
-            };
-            format!(
-                "each live connection is a Connection of {} bytes in a {}-byte slot of the \
-                 model's storage (with its eviction clock; owners and listeners shared, up to {} \
-                 state visits inline), and an entry in each of two hash tables (by socket \
-                 address, by 4-tuple) holding a 4-byte slot number and a control byte; hash \
-                 tables keep spare capacity up to the next power of two",
-                n("connection_struct_bytes"),
-                n("live_slot_bytes"),
-                n("inline_state_visits")
-            )
-        },
+        memory_limits,
+    ));
+    out.push(target(
+        "model-memory-15",
+        "memory per live connection stays at most 181 bytes (issue 15: no regression)",
+        memory,
+        Some(m.bytes_per_connection <= 181.0),
+        memory_limits,
     ));
     out
 }
