@@ -4,10 +4,7 @@
 //! the kernel's count of undeliverable records grows, `"call_failure"` for
 //! a failed connect() or bind() (recordings and commands that follow them),
 //! `"kill"` for a socket `tcpstate kill` acted on while recording.
-use super::{
-    json_line::{write_transition, SecondPrefix},
-    Annotation, TraceSink,
-};
+use super::{json_line::TransitionLines, Annotation, TraceSink};
 use crate::{
     clock::{rfc3339_utc, BootClock},
     views::trace::TraceRow,
@@ -100,8 +97,7 @@ pub struct JsonSink<W: Write> {
     out: W,
     clock: BootClock,
     /// One line at a time, reused: no allocation per transition.
-    line_buf: Vec<u8>,
-    second: SecondPrefix,
+    lines: TransitionLines,
 }
 
 impl<W: Write> JsonSink<W> {
@@ -109,8 +105,7 @@ impl<W: Write> JsonSink<W> {
         Self {
             out,
             clock,
-            line_buf: Vec::with_capacity(512),
-            second: SecondPrefix::default(),
+            lines: TransitionLines::default(),
         }
     }
 
@@ -122,15 +117,8 @@ impl<W: Write> JsonSink<W> {
 
 impl<W: Write> TraceSink for JsonSink<W> {
     fn transition(&mut self, row: &TraceRow, annotation: &Annotation) -> io::Result<()> {
-        self.line_buf.clear();
-        write_transition(
-            &mut self.line_buf,
-            &mut self.second,
-            row,
-            &self.clock,
-            annotation,
-        );
-        self.out.write_all(&self.line_buf)
+        let line = self.lines.line(row, &self.clock, annotation);
+        self.out.write_all(line)
     }
 
     fn lost(&mut self, total: u64, ts_boot_ns: u64) -> io::Result<()> {
